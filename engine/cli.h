@@ -1,0 +1,22 @@
+/* cli.h: the sub-commands behind engine/main.c. Each returns a process exit code and never
+ * exits itself. */
+#ifndef WEAVER_CLI_H
+#define WEAVER_CLI_H
+
+#include "config/config.h"
+
+#define CLI_EX_USAGE 64       /* EX_USAGE */
+#define CLI_EX_UNAVAILABLE 69 /* EX_UNAVAILABLE: Redis unreachable */
+#define CLI_EX_TEMPFAIL 75    /* EX_TEMPFAIL: --wait timed out */
+
+/* argv[0] is the sub-command name; options already consumed by main are not included. */
+int cli_enqueue(const Config *cfg, int argc, char **argv);
+int cli_status(const Config *cfg, int argc, char **argv);
+int cli_dead(const Config *cfg, int argc, char **argv);
+
+/* Provided by the runtimes (engine/embed, engine/decode). */
+int cli_embed_main(int argc, char **argv);
+int cli_tokenize_main(int argc, char **argv);
+int cli_generate_main(int argc, char **argv);
+
+#endif

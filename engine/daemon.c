@@ -1,0 +1,153 @@
+/* daemon.c: the start-up gate and the life of the engine process.
+ * Order: (config already validated by main) -> Redis -> embedder -> decoders and buffers
+ * (per worker) -> consumer groups -> workers -> ready. SIGTERM/SIGINT stop reading; in-flight
+ * batches get queue.shutdown_grace_ms to finish; whatever is still running then stays pending
+ * in Redis for another consumer to reclaim, so a stop never loses a job. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/engine.h"
+#include "engine/log.h"
+#include "queue/queue.h"
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void consumer_base(const Config *cfg, char *buf, size_t len)
+{
+    if (cfg->queue.consumer && cfg->queue.consumer[0]) {
+        snprintf(buf, len, "%s", cfg->queue.consumer);
+        return;
+    }
+    char host[64] = "host";
+    gethostname(host, sizeof host - 1);
+    snprintf(buf, len, "%s-%d", host, (int)getpid());
+}
+
+int daemon_run(const Config *cfg, int nworkers)
+{
+    LogLevel level = LOG_INFO;
+    log_level_parse(cfg->log.level, &level);
+    log_set_level(level);
+
+    /* Signals are taken by this thread alone (sigtimedwait); workers never see them. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    Engine eng = {.cfg = cfg};
+    consumer_base(cfg, eng.consumer_base, sizeof eng.consumer_base);
+    int rc = ENGINE_EXIT_OK;
+    Worker **workers = calloc((size_t)nworkers, sizeof *workers);
+    pthread_t *threads = calloc((size_t)nworkers, sizeof *threads);
+    if (!workers || !threads) {
+        free(workers);
+        free(threads);
+        LOG_E("out of memory");
+        return ENGINE_EXIT_SOFTWARE;
+    }
+
+    LOG_I("connecting to Redis at %s:%d (deadline %d ms)", cfg->redis.host, cfg->redis.port,
+          cfg->redis.startup_deadline_ms);
+    Queue *admin = queue_open(&cfg->redis, &cfg->queue, eng.consumer_base);
+    if (!queue_connected(admin)) {
+        LOG_E("Redis is unreachable: %s", queue_errstr(admin));
+        rc = ENGINE_EXIT_UNAVAILABLE;
+        goto out_free_admin;
+    }
+
+    char err[512] = "";
+    LOG_I("opening embedder backend \"%s\"", cfg->embedder.backend);
+    eng.embedder = embedder_open(&cfg->embedder, &cfg->batch, err, sizeof err);
+    if (!eng.embedder) {
+        LOG_E("%s", err);
+        rc = ENGINE_EXIT_MODEL;
+        goto out_free_admin;
+    }
+    const EmbedderInfo *info = embedder_info(eng.embedder);
+    LOG_I("embedder ready: model %s, dim %d, max %d tokens", info->model_id, info->dim, info->max_seq_len);
+
+    int created = 0;
+    for (; created < nworkers; created++) {
+        workers[created] = worker_create(&eng, created, err, sizeof err);
+        if (!workers[created]) {
+            LOG_E("%s", err);
+            rc = ENGINE_EXIT_MODEL;
+            goto out_free_workers;
+        }
+    }
+    if (queue_ensure_groups(admin) != QUEUE_OK) {
+        LOG_E("creating consumer groups: %s", queue_errstr(admin));
+        rc = ENGINE_EXIT_UNAVAILABLE;
+        goto out_free_workers;
+    }
+    int started = 0;
+    for (; started < nworkers; started++) {
+        int e = pthread_create(&threads[started], NULL, worker_main, workers[started]);
+        if (e != 0) {
+            LOG_E("starting worker %d: %s", started, strerror(e));
+            atomic_store(&eng.stop, true);
+            rc = ENGINE_EXIT_SOFTWARE;
+            break;
+        }
+    }
+    while (rc == ENGINE_EXIT_OK && atomic_load(&eng.workers_ready) < started &&
+           atomic_load(&eng.workers_exited) == 0)
+        usleep(10 * 1000);
+    if (rc == ENGINE_EXIT_OK)
+        LOG_I("ready: %d workers on %s and %s, consumer %s-*", started, queue_stream_key(admin, JOB_EMBED),
+              queue_stream_key(admin, JOB_GENERATE), eng.consumer_base);
+
+    /* Wait for a stop signal, logging progress now and then. */
+    long last_done = 0;
+    long long next_report = mono_ms() + 10000;
+    while (rc == ENGINE_EXIT_OK && atomic_load(&eng.workers_exited) < started) {
+        struct timespec tick = {0, 200 * 1000 * 1000};
+        int sig = sigtimedwait(&sigs, NULL, &tick);
+        if (sig == SIGTERM || sig == SIGINT) {
+            LOG_I("%s: stopping; finishing in-flight work (grace %d ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                  cfg->queue.shutdown_grace_ms);
+            break;
+        }
+        if (mono_ms() >= next_report) {
+            long done = atomic_load(&eng.jobs_done);
+            if (done != last_done)
+                LOG_I("%ld jobs finished (%ld in the last 10 s)", done, done - last_done);
+            last_done = done;
+            next_report = mono_ms() + 10000;
+        }
+    }
+    atomic_store(&eng.stop, true);
+    long long deadline = mono_ms() + cfg->queue.shutdown_grace_ms;
+    while (atomic_load(&eng.workers_exited) < started && mono_ms() < deadline)
+        usleep(10 * 1000);
+    if (atomic_load(&eng.workers_exited) < started) {
+        LOG_W("grace period over: leaving unfinished jobs pending for another consumer");
+        atomic_store(&eng.abandon, true);
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    LOG_I("stopped after %ld jobs", (long)atomic_load(&eng.jobs_done));
+
+out_free_workers:
+    for (int i = 0; i < nworkers; i++)
+        worker_free(workers[i]);
+    embedder_close(eng.embedder);
+out_free_admin:
+    queue_free(admin);
+    free(workers);
+    free(threads);
+    return rc;
+}

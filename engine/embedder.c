@@ -1,0 +1,93 @@
+/* embedder.c: picks the embedder backend named in the config and forwards to its vtable.
+ * A backend that is not compiled into this build is an error naming the build option, never
+ * a silent fallback. Also the shared post-processing (Matryoshka truncation, L2 norm). */
+#include "engine/embedder_impl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* TEMPORARY while the native runtime is being written: a weak reference, so a build
+ * without it says "not available" instead of failing to link. */
+extern const EmbedderOps embedder_native_ops __attribute__((weak));
+
+static const EmbedderOps *find_backend(const char *name)
+{
+    if (strcmp(name, "native") == 0)
+        return &embedder_native_ops ? &embedder_native_ops : NULL;
+#ifdef WEAVER_TEST_BACKENDS
+    if (strcmp(name, "test-hash") == 0)
+        return &embedder_test_hash_ops;
+#endif
+    return NULL;
+}
+
+Embedder *embedder_open(const EmbedderConfig *cfg, const BatchConfig *batch, char *err, size_t errlen)
+{
+    const EmbedderOps *ops = find_backend(cfg->backend);
+    if (!ops) {
+        if (strcmp(cfg->backend, "test-hash") == 0)
+            snprintf(err, errlen, "embedder backend \"test-hash\" is not in this build (-DWEAVER_TEST_BACKENDS=ON)");
+        else
+            snprintf(err, errlen, "embedder backend \"%s\" is not available in this build", cfg->backend);
+        return NULL;
+    }
+    Embedder *e = calloc(1, sizeof *e);
+    if (!e) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    e->ops = ops;
+    if (ops->open(e, cfg, batch) != 0) {
+        snprintf(err, errlen, "embedder %s: %s", ops->name, e->errstr[0] ? e->errstr : "open failed");
+        free(e);
+        return NULL;
+    }
+    return e;
+}
+
+void embedder_close(Embedder *e)
+{
+    if (!e)
+        return;
+    e->ops->close(e);
+    free(e);
+}
+
+const EmbedderInfo *embedder_info(const Embedder *e) { return &e->info; }
+const char *embedder_errstr(const Embedder *e) { return e->errstr; }
+EmbedWorkspace *embedder_workspace_new(Embedder *e) { return e->ops->workspace_new(e); }
+
+void embedder_workspace_free(Embedder *e, EmbedWorkspace *ws)
+{
+    if (e && ws)
+        e->ops->workspace_free(ws);
+}
+
+int embedder_count_tokens(Embedder *e, EmbedWorkspace *ws, const char *text, size_t len)
+{
+    return e->ops->count_tokens(e, ws, text, len);
+}
+
+int embedder_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts, int n, float *out, int *ntokens,
+                   EmbedStatus *status)
+{
+    return e->ops->embed(e, ws, texts, n, out, ntokens, status);
+}
+
+int embed_postprocess(float *vec, int dim, int out_dim, bool normalize)
+{
+    int d = (out_dim > 0 && out_dim < dim) ? out_dim : dim;
+    if (normalize) {
+        double ss = 0.0;
+        for (int i = 0; i < d; i++)
+            ss += (double)vec[i] * vec[i];
+        if (ss > 0.0) {
+            float inv = (float)(1.0 / sqrt(ss));
+            for (int i = 0; i < d; i++)
+                vec[i] *= inv;
+        }
+    }
+    return d;
+}

@@ -1,0 +1,71 @@
+/* embedder.h: one interface for every embedder backend (native cpu/cuda, remote, test-hash).
+ * The rest of the engine only sees this header; it cannot tell backends apart. Backends fill
+ * an EmbedderOps vtable (embedder_impl.h). Nothing here logs or exits: errors come back in
+ * the handle's errstr or in per-text statuses. */
+#ifndef WEAVER_EMBEDDER_H
+#define WEAVER_EMBEDDER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+
+typedef struct Embedder Embedder;
+typedef struct EmbedWorkspace EmbedWorkspace;
+
+#define EMBEDDER_ID_MAX 256
+
+typedef enum EmbedPooling { EMBED_POOL_MEAN = 0, EMBED_POOL_CLS, EMBED_POOL_MAX } EmbedPooling;
+
+/* Backend-agnostic identity (the cohort pin compares these). */
+typedef struct EmbedderInfo {
+    char model_id[EMBEDDER_ID_MAX];
+    char snapshot_hash[65]; /* hex sha256 over the snapshot's canonical manifest, "" if unknown */
+    int dim;
+    EmbedPooling pooling;
+    bool normalize;         /* the model's default (a Normalize module is present) */
+    int max_seq_len;        /* in tokens, including special tokens */
+} EmbedderInfo;
+
+/* One text to embed. `truncate` = false asks for an error instead of truncation. */
+typedef struct EmbedText {
+    const char *text;
+    size_t len;
+    bool truncate;
+} EmbedText;
+
+/* Per-text outcome. */
+typedef enum EmbedStatus {
+    EMBED_OK = 0,
+    EMBED_ERR_TOO_LONG = 1,  /* more tokens than max_seq_len and truncate == false */
+    EMBED_ERR_BACKEND = 2,   /* the backend failed for this text; errstr says why */
+} EmbedStatus;
+
+/* Opens the backend named by cfg->backend. On failure returns NULL and writes why into err. */
+Embedder *embedder_open(const EmbedderConfig *cfg, const BatchConfig *batch, char *err, size_t errlen);
+void embedder_close(Embedder *e);               /* NULL-safe */
+const EmbedderInfo *embedder_info(const Embedder *e);
+const char *embedder_errstr(const Embedder *e); /* last whole-call error */
+
+/* Per-worker scratch (activations, token buffers), sized once from the batch config. */
+EmbedWorkspace *embedder_workspace_new(Embedder *e);
+void embedder_workspace_free(Embedder *e, EmbedWorkspace *ws); /* NULL-safe */
+
+/* Number of tokens `t` becomes (special tokens included, before truncation). Used by the
+ * batcher to size batches. Returns < 0 on error. */
+int embedder_count_tokens(Embedder *e, EmbedWorkspace *ws, const char *text, size_t len);
+
+/* Embeds n texts. out is n * info.dim floats: the pooled vector, NOT normalised (the caller
+ * applies per-job dimensions and normalisation with embed_postprocess). ntokens[i] gets the
+ * tokens used (after truncation). status[i] is set for every text. Returns 0 when the call
+ * itself worked (individual texts may still have failed), < 0 when nothing could be done
+ * (then embedder_errstr says why). Thread-safe across workspaces. */
+int embedder_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts, int n,
+                   float *out, int *ntokens, EmbedStatus *status);
+
+/* Matryoshka truncation to out_dim (<= dim; 0 = keep) then optional L2 normalisation, in place.
+ * Returns the resulting dimension. */
+int embed_postprocess(float *vec, int dim, int out_dim, bool normalize);
+
+#endif

@@ -1,0 +1,30 @@
+/* embedder_impl.h: what a backend implements. Only backends and embedder.c include this. */
+#ifndef WEAVER_EMBEDDER_IMPL_H
+#define WEAVER_EMBEDDER_IMPL_H
+
+#include "engine/embedder.h"
+
+typedef struct EmbedderOps {
+    const char *name;
+    /* Fills e->info and e->impl; returns 0, or < 0 with e->errstr set. */
+    int (*open)(Embedder *e, const EmbedderConfig *cfg, const BatchConfig *batch);
+    void (*close)(Embedder *e);
+    EmbedWorkspace *(*workspace_new)(Embedder *e);
+    void (*workspace_free)(EmbedWorkspace *ws);
+    int (*count_tokens)(Embedder *e, EmbedWorkspace *ws, const char *text, size_t len);
+    int (*embed)(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts, int n,
+                 float *out, int *ntokens, EmbedStatus *status);
+} EmbedderOps;
+
+struct Embedder {
+    const EmbedderOps *ops;
+    EmbedderInfo info;
+    void *impl;          /* backend state: weights, tokenizer, HTTP handles */
+    char errstr[256];
+};
+
+/* Registered backends; a backend not compiled into this build is NULL-absent from the table. */
+extern const EmbedderOps embedder_native_ops;    /* engine/embed/ */
+extern const EmbedderOps embedder_test_hash_ops; /* engine/embedder_test_hash.c, test builds */
+
+#endif

@@ -1,0 +1,42 @@
+/* engine.h: the running daemon: shared state (config, embedder weights, stop flag) and the
+ * worker threads that turn stream entries into results. Nothing here exits the process;
+ * daemon_run returns an exit code for main.c. */
+#ifndef WEAVER_ENGINE_H
+#define WEAVER_ENGINE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "config/config.h"
+#include "engine/embedder.h"
+
+/* Exit codes of the daemon (documented in docs/operations.md). */
+#define ENGINE_EXIT_OK 0
+#define ENGINE_EXIT_SOFTWARE 70  /* EX_SOFTWARE: an internal failure */
+#define ENGINE_EXIT_UNAVAILABLE 69 /* EX_UNAVAILABLE: Redis unreachable by the start-up deadline */
+#define ENGINE_EXIT_MODEL 66     /* EX_NOINPUT: a model could not be opened */
+
+typedef struct Engine {
+    const Config *cfg;
+    Embedder *embedder;        /* shared weights; each worker has its own workspace */
+    char consumer_base[128];
+    atomic_bool stop;          /* set on SIGTERM/SIGINT: stop reading, finish in-flight work */
+    atomic_bool abandon;       /* set when the grace period ran out: leave in-flight work pending */
+    atomic_long jobs_done;
+    atomic_int workers_ready;
+    atomic_int workers_exited;
+} Engine;
+
+typedef struct Worker Worker;
+
+/* Creates worker `index` (its own Redis connection, workspace, generator, buffers). NULL with
+ * err set on failure. */
+Worker *worker_create(Engine *eng, int index, char *err, size_t errlen);
+void worker_free(Worker *w);   /* NULL-safe */
+/* The thread body: runs until eng->stop and its in-flight work is done (or abandoned). */
+void *worker_main(void *w);
+
+/* The daemon: start-up gate, workers, signal handling, graceful stop. Returns an exit code. */
+int daemon_run(const Config *cfg, int workers);
+
+#endif

@@ -1,0 +1,80 @@
+/* generator.h: one interface for text generation backends (native GGUF decoder, test-echo).
+ * Continuous batching lives behind it: requests join with generator_submit, every
+ * generator_step advances all running sequences by one token (prefilling new ones), and
+ * finished sequences leave through the `done` array. The queue side never sees tokens. */
+#ifndef WEAVER_GENERATOR_H
+#define WEAVER_GENERATOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+
+typedef struct Generator Generator;
+
+#define GEN_MAX_STOP 8
+
+typedef struct GenMessage {
+    const char *role;    /* "system" | "user" | "assistant" */
+    const char *content;
+} GenMessage;
+
+typedef struct GenSampling {
+    float temperature;   /* 0 = greedy */
+    int top_k;           /* 0 = off */
+    float top_p;         /* 1 = off */
+    float min_p;         /* 0 = off */
+    float repeat_penalty;/* 1 = off */
+    int repeat_last_n;   /* window for repeat/presence/frequency penalties */
+    float presence_penalty;
+    float frequency_penalty;
+    uint64_t seed;
+} GenSampling;
+
+typedef struct GenRequest {
+    const char *prompt;          /* raw prompt, or NULL when messages are given */
+    const GenMessage *messages;  /* chat messages rendered with the model's template */
+    int n_messages;
+    GenSampling sampling;
+    int max_tokens;
+    const char *stop[GEN_MAX_STOP];
+    int n_stop;
+    bool truncate_prompt;        /* false: a prompt longer than the context is a job error */
+    void *tag;                   /* caller's handle, given back in GenDone */
+} GenRequest;
+
+typedef enum GenFinish { GEN_FINISH_STOP = 0, GEN_FINISH_LENGTH, GEN_FINISH_EOS, GEN_FINISH_ERROR } GenFinish;
+
+typedef struct GenDone {
+    void *tag;
+    GenFinish finish;
+    char *text;              /* owned by the caller after step returns (free()) */
+    int prompt_tokens;
+    int completion_tokens;
+    double prefill_ms, decode_ms;
+    char error[256];         /* set when finish == GEN_FINISH_ERROR */
+} GenDone;
+
+typedef struct GeneratorInfo {
+    char model_id[256];
+    int ctx_len;
+    int max_slots;
+} GeneratorInfo;
+
+Generator *generator_open(const DecoderConfig *cfg, char *err, size_t errlen);
+void generator_close(Generator *g);                 /* NULL-safe */
+const GeneratorInfo *generator_info(const Generator *g);
+
+/* Queues a request; it joins the running batch at the next step. Copies what it needs from
+ * req. Returns 0, or < 0 with err set (the request is rejected, nothing is queued). */
+int generator_submit(Generator *g, const GenRequest *req, char *err, size_t errlen);
+/* Advances every running sequence by one step. Writes up to max_done finished sequences
+ * into done and returns how many; < 0 on a whole-batch failure. */
+int generator_step(Generator *g, GenDone *done, int max_done);
+/* Sequences running or waiting. */
+int generator_pending(const Generator *g);
+
+const char *gen_finish_name(GenFinish f);
+
+#endif

@@ -1,0 +1,733 @@
+/* worker.c: one consumer: read stream entries, validate jobs, batch embed texts by token
+ * budget, run generation with continuous batching, and finish every job with one atomic
+ * result write + XACK. A worker owns its Redis connection and scratch buffers; it shares only
+ * the embedder weights. Bad input becomes an error result and a dead letter, never a crash;
+ * a lost connection is retried with backoff and nothing finished is dropped. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/arena.h"
+#include "engine/engine.h"
+#include "engine/generator.h"
+#include "engine/log.h"
+#include "queue/queue.h"
+
+/* A generate job between submit and finish: what is needed to write its result. */
+typedef struct GenFlight {
+    JobKind kind;
+    char entry_id[QUEUE_ENTRY_ID_MAX];
+    char job_id[JOB_ID_MAX + 1];
+    char *reply_to;
+    int deliveries;
+    long long started_ms;
+    struct GenFlight *next;
+} GenFlight;
+
+struct Worker {
+    Engine *eng;
+    const Config *cfg;
+    int index;
+    char consumer[160];
+    Queue *q;
+    EmbedWorkspace *ws;
+    Generator *gen;
+    GenFlight *flights;
+    int n_flights;
+    JobLimits limits;
+
+    /* Buffers sized once at start-up. */
+    int max_entries;
+    QueueEntry *entries;
+    Job *jobs;
+    bool *jobs_ok;          /* parsed and not a duplicate */
+    char (*errors)[256];
+    int max_texts;          /* texts per embed chunk */
+    EmbedText *texts;
+    int *text_job;          /* which job each text belongs to */
+    int *text_tokens;
+    int *order;
+    float *vecs;
+    int *ntokens;
+    EmbedStatus *status;
+    EmbedText *sub_texts;   /* one forward batch (batch.max_texts) */
+    int *sub_tokens;
+    EmbedStatus *sub_status;
+    float *stage;           /* its outputs before they scatter back to input order */
+    QueueResult *results;
+    QueueField *fields;     /* results * FIELDS_PER_RESULT */
+    const char **target_ptrs;
+    GenDone *done;
+    Arena arena;            /* result text, reset per batch */
+
+    long long next_reclaim_ms, next_heartbeat_ms, next_touch_ms;
+};
+
+#define FIELDS_PER_RESULT 12
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Stream entry ids start with the enqueue time in ms: the job's queueing delay for free. */
+static long long entry_time_ms(const char *entry_id) { return strtoll(entry_id, NULL, 10); }
+
+Worker *worker_create(Engine *eng, int index, char *err, size_t errlen)
+{
+    const Config *cfg = eng->cfg;
+    Worker *w = calloc(1, sizeof *w);
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    w->eng = eng;
+    w->cfg = cfg;
+    w->index = index;
+    snprintf(w->consumer, sizeof w->consumer, "%s-%d", eng->consumer_base, index);
+    w->limits = (JobLimits){cfg->queue.max_input_bytes, cfg->queue.max_texts_per_job, cfg->queue.max_tokens};
+    w->q = queue_open(&cfg->redis, &cfg->queue, w->consumer);
+    if (!w->q || !queue_connected(w->q)) {
+        snprintf(err, errlen, "worker %d: %s", index, queue_errstr(w->q));
+        worker_free(w);
+        return NULL;
+    }
+    if (eng->embedder) {
+        w->ws = embedder_workspace_new(eng->embedder);
+        if (!w->ws) {
+            snprintf(err, errlen, "worker %d: cannot allocate the embedder workspace", index);
+            worker_free(w);
+            return NULL;
+        }
+    }
+    if (cfg->decoder.enabled) {
+        w->gen = generator_open(&cfg->decoder, err, errlen);
+        if (!w->gen) {
+            worker_free(w);
+            return NULL;
+        }
+    }
+    w->max_entries = cfg->queue.read_count;
+    w->max_texts = cfg->batch.lookahead > cfg->queue.max_texts_per_job ? cfg->batch.lookahead
+                                                                         : cfg->queue.max_texts_per_job;
+    int dim = eng->embedder ? embedder_info(eng->embedder)->dim : 1;
+    int max_done = cfg->decoder.max_slots > 0 ? cfg->decoder.max_slots * 4 : 16;
+    int max_results = w->max_entries > max_done ? w->max_entries : max_done;
+    w->entries = calloc((size_t)w->max_entries, sizeof *w->entries);
+    w->jobs = calloc((size_t)w->max_entries, sizeof *w->jobs);
+    w->jobs_ok = calloc((size_t)w->max_entries, sizeof *w->jobs_ok);
+    w->errors = calloc((size_t)w->max_entries, sizeof *w->errors);
+    w->texts = calloc((size_t)w->max_texts, sizeof *w->texts);
+    w->text_job = calloc((size_t)w->max_texts, sizeof *w->text_job);
+    w->text_tokens = calloc((size_t)w->max_texts, sizeof *w->text_tokens);
+    w->order = calloc((size_t)w->max_texts, sizeof *w->order);
+    w->vecs = calloc((size_t)w->max_texts * (size_t)dim, sizeof *w->vecs);
+    w->ntokens = calloc((size_t)w->max_texts, sizeof *w->ntokens);
+    w->status = calloc((size_t)w->max_texts, sizeof *w->status);
+    size_t bt = (size_t)cfg->batch.max_texts;
+    w->sub_texts = calloc(bt, sizeof *w->sub_texts);
+    w->sub_tokens = calloc(bt, sizeof *w->sub_tokens);
+    w->sub_status = calloc(bt, sizeof *w->sub_status);
+    w->stage = calloc(bt * (size_t)dim, sizeof *w->stage);
+    w->results = calloc((size_t)max_results, sizeof *w->results);
+    w->fields = calloc((size_t)max_results * FIELDS_PER_RESULT, sizeof *w->fields);
+    w->target_ptrs = calloc((size_t)w->max_texts, sizeof *w->target_ptrs);
+    w->done = calloc((size_t)max_done, sizeof *w->done);
+    if (!w->entries || !w->jobs || !w->jobs_ok || !w->errors || !w->texts || !w->text_job || !w->text_tokens ||
+        !w->order || !w->vecs || !w->ntokens || !w->status || !w->results || !w->fields || !w->target_ptrs ||
+        !w->done || !w->sub_texts || !w->sub_tokens || !w->sub_status || !w->stage) {
+        snprintf(err, errlen, "worker %d: cannot allocate batch buffers", index);
+        worker_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void worker_free(Worker *w)
+{
+    if (!w)
+        return;
+    while (w->flights) {
+        GenFlight *f = w->flights;
+        w->flights = f->next;
+        free(f->reply_to);
+        free(f);
+    }
+    generator_close(w->gen);
+    if (w->eng->embedder)
+        embedder_workspace_free(w->eng->embedder, w->ws);
+    queue_free(w->q);
+    free(w->entries);
+    free(w->jobs);
+    free(w->jobs_ok);
+    free(w->errors);
+    free(w->texts);
+    free(w->text_job);
+    free(w->text_tokens);
+    free(w->order);
+    free(w->vecs);
+    free(w->ntokens);
+    free(w->status);
+    free(w->sub_texts);
+    free(w->sub_tokens);
+    free(w->sub_status);
+    free(w->stage);
+    free(w->results);
+    free(w->fields);
+    free(w->target_ptrs);
+    free(w->done);
+    arena_free(&w->arena);
+    free(w);
+}
+
+/* Reconnects with capped exponential backoff until it works or the engine is abandoning. */
+static bool ensure_connected(Worker *w)
+{
+    if (queue_connected(w->q))
+        return true;
+    int backoff = 50;
+    while (!atomic_load(&w->eng->abandon)) {
+        if (queue_reconnect(w->q) == QUEUE_OK) {
+            LOG_I("worker %d: reconnected to Redis", w->index);
+            return true;
+        }
+        LOG_W("worker %d: %s; retrying in %d ms", w->index, queue_errstr(w->q), backoff);
+        usleep((useconds_t)backoff * 1000);
+        backoff = backoff * 2 > w->cfg->redis.reconnect_max_backoff_ms ? w->cfg->redis.reconnect_max_backoff_ms
+                                                                       : backoff * 2;
+    }
+    return false;
+}
+
+/* Applies n results, retrying through reconnects: a result is never dropped while the engine
+ * runs; on abandon the jobs stay pending and another consumer reclaims them. */
+static void finish_results(Worker *w, int n)
+{
+    if (n == 0)
+        return;
+    for (;;) {
+        if (!ensure_connected(w))
+            return;
+        int rc = queue_finish(w->q, w->results, n);
+        if (rc == QUEUE_OK) {
+            atomic_fetch_add(&w->eng->jobs_done, n);
+            return;
+        }
+        LOG_W("worker %d: writing %d results failed: %s; retrying", w->index, n, queue_errstr(w->q));
+        if (rc != QUEUE_ECONN)
+            usleep(100 * 1000);
+    }
+}
+
+/* --- result records ---------------------------------------------------------------------- */
+
+static QueueField *result_fields(Worker *w, int r) { return &w->fields[r * FIELDS_PER_RESULT]; }
+
+static void add_field(QueueResult *res, QueueField *f, const char *name, const char *value, size_t len)
+{
+    f[res->n_fields++] = (QueueField){name, value, len};
+}
+
+static void add_str(QueueResult *res, QueueField *f, const char *name, const char *value)
+{
+    add_field(res, f, name, value, strlen(value));
+}
+
+static const char *fmt(Worker *w, const char *format, ...) __attribute__((format(printf, 2, 3)));
+static const char *fmt(Worker *w, const char *format, ...)
+{
+    va_list ap;
+    va_start(ap, format);
+    const char *s = arena_vprintf(&w->arena, format, ap);
+    va_end(ap);
+    return s;
+}
+
+/* An error result, with a dead-letter entry holding the original job and the reason. */
+static void error_result(Worker *w, int r, const QueueEntry *e, const Job *job, const char *reason)
+{
+    QueueResult *res = &w->results[r];
+    QueueField *f = result_fields(w, r);
+    const char *job_id = job && job->id[0] ? job->id : e->entry_id;
+    *res = (QueueResult){.kind = e->kind, .entry_id = e->entry_id, .job_id = arena_strdup(&w->arena, job_id),
+                         .fields = f, .reply_to = job ? job->reply_to : NULL,
+                         .dead_reason = arena_strdup(&w->arena, reason), .payload = e->payload,
+                         .payload_len = e->payload_len, .deliveries = e->deliveries};
+    add_str(res, f, "status", "error");
+    add_str(res, f, "id", res->job_id);
+    add_str(res, f, "kind", job_kind_name(e->kind));
+    add_str(res, f, "error", res->dead_reason);
+    add_str(res, f, "finished_at", fmt(w, "%lld", now_ms()));
+    LOG_W("job %s (%s): error: %s", res->job_id, job_kind_name(e->kind), reason);
+}
+
+/* A job whose result already exists: the finish script sees that and only acknowledges it. */
+static void duplicate_result(Worker *w, int r, const QueueEntry *e, const Job *job)
+{
+    w->results[r] = (QueueResult){.kind = e->kind, .entry_id = e->entry_id, .job_id = job->id,
+                                  .fields = result_fields(w, r)};
+    LOG_D("job %s: already finished, acknowledging the duplicate delivery", job->id);
+}
+
+/* --- embed jobs ---------------------------------------------------------------------------- */
+
+static int cmp_by_tokens(const void *a, const void *b, void *ctx)
+{
+    const int *tok = ctx;
+    int x = tok[*(const int *)a], y = tok[*(const int *)b];
+    return (x > y) - (x < y);
+}
+
+/* Embeds texts [0, n) into w->vecs in input order: length-sorted, cut into batches whose
+ * padded size (longest * count) fits the token budget, so short texts are not padded to long
+ * ones. Returns 0, or < 0 if the backend failed as a whole. */
+static int embed_texts(Worker *w, int n)
+{
+    Embedder *e = w->eng->embedder;
+    const EmbedderInfo *info = embedder_info(e);
+    size_t dim = (size_t)info->dim;
+    for (int i = 0; i < n; i++) {
+        int t = embedder_count_tokens(e, w->ws, w->texts[i].text, w->texts[i].len);
+        w->text_tokens[i] = t < 1 ? 1 : (t > info->max_seq_len ? info->max_seq_len : t);
+        w->order[i] = i;
+    }
+    qsort_r(w->order, (size_t)n, sizeof *w->order, cmp_by_tokens, w->text_tokens);
+    for (int start = 0; start < n;) {
+        int count = 0, longest = 0;
+        while (start + count < n && count < w->cfg->batch.max_texts) {
+            int t = w->text_tokens[w->order[start + count]];
+            int widest = t > longest ? t : longest;
+            if (count > 0 && widest * (count + 1) > w->cfg->batch.token_budget)
+                break;
+            longest = widest;
+            count++;
+        }
+        for (int k = 0; k < count; k++)
+            w->sub_texts[k] = w->texts[w->order[start + k]];
+        if (embedder_embed(e, w->ws, w->sub_texts, count, w->stage, w->sub_tokens, w->sub_status) != 0)
+            return -1;
+        for (int k = 0; k < count; k++) { /* back to input order */
+            int i = w->order[start + k];
+            memcpy(w->vecs + (size_t)i * dim, w->stage + (size_t)k * dim, dim * sizeof(float));
+            w->ntokens[i] = w->sub_tokens[k];
+            w->status[i] = w->sub_status[k];
+        }
+        start += count;
+    }
+    return 0;
+}
+
+/* Writes one vector as JSON numbers; %.9g round-trips every float exactly. */
+static void append_vector_json(char **p, const float *v, int dim)
+{
+    *(*p)++ = '[';
+    for (int d = 0; d < dim; d++) {
+        if (d)
+            *(*p)++ = ',';
+        *p += sprintf(*p, "%.9g", (double)v[d]);
+    }
+    *(*p)++ = ']';
+}
+
+/* The ok result of embed job `j` whose texts are [first, first + n) of w->vecs. */
+static void embed_result(Worker *w, int r, int j, int first, int n, long long compute_ms)
+{
+    const QueueEntry *e = &w->entries[j];
+    const Job *job = &w->jobs[j];
+    const EmbedJob *ej = &job->embed;
+    const EmbedderInfo *info = embedder_info(w->eng->embedder);
+    bool normalize = ej->normalize < 0 ? info->normalize : ej->normalize == 1;
+    int out_dim = info->dim, tokens = 0;
+    for (int t = 0; t < n; t++) {
+        float *v = w->vecs + (size_t)(first + t) * (size_t)info->dim;
+        out_dim = embed_postprocess(v, info->dim, ej->dimensions, normalize);
+        tokens += w->ntokens[first + t];
+    }
+    QueueResult *res = &w->results[r];
+    QueueField *f = result_fields(w, r);
+    *res = (QueueResult){.kind = JOB_EMBED, .entry_id = e->entry_id, .job_id = job->id, .fields = f,
+                         .reply_to = job->reply_to, .deliveries = e->deliveries};
+    /* Vectors are packed tightly at out_dim: the f32 layout Redis vector search indexes. */
+    float *packed = arena_alloc(&w->arena, (size_t)n * (size_t)out_dim * sizeof(float));
+    for (int t = 0; t < n; t++)
+        memcpy(packed + (size_t)t * (size_t)out_dim, w->vecs + (size_t)(first + t) * (size_t)info->dim,
+               (size_t)out_dim * sizeof(float));
+    add_str(res, f, "status", "ok");
+    add_str(res, f, "id", job->id);
+    add_str(res, f, "kind", "embed");
+    add_str(res, f, "model", info->model_id);
+    add_str(res, f, "dim", fmt(w, "%d", out_dim));
+    add_str(res, f, "count", fmt(w, "%d", n));
+    if (ej->encoding == JOB_ENC_F32) {
+        add_str(res, f, "encoding", "f32");
+        add_field(res, f, "embeddings", (const char *)packed, (size_t)n * (size_t)out_dim * sizeof(float));
+    } else {
+        char *json = arena_alloc(&w->arena, (size_t)n * ((size_t)out_dim * 17 + 3) + 2);
+        char *p = json;
+        *p++ = '[';
+        for (int t = 0; t < n; t++) {
+            if (t)
+                *p++ = ',';
+            append_vector_json(&p, packed + (size_t)t * (size_t)out_dim, out_dim);
+        }
+        *p++ = ']';
+        *p = '\0';
+        add_str(res, f, "encoding", "json");
+        add_field(res, f, "embeddings", json, (size_t)(p - json));
+    }
+    add_str(res, f, "usage", fmt(w, "{\"tokens\":%d}", tokens));
+    long long queued = now_ms() - compute_ms - entry_time_ms(e->entry_id);
+    add_str(res, f, "timings", fmt(w, "{\"queued_ms\":%lld,\"compute_ms\":%lld}", queued < 0 ? 0 : queued, compute_ms));
+    add_str(res, f, "finished_at", fmt(w, "%lld", now_ms()));
+    if (ej->target_field) {
+        for (int t = 0; t < n; t++)
+            w->target_ptrs[first + t] = (const char *)(packed + (size_t)t * (size_t)out_dim);
+        res->target_field = ej->target_field;
+        res->target_keys = ej->target_keys;
+        res->target_values = &w->target_ptrs[first];
+        res->target_len = (size_t)out_dim * sizeof(float);
+        res->n_targets = n;
+    }
+}
+
+/* Runs embed jobs [from, to) (all valid, texts fit the buffers) and fills their results
+ * starting at result slot r. Returns the next free result slot. */
+static int run_embed_chunk(Worker *w, const int *jobs, int njobs, int r)
+{
+    int n = 0;
+    for (int k = 0; k < njobs; k++) {
+        const EmbedJob *ej = &w->jobs[jobs[k]].embed;
+        for (int t = 0; t < ej->n_texts; t++) {
+            w->texts[n] = (EmbedText){ej->texts[t], ej->lens[t], ej->truncate};
+            w->text_job[n++] = jobs[k];
+        }
+    }
+    long long t0 = mono_ms();
+    int rc = embed_texts(w, n);
+    long long compute_ms = mono_ms() - t0;
+    int first = 0;
+    for (int k = 0; k < njobs; k++) {
+        int j = jobs[k];
+        const EmbedJob *ej = &w->jobs[j].embed;
+        const char *why = NULL;
+        if (rc != 0)
+            why = fmt(w, "embedder failed: %s", embedder_errstr(w->eng->embedder));
+        for (int t = 0; !why && t < ej->n_texts; t++) {
+            if (w->status[first + t] == EMBED_ERR_TOO_LONG)
+                why = fmt(w, "texts[%d] has %d tokens, over the model's maximum of %d, and truncate is false", t,
+                          w->ntokens[first + t], embedder_info(w->eng->embedder)->max_seq_len);
+            else if (w->status[first + t] != EMBED_OK)
+                why = fmt(w, "texts[%d]: %s", t, embedder_errstr(w->eng->embedder));
+        }
+        if (why)
+            error_result(w, r++, &w->entries[j], &w->jobs[j], why);
+        else
+            embed_result(w, r++, j, first, ej->n_texts, compute_ms);
+        first += ej->n_texts;
+    }
+    return r;
+}
+
+/* --- generate jobs ------------------------------------------------------------------------- */
+
+static int submit_generate(Worker *w, int j)
+{
+    const QueueEntry *e = &w->entries[j];
+    const Job *job = &w->jobs[j];
+    const GenJob *gj = &job->gen;
+    GenFlight *fl = calloc(1, sizeof *fl);
+    if (!fl)
+        return -1;
+    fl->kind = e->kind;
+    snprintf(fl->entry_id, sizeof fl->entry_id, "%s", e->entry_id);
+    snprintf(fl->job_id, sizeof fl->job_id, "%s", job->id);
+    fl->reply_to = job->reply_to ? strdup(job->reply_to) : NULL;
+    fl->deliveries = e->deliveries;
+    fl->started_ms = now_ms();
+    GenMessage msgs[64];
+    GenRequest req = {.prompt = gj->prompt, .max_tokens = gj->max_tokens, .truncate_prompt = gj->truncate,
+                      .tag = fl};
+    if (!gj->prompt) {
+        if (gj->n_messages > 64) {
+            free(fl->reply_to);
+            free(fl);
+            return 1; /* reported by the caller */
+        }
+        for (int m = 0; m < gj->n_messages; m++)
+            msgs[m] = (GenMessage){gj->messages[m].role, gj->messages[m].content};
+        req.messages = msgs;
+        req.n_messages = gj->n_messages;
+    }
+    req.sampling = (GenSampling){(float)gj->temperature, gj->top_k, (float)gj->top_p, (float)gj->min_p,
+                                 (float)gj->repeat_penalty, gj->repeat_last_n, (float)gj->presence_penalty,
+                                 (float)gj->frequency_penalty,
+                                 gj->seed_set ? gj->seed : (uint64_t)entry_time_ms(e->entry_id)};
+    for (int s = 0; s < gj->n_stop; s++)
+        req.stop[req.n_stop++] = gj->stop[s];
+    char err[256] = "";
+    if (generator_submit(w->gen, &req, err, sizeof err) != 0) {
+        snprintf(w->errors[j], sizeof w->errors[j], "%s", err);
+        free(fl->reply_to);
+        free(fl);
+        return 1;
+    }
+    fl->next = w->flights;
+    w->flights = fl;
+    w->n_flights++;
+    return 0;
+}
+
+static void unlink_flight(Worker *w, GenFlight *fl)
+{
+    for (GenFlight **pp = &w->flights; *pp; pp = &(*pp)->next) {
+        if (*pp == fl) {
+            *pp = fl->next;
+            w->n_flights--;
+            return;
+        }
+    }
+}
+
+/* One generation step; writes the results of the sequences that finished. */
+static void step_generate(Worker *w, int max_done)
+{
+    int nd = generator_step(w->gen, w->done, max_done);
+    if (nd <= 0)
+        return;
+    arena_reset(&w->arena);
+    for (int i = 0; i < nd; i++) {
+        GenDone *d = &w->done[i];
+        GenFlight *fl = d->tag;
+        QueueResult *res = &w->results[i];
+        QueueField *f = result_fields(w, i);
+        *res = (QueueResult){.kind = JOB_GENERATE, .entry_id = fl->entry_id, .job_id = fl->job_id, .fields = f,
+                             .reply_to = fl->reply_to, .deliveries = fl->deliveries};
+        if (d->finish == GEN_FINISH_ERROR) {
+            add_str(res, f, "status", "error");
+            add_str(res, f, "error", arena_strdup(&w->arena, d->error));
+            res->dead_reason = f[res->n_fields - 1].value;
+        } else {
+            add_str(res, f, "status", "ok");
+            add_str(res, f, "text", d->text ? d->text : "");
+            add_str(res, f, "finish_reason", gen_finish_name(d->finish));
+            add_str(res, f, "usage", fmt(w, "{\"prompt_tokens\":%d,\"completion_tokens\":%d}", d->prompt_tokens,
+                                         d->completion_tokens));
+            long long queued = fl->started_ms - entry_time_ms(fl->entry_id);
+            add_str(res, f, "timings", fmt(w, "{\"queued_ms\":%lld,\"prefill_ms\":%.1f,\"decode_ms\":%.1f}",
+                                           queued < 0 ? 0 : queued, d->prefill_ms, d->decode_ms));
+        }
+        add_str(res, f, "id", fl->job_id);
+        add_str(res, f, "kind", "generate");
+        add_str(res, f, "model", generator_info(w->gen)->model_id);
+        add_str(res, f, "finished_at", fmt(w, "%lld", now_ms()));
+    }
+    finish_results(w, nd);
+    for (int i = 0; i < nd; i++) {
+        GenFlight *fl = w->done[i].tag;
+        free(w->done[i].text);
+        unlink_flight(w, fl);
+        free(fl->reply_to);
+        free(fl);
+    }
+}
+
+/* Keeps in-flight generate entries from being reclaimed while they are still running. */
+static void touch_flights(Worker *w)
+{
+    if (!w->flights)
+        return;
+    const char *ids[256];
+    int n = 0;
+    for (GenFlight *fl = w->flights; fl && n < 256; fl = fl->next)
+        ids[n++] = fl->entry_id;
+    if (queue_touch(w->q, JOB_GENERATE, ids, n) != QUEUE_OK)
+        LOG_W("worker %d: extending leases failed: %s", w->index, queue_errstr(w->q));
+}
+
+/* --- one batch of entries ------------------------------------------------------------------ */
+
+/* Validates, deduplicates and runs n entries already in w->entries, then finishes them. */
+static void process_entries(Worker *w, int n)
+{
+    arena_reset(&w->arena);
+    int r = 0;
+    const char *ids[n > 0 ? n : 1];
+    int idx[n > 0 ? n : 1], nids = 0;
+    for (int j = 0; j < n; j++) {
+        QueueEntry *e = &w->entries[j];
+        Job *job = &w->jobs[j];
+        w->jobs_ok[j] = false;
+        w->errors[j][0] = '\0';
+        if (job_parse(e->kind, e->payload, e->payload_len, &w->limits, job, w->errors[j], sizeof w->errors[j]) != 0)
+            continue;
+        if (!job->id[0])
+            snprintf(job->id, sizeof job->id, "%s", e->entry_id);
+        if (e->deliveries > w->cfg->queue.max_attempts) {
+            snprintf(w->errors[j], sizeof w->errors[j], "gave up after %d deliveries (queue.max_attempts = %d)",
+                     e->deliveries, w->cfg->queue.max_attempts);
+            continue;
+        }
+        w->jobs_ok[j] = true;
+        ids[nids] = job->id;
+        idx[nids++] = j;
+    }
+    bool exists[n > 0 ? n : 1];
+    memset(exists, 0, sizeof exists);
+    while (nids > 0 && ensure_connected(w) && queue_results_exist(w->q, ids, nids, exists) == QUEUE_ECONN)
+        ;
+    for (int k = 0; k < nids; k++)
+        if (exists[k]) {
+            w->jobs_ok[idx[k]] = false;
+            duplicate_result(w, r++, &w->entries[idx[k]], &w->jobs[idx[k]]);
+        }
+    for (int j = 0; j < n; j++)
+        if (!w->jobs_ok[j] && w->errors[j][0])
+            error_result(w, r++, &w->entries[j], &w->jobs[j], w->errors[j]);
+
+    /* Embed jobs in chunks that fit the text buffers (a read is the look-ahead window). */
+    int chunk[n > 0 ? n : 1], nchunk = 0, chunk_texts = 0;
+    for (int j = 0; j <= n; j++) {
+        bool flush = j == n;
+        if (!flush && (!w->jobs_ok[j] || w->entries[j].kind != JOB_EMBED))
+            continue;
+        if (!flush && !w->eng->embedder) {
+            snprintf(w->errors[j], sizeof w->errors[j], "this engine has no embedder");
+            error_result(w, r++, &w->entries[j], &w->jobs[j], w->errors[j]);
+            continue;
+        }
+        int texts = flush ? 0 : w->jobs[j].embed.n_texts;
+        if (nchunk > 0 && (flush || chunk_texts + texts > w->max_texts)) {
+            r = run_embed_chunk(w, chunk, nchunk, r);
+            nchunk = chunk_texts = 0;
+        }
+        if (!flush) {
+            chunk[nchunk++] = j;
+            chunk_texts += texts;
+        }
+    }
+    /* Generate jobs join the running batch; they finish in step_generate. */
+    for (int j = 0; j < n; j++) {
+        if (!w->jobs_ok[j] || w->entries[j].kind != JOB_GENERATE)
+            continue;
+        int rc = w->gen ? submit_generate(w, j) : 1;
+        if (!w->gen)
+            snprintf(w->errors[j], sizeof w->errors[j], "this engine has no decoder (decoder.enabled = false)");
+        if (rc != 0)
+            error_result(w, r++, &w->entries[j], &w->jobs[j], w->errors[j][0] ? w->errors[j] : "out of memory");
+    }
+    finish_results(w, r);
+    for (int j = 0; j < n; j++)
+        job_free(&w->jobs[j]);
+    queue_entries_clear(w->entries, n);
+}
+
+/* --- the loop ------------------------------------------------------------------------------ */
+
+static bool gen_has_room(const Worker *w)
+{
+    return w->gen && w->n_flights < 2 * w->cfg->decoder.max_slots;
+}
+
+/* Reads a batch: blocking when idle, gathering up to batch.max_wait_ms more when the first
+ * read came back short, so a shallow queue still forms batches without adding latency to a
+ * deep one. */
+static int read_batch(Worker *w)
+{
+    bool gen_busy = w->n_flights > 0;
+    int block = gen_busy ? 0 : w->cfg->queue.block_ms;
+    int n = queue_read(w->q, w->eng->embedder != NULL, gen_has_room(w), w->max_entries, block, false,
+                       w->entries, w->max_entries);
+    if (n <= 0 || gen_busy || n >= w->max_entries || w->cfg->batch.max_wait_ms <= 0)
+        return n;
+    long long deadline = mono_ms() + w->cfg->batch.max_wait_ms;
+    while (n < w->max_entries && !atomic_load(&w->eng->stop)) {
+        long long left = deadline - mono_ms();
+        if (left <= 0)
+            break;
+        int m = queue_read(w->q, w->eng->embedder != NULL, gen_has_room(w), w->max_entries - n, (int)left, false,
+                           w->entries + n, w->max_entries - n);
+        if (m <= 0)
+            break;
+        n += m;
+    }
+    return n;
+}
+
+static void reclaim(Worker *w)
+{
+    for (int k = 0; k < 2; k++) {
+        JobKind kind = (JobKind)k;
+        if ((kind == JOB_EMBED && !w->eng->embedder) || (kind == JOB_GENERATE && !gen_has_room(w)))
+            continue;
+        int n = queue_reclaim(w->q, kind, w->entries, w->max_entries);
+        if (n > 0) {
+            LOG_I("worker %d: reclaimed %d %s jobs from stalled consumers", w->index, n, job_kind_name(kind));
+            process_entries(w, n);
+        }
+    }
+}
+
+void *worker_main(void *arg)
+{
+    Worker *w = arg;
+    Engine *eng = w->eng;
+    int vis = w->cfg->queue.visibility_timeout_ms;
+    /* This consumer's own pending entries first (a restart under the same consumer name). */
+    for (int pass = 0; pass < 1000 && ensure_connected(w); pass++) {
+        int n = queue_read(w->q, eng->embedder != NULL, w->gen != NULL, w->max_entries, 0, true, w->entries,
+                           w->max_entries);
+        if (n <= 0)
+            break;
+        process_entries(w, n);
+    }
+    atomic_fetch_add(&eng->workers_ready, 1);
+    while (!atomic_load(&eng->abandon)) {
+        bool stopping = atomic_load(&eng->stop);
+        if (stopping && w->n_flights == 0)
+            break;
+        if (!ensure_connected(w))
+            break;
+        long long now = mono_ms();
+        if (now >= w->next_heartbeat_ms) {
+            queue_heartbeat(w->q, vis);
+            w->next_heartbeat_ms = now + vis / 3;
+        }
+        if (w->n_flights > 0 && now >= w->next_touch_ms) {
+            touch_flights(w);
+            w->next_touch_ms = now + vis / 3;
+        }
+        if (!stopping && now >= w->next_reclaim_ms) {
+            reclaim(w);
+            w->next_reclaim_ms = now + vis / 2;
+        }
+        if (!stopping) {
+            int n = read_batch(w);
+            if (n < 0) {
+                LOG_W("worker %d: reading jobs failed: %s", w->index, queue_errstr(w->q));
+                if (n != QUEUE_ECONN)
+                    usleep(100 * 1000);
+                continue;
+            }
+            if (n > 0)
+                process_entries(w, n);
+        }
+        if (w->gen && generator_pending(w->gen) > 0)
+            step_generate(w, w->cfg->decoder.max_slots * 4);
+    }
+    atomic_fetch_add(&eng->workers_exited, 1);
+    return NULL;
+}

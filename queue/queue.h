@@ -1,0 +1,130 @@
+/* queue.h: everything that talks to Redis. Streams with a consumer group (one stream per job
+ * kind), reclaiming with XAUTOCLAIM, atomic result + reply + target + dead-letter + XACK in
+ * one Lua call, producer commands (enqueue, status, dead letters). One Queue is one
+ * connection; it is not thread-safe, so every worker owns its own. Errors come back as
+ * negative codes with the detail in queue_errstr(); nothing here logs or exits. */
+#ifndef WEAVER_QUEUE_H
+#define WEAVER_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "config/config.h"
+#include "queue/job.h"
+
+typedef struct Queue Queue;
+
+enum {
+    QUEUE_OK = 0,
+    QUEUE_ECONN = -1,   /* connection lost or refused: reconnect and retry */
+    QUEUE_EREPLY = -2,  /* Redis answered with an error */
+    QUEUE_ENOMEM = -3,
+    QUEUE_EARG = -4,    /* the caller passed something invalid */
+};
+
+#define QUEUE_ENTRY_ID_MAX 48
+
+/* One stream entry handed to a worker. */
+typedef struct QueueEntry {
+    JobKind kind;
+    char entry_id[QUEUE_ENTRY_ID_MAX];
+    char *payload;      /* the "job" field, NULL when the entry has none */
+    size_t payload_len;
+    int deliveries;     /* 1 for a first read, more when reclaimed */
+} QueueEntry;
+
+typedef struct QueueField {
+    const char *name;
+    const char *value;
+    size_t len;
+} QueueField;
+
+/* Everything written when a job finishes, applied atomically with its XACK. */
+typedef struct QueueResult {
+    JobKind kind;
+    const char *entry_id;
+    const char *job_id;
+    const QueueField *fields;   /* the result hash */
+    int n_fields;
+    const char *reply_to;       /* list that gets the job id, NULL = none */
+    const char *target_field;   /* producer's hashes that get the raw vector, NULL = none */
+    const char *const *target_keys;
+    const char *const *target_values;
+    size_t target_len;          /* bytes per target value */
+    int n_targets;
+    const char *dead_reason;    /* non-NULL: also add a dead-letter entry */
+    const char *payload;        /* original job (dead letter) */
+    size_t payload_len;
+    int deliveries;
+} QueueResult;
+
+typedef struct QueueConsumerStatus {
+    char name[128];
+    long long pending, idle_ms;
+    bool ready;     /* its heartbeat key is live */
+} QueueConsumerStatus;
+
+typedef struct QueueStreamStatus {
+    long long length, pending, dead;
+    int n_consumers;
+    QueueConsumerStatus consumers[64];
+} QueueStreamStatus;
+
+/* Connects (retrying with backoff until redis.startup_deadline_ms) and authenticates. Returns
+ * NULL only on allocation failure; check queue_connected(). */
+Queue *queue_open(const RedisConfig *rc, const QueueConfig *qc, const char *consumer);
+bool queue_connected(const Queue *q);
+/* One reconnect attempt (AUTH, SELECT, script load). */
+int queue_reconnect(Queue *q);
+void queue_free(Queue *q);                  /* NULL-safe */
+const char *queue_errstr(const Queue *q);
+const char *queue_consumer(const Queue *q);
+
+/* Key names: "<prefix>:jobs:embed", "<prefix>:result:<id>", ... into buf. */
+const char *queue_stream_key(const Queue *q, JobKind kind);
+void queue_result_key(const Queue *q, const char *job_id, char *buf, size_t len);
+const char *queue_dead_key(const Queue *q);
+
+/* Creates the consumer group on both streams (MKSTREAM); an existing group is fine. */
+int queue_ensure_groups(Queue *q);
+
+/* XREADGROUP over the requested streams. `own_pending` reads this consumer's own pending
+ * entries (ID 0) instead of new ones. Fills up to `max` entries; returns the count or < 0.
+ * Entries must be released with queue_entries_clear. */
+int queue_read(Queue *q, bool embed, bool generate, int count, int block_ms, bool own_pending,
+               QueueEntry *out, int max);
+/* XAUTOCLAIM entries idle longer than the visibility timeout from dead consumers, with their
+ * delivery counts. Returns the count or < 0. */
+int queue_reclaim(Queue *q, JobKind kind, QueueEntry *out, int max);
+void queue_entries_clear(QueueEntry *e, int n);
+/* Resets the idle time of entries this consumer is still working on (XCLAIM JUSTID), so a
+ * long generation is not reclaimed from a live worker. Does not count as a delivery. */
+int queue_touch(Queue *q, JobKind kind, const char *const *entry_ids, int n);
+
+/* For each job id, whether a result already exists (a duplicate delivery of a finished job). */
+int queue_results_exist(Queue *q, const char *const *job_ids, int n, bool *exists);
+
+/* Writes n results atomically each (result hash with TTL, reply, targets, dead letter, XACK +
+ * XDEL), pipelined. Returns 0 when all were applied, < 0 otherwise (then retry all: a result
+ * that was already written is recognised and only acknowledged). */
+int queue_finish(Queue *q, const QueueResult *r, int n);
+
+/* Consumer heartbeat: a key with TTL saying this consumer is alive and ready. */
+int queue_heartbeat(Queue *q, int ttl_ms);
+
+/* Producer side: pipelined XADD of n job payloads. ids_out (optional) gets each entry id. */
+int queue_enqueue(Queue *q, JobKind kind, const char *const *payloads, const size_t *lens, int n);
+/* Blocks on a reply list for one job id; returns 1 when one arrived, 0 on timeout. */
+int queue_wait_reply(Queue *q, const char *list, int timeout_ms, char *job_id, size_t len);
+/* Reads a result hash as a JSON object string (caller frees); NULL when absent. f32 data is
+ * rendered as a JSON array of arrays. */
+char *queue_result_json(Queue *q, const char *job_id);
+
+int queue_status(Queue *q, JobKind kind, QueueStreamStatus *st);
+/* Dead letters: list as JSON lines to `out`; requeue (all when n == 0) puts the original job
+ * back on its stream, deletes its error result and removes the dead entry. */
+int queue_dead_list(Queue *q, int count, FILE *out);
+int queue_dead_requeue(Queue *q, const char *const *dead_ids, int n, int *requeued);
+
+#endif
