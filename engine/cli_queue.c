@@ -147,9 +147,12 @@ int cli_enqueue(const Config *cfg, int argc, char **argv)
     free(line);
     if (in && in != stdin)
         fclose(in);
-    if (nchunk > 0 && flush_jobs(q, kind, jobs, lens, nchunk))
+    if (rc == 0 && nchunk > 0 && flush_jobs(q, kind, jobs, lens, nchunk))
         rc = CLI_EX_UNAVAILABLE;
     if (rc) {
+        for (int i = 0; rc == CLI_EX_USAGE && i < nchunk; i++)
+            free(jobs[i]);
+        fprintf(stderr, "weaver-engine: %ld jobs were enqueued before the error\n", total - nchunk);
         queue_free(q);
         return rc;
     }

@@ -7,12 +7,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/embedder_impl.h"
 
 struct EmbedWorkspace {
     int unused;
 };
+
+/* WEAVER_TEST_HASH_DELAY_MS makes every embed call take that long, so tests can kill an engine
+ * in the middle of a batch. */
+static int delay_ms(void)
+{
+    const char *v = getenv("WEAVER_TEST_HASH_DELAY_MS");
+    return v ? atoi(v) : 0;
+}
 
 static int hash_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig *batch)
 {
@@ -23,6 +32,7 @@ static int hash_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig *
     e->info.normalize = true;
     e->info.max_seq_len = 512;
     snprintf(e->info.snapshot_hash, sizeof e->info.snapshot_hash, "%064d", 0);
+    e->impl = (void *)(intptr_t)delay_ms();
     return 0;
 }
 
@@ -48,6 +58,8 @@ static uint64_t splitmix(uint64_t *s)
 static int hash_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts, int n, float *out, int *ntokens,
                       EmbedStatus *status)
 {
+    if (e->impl)
+        usleep((useconds_t)(intptr_t)e->impl * 1000);
     for (int i = 0; i < n; i++) {
         int tokens = hash_count(e, ws, texts[i].text, texts[i].len);
         if (tokens > e->info.max_seq_len && !texts[i].truncate) {

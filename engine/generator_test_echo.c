@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/generator_impl.h"
 
@@ -23,6 +24,7 @@ typedef struct EchoSeq {
 typedef struct Echo {
     EchoSeq *running;
     int n;
+    int step_ms; /* WEAVER_TEST_ECHO_STEP_MS: makes steps slow enough to outlive leases */
 } Echo;
 
 static int echo_open(Generator *g, const DecoderConfig *cfg)
@@ -30,8 +32,13 @@ static int echo_open(Generator *g, const DecoderConfig *cfg)
     snprintf(g->info.model_id, sizeof g->info.model_id, "test-echo");
     g->info.ctx_len = 4096;
     g->info.max_slots = cfg->max_slots;
-    g->impl = calloc(1, sizeof(Echo));
-    return g->impl ? 0 : -1;
+    Echo *e = calloc(1, sizeof(Echo));
+    if (!e)
+        return -1;
+    const char *ms = getenv("WEAVER_TEST_ECHO_STEP_MS");
+    e->step_ms = ms ? atoi(ms) : 0;
+    g->impl = e;
+    return 0;
 }
 
 static void seq_free(EchoSeq *s)
@@ -82,6 +89,8 @@ static int echo_step(Generator *g, GenDone *done, int max_done)
 {
     Echo *e = g->impl;
     int nd = 0;
+    if (e->step_ms > 0)
+        usleep((useconds_t)e->step_ms * 1000);
     for (EchoSeq **pp = &e->running; *pp && nd < max_done;) {
         EchoSeq *s = *pp;
         size_t take = s->source_len - s->emitted < ECHO_BYTES_PER_STEP ? s->source_len - s->emitted

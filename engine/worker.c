@@ -262,7 +262,7 @@ static void error_result(Worker *w, int r, const QueueEntry *e, const Job *job, 
 {
     QueueResult *res = &w->results[r];
     QueueField *f = result_fields(w, r);
-    const char *job_id = job && job->id[0] ? job->id : e->entry_id;
+    const char *job_id = job && job->id[0] ? job->id : fmt(w, "%s:%s", job_kind_name(e->kind), e->entry_id);
     *res = (QueueResult){.kind = e->kind, .entry_id = e->entry_id, .job_id = arena_strdup(&w->arena, job_id),
                          .fields = f, .reply_to = job ? job->reply_to : NULL,
                          .dead_reason = arena_strdup(&w->arena, reason), .payload = e->payload,
@@ -279,7 +279,7 @@ static void error_result(Worker *w, int r, const QueueEntry *e, const Job *job, 
 static void duplicate_result(Worker *w, int r, const QueueEntry *e, const Job *job)
 {
     w->results[r] = (QueueResult){.kind = e->kind, .entry_id = e->entry_id, .job_id = job->id,
-                                  .fields = result_fields(w, r)};
+                                  .fields = result_fields(w, r), .reply_to = job->reply_to};
     LOG_D("job %s: already finished, acknowledging the duplicate delivery", job->id);
 }
 
@@ -574,8 +574,8 @@ static void process_entries(Worker *w, int n)
         w->errors[j][0] = '\0';
         if (job_parse(e->kind, e->payload, e->payload_len, &w->limits, job, w->errors[j], sizeof w->errors[j]) != 0)
             continue;
-        if (!job->id[0])
-            snprintf(job->id, sizeof job->id, "%s", e->entry_id);
+        if (!job->id[0]) /* entry ids are per stream: the kind keeps the two apart */
+            snprintf(job->id, sizeof job->id, "%s:%s", job_kind_name(e->kind), e->entry_id);
         if (e->deliveries > w->cfg->queue.max_attempts) {
             snprintf(w->errors[j], sizeof w->errors[j], "gave up after %d deliveries (queue.max_attempts = %d)",
                      e->deliveries, w->cfg->queue.max_attempts);
@@ -653,16 +653,17 @@ static int read_batch(Worker *w)
                        w->entries, w->max_entries);
     if (n <= 0 || gen_busy || n >= w->max_entries || w->cfg->batch.max_wait_ms <= 0)
         return n;
+    /* Poll without BLOCK: Redis times out blocked reads only on its cron tick (100 ms at the
+     * default hz), far coarser than a few milliseconds of max_wait. */
     long long deadline = mono_ms() + w->cfg->batch.max_wait_ms;
-    while (n < w->max_entries && !atomic_load(&w->eng->stop)) {
-        long long left = deadline - mono_ms();
-        if (left <= 0)
-            break;
-        int m = queue_read(w->q, w->eng->embedder != NULL, gen_has_room(w), w->max_entries - n, (int)left, false,
+    while (n < w->max_entries && !atomic_load(&w->eng->stop) && mono_ms() < deadline) {
+        int m = queue_read(w->q, w->eng->embedder != NULL, gen_has_room(w), w->max_entries - n, 0, false,
                            w->entries + n, w->max_entries - n);
-        if (m <= 0)
+        if (m < 0)
             break;
         n += m;
+        if (m == 0)
+            usleep(500);
     }
     return n;
 }

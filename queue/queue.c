@@ -16,7 +16,9 @@
 
 
 /* The atomic finish of one job. Duplicate results are recognised by job id and only
- * acknowledged, so retrying a whole pipelined batch after a lost connection is safe.
+ * acknowledged, so retrying a whole pipelined batch after a lost connection is safe. A
+ * duplicate that names a different reply list (a producer resubmitting a finished job) is
+ * told about the existing result; the same list is never notified twice.
  * KEYS: stream, result, dead, [reply], targets...
  * ARGV: group, entry id, ttl, nfields, field/value..., has_reply, job id, ntargets,
  *       target field, target values..., dead flag, reason, payload, deliveries, maxlen, kind */
@@ -27,12 +29,17 @@ static const char FINISH_LUA[] =
     "local v0 = i + 4\n"
     "local d = v0 + nt\n"
     "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
+    "  if has_reply and redis.call('HGET', KEYS[2], 'reply_to') ~= KEYS[4] then\n"
+    "    redis.call('RPUSH', KEYS[4], job_id)\n"
+    "    redis.call('EXPIRE', KEYS[4], ttl)\n"
+    "  end\n"
     "  redis.call('XACK', KEYS[1], group, eid)\n"
     "  redis.call('XDEL', KEYS[1], eid)\n"
     "  return 0\n"
     "end\n"
     "local fv = {}\n"
     "for k = 5, 4 + 2 * nf do fv[#fv + 1] = ARGV[k] end\n"
+    "if has_reply then fv[#fv + 1] = 'reply_to'; fv[#fv + 1] = KEYS[4] end\n"
     "redis.call('HSET', KEYS[2], unpack(fv))\n"
     "redis.call('EXPIRE', KEYS[2], ttl)\n"
     "local k = 4\n"
