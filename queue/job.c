@@ -99,7 +99,7 @@ static int opt_int(const cJSON *doc, const char *name, long long lo, long long h
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble != floor(v->valuedouble))
         return fail(err, errlen, "field '%s' must be an integer", name);
     if (v->valuedouble < (double)lo || v->valuedouble > (double)hi)
-        return fail(err, errlen, "field '%s' = %.0f is out of range [%lld, %lld]", name, v->valuedouble, lo,
+        return fail(err, errlen, "field '%s' = %.15g is out of range [%lld, %lld]", name, v->valuedouble, lo,
                     hi);
     *out = (long long)v->valuedouble;
     return 0;
@@ -284,7 +284,7 @@ static int parse_generate(const cJSON *doc, const JobLimits *lim, GenJob *gj, ch
         }
         gj->n_messages = n;
     }
-    long long v = 128;
+    long long v = lim->max_tokens < 128 ? lim->max_tokens : 128; /* the default never exceeds the limit */
     if (opt_int(doc, "max_tokens", 1, lim->max_tokens, &v, err, errlen))
         return -1;
     gj->max_tokens = (int)v;
