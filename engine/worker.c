@@ -60,6 +60,7 @@ struct Worker {
     EmbedStatus *sub_status;
     float *stage;           /* its outputs before they scatter back to input order */
     QueueResult *results;
+    QueueRefusal *refused;  /* per result, from queue_finish */
     QueueField *fields;     /* results * FIELDS_PER_RESULT */
     const char **target_ptrs;
     GenDone *done;
@@ -144,12 +145,13 @@ Worker *worker_create(Engine *eng, int index, char *err, size_t errlen)
     w->sub_status = calloc(bt, sizeof *w->sub_status);
     w->stage = calloc(bt * (size_t)dim, sizeof *w->stage);
     w->results = calloc((size_t)max_results, sizeof *w->results);
+    w->refused = calloc((size_t)max_results, sizeof *w->refused);
     w->fields = calloc((size_t)max_results * FIELDS_PER_RESULT, sizeof *w->fields);
     w->target_ptrs = calloc((size_t)w->max_texts, sizeof *w->target_ptrs);
     w->done = calloc((size_t)max_done, sizeof *w->done);
     if (!w->entries || !w->jobs || !w->jobs_ok || !w->errors || !w->texts || !w->text_job || !w->text_tokens ||
         !w->order || !w->vecs || !w->ntokens || !w->status || !w->results || !w->fields || !w->target_ptrs ||
-        !w->done || !w->sub_texts || !w->sub_tokens || !w->sub_status || !w->stage) {
+        !w->done || !w->sub_texts || !w->sub_tokens || !w->sub_status || !w->stage || !w->refused) {
         snprintf(err, errlen, "worker %d: cannot allocate batch buffers", index);
         worker_free(w);
         return NULL;
@@ -187,6 +189,7 @@ void worker_free(Worker *w)
     free(w->sub_status);
     free(w->stage);
     free(w->results);
+    free(w->refused);
     free(w->fields);
     free(w->target_ptrs);
     free(w->done);
@@ -213,23 +216,38 @@ static bool ensure_connected(Worker *w)
     return false;
 }
 
+static void error_result_for(Worker *w, int r, QueueResult *failed, const char *reason);
+
 /* Applies n results, retrying through reconnects: a result is never dropped while the engine
- * runs; on abandon the jobs stay pending and another consumer reclaims them. */
+ * runs; on abandon the jobs stay pending and another consumer reclaims them. A result refused
+ * for a producer key of the wrong type becomes an error result without that key. */
 static void finish_results(Worker *w, int n)
 {
-    if (n == 0)
-        return;
-    for (;;) {
+    for (int attempt = 0; n > 0; attempt++) {
         if (!ensure_connected(w))
             return;
-        int rc = queue_finish(w->q, w->results, n);
-        if (rc == QUEUE_OK) {
-            atomic_fetch_add(&w->eng->jobs_done, n);
-            return;
+        int rc = queue_finish(w->q, w->results, n, w->refused);
+        if (rc != QUEUE_OK) {
+            LOG_W("worker %d: writing %d results failed: %s; retrying", w->index, n, queue_errstr(w->q));
+            if (rc != QUEUE_ECONN)
+                usleep(100 * 1000);
+            continue;
         }
-        LOG_W("worker %d: writing %d results failed: %s; retrying", w->index, n, queue_errstr(w->q));
-        if (rc != QUEUE_ECONN)
-            usleep(100 * 1000);
+        /* Refused results are rewritten in place and finished again, the rest are done. */
+        int again = 0;
+        for (int i = 0; i < n; i++) {
+            if (w->refused[i].what == QUEUE_REFUSED_NONE) {
+                atomic_fetch_add(&w->eng->jobs_done, 1);
+                continue;
+            }
+            QueueResult failed = w->results[i];
+            if (w->refused[i].what == QUEUE_REFUSED_REPLY)
+                failed.reply_to = NULL;
+            char why[256];
+            snprintf(why, sizeof why, "cannot write the result: %s", w->refused[i].why);
+            error_result_for(w, again++, &failed, why);
+        }
+        n = again;
     }
 }
 
@@ -257,22 +275,33 @@ static const char *fmt(Worker *w, const char *format, ...)
     return s;
 }
 
-/* An error result, with a dead-letter entry holding the original job and the reason. */
-static void error_result(Worker *w, int r, const QueueEntry *e, const Job *job, const char *reason)
+/* Writes error result slot r: status, reason, and a dead-letter entry holding the original job.
+ * `like` gives the addressing (kind, entry, job id, reply list, payload, deliveries). */
+static void error_result_for(Worker *w, int r, QueueResult *like, const char *reason)
 {
+    QueueResult base = *like;
     QueueResult *res = &w->results[r];
     QueueField *f = result_fields(w, r);
-    const char *job_id = job && job->id[0] ? job->id : fmt(w, "%s:%s", job_kind_name(e->kind), e->entry_id);
-    *res = (QueueResult){.kind = e->kind, .entry_id = e->entry_id, .job_id = arena_strdup(&w->arena, job_id),
-                         .fields = f, .reply_to = job ? job->reply_to : NULL,
-                         .dead_reason = arena_strdup(&w->arena, reason), .payload = e->payload,
-                         .payload_len = e->payload_len, .deliveries = e->deliveries};
+    *res = (QueueResult){.kind = base.kind, .entry_id = base.entry_id, .job_id = base.job_id, .fields = f,
+                         .reply_to = base.reply_to, .dead_reason = arena_strdup(&w->arena, reason),
+                         .payload = base.payload, .payload_len = base.payload_len, .deliveries = base.deliveries};
     add_str(res, f, "status", "error");
     add_str(res, f, "id", res->job_id);
-    add_str(res, f, "kind", job_kind_name(e->kind));
+    add_str(res, f, "kind", job_kind_name(res->kind));
     add_str(res, f, "error", res->dead_reason);
     add_str(res, f, "finished_at", fmt(w, "%lld", now_ms()));
-    LOG_W("job %s (%s): error: %s", res->job_id, job_kind_name(e->kind), reason);
+    LOG_W("job %s (%s): error: %s", res->job_id, job_kind_name(res->kind), reason);
+}
+
+/* The error result of entry e (job may be partly parsed or NULL). */
+static void error_result(Worker *w, int r, const QueueEntry *e, const Job *job, const char *reason)
+{
+    QueueResult like = {.kind = e->kind, .entry_id = e->entry_id,
+                        .job_id = job && job->id[0] ? job->id
+                                                    : fmt(w, "%s:%s", job_kind_name(e->kind), e->entry_id),
+                        .reply_to = job ? job->reply_to : NULL, .payload = e->payload,
+                        .payload_len = e->payload_len, .deliveries = e->deliveries};
+    error_result_for(w, r, &like, reason);
 }
 
 /* A job whose result already exists: the finish script sees that and only acknowledges it. */

@@ -15,7 +15,10 @@
 
 
 
-/* The atomic finish of one job. Duplicate results are recognised by job id and only
+/* The atomic finish of one job. Producer-named keys (reply list, target hashes) are type-checked
+ * before anything is written: a script error midway would leave a partial write, so a key of
+ * the wrong type refuses the whole finish with {which, why} and the caller rewrites it as an
+ * error result. Duplicate results are recognised by job id and only
  * acknowledged, so retrying a whole pipelined batch after a lost connection is safe. A
  * duplicate that names a different reply list (a producer resubmitting a finished job) is
  * told about the existing result; the same list is never notified twice.
@@ -28,6 +31,18 @@ static const char FINISH_LUA[] =
     "local has_reply, job_id, nt, tfield = ARGV[i] == '1', ARGV[i+1], tonumber(ARGV[i+2]), ARGV[i+3]\n"
     "local v0 = i + 4\n"
     "local d = v0 + nt\n"
+    "local function wrong(key, want)\n"
+    "  local t = redis.call('TYPE', key).ok\n"
+    "  if t ~= 'none' and t ~= want then return key .. ' holds a ' .. t .. ', not a ' .. want end\n"
+    "end\n"
+    "if has_reply then\n"
+    "  local w = wrong(KEYS[4], 'list')\n"
+    "  if w then return {'reply_to', w} end\n"
+    "end\n"
+    "for t = 0, nt - 1 do\n"
+    "  local w = wrong(KEYS[(has_reply and 5 or 4) + t], 'hash')\n"
+    "  if w then return {'target', w} end\n"
+    "end\n"
     "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
     "  if has_reply and redis.call('HGET', KEYS[2], 'reply_to') ~= KEYS[4] then\n"
     "    redis.call('RPUSH', KEYS[4], job_id)\n"
@@ -488,7 +503,7 @@ static int append_finish(Queue *q, const QueueResult *r)
     return rc;
 }
 
-int queue_finish(Queue *q, const QueueResult *r, int n)
+int queue_finish(Queue *q, const QueueResult *r, int n, QueueRefusal *refused)
 {
     if (queue_ensure_ctx(q))
         return QUEUE_ECONN;
@@ -500,6 +515,7 @@ int queue_finish(Queue *q, const QueueResult *r, int n)
     int rc = QUEUE_OK;
     bool noscript = false;
     for (int i = 0; i < n; i++) {
+        refused[i].what = QUEUE_REFUSED_NONE;
         redisReply *rep = NULL;
         if (redisGetReply(q->ctx, (void **)&rep) != REDIS_OK)
             return queue_check_reply(q, NULL, "EVALSHA finish");
@@ -507,12 +523,16 @@ int queue_finish(Queue *q, const QueueResult *r, int n)
             if (strncmp(rep->str, "NOSCRIPT", 8) == 0)
                 noscript = true;
             rc = queue_set_err(q, QUEUE_EREPLY, "finishing job %s: %s", r[i].job_id, rep->str);
+        } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
+            refused[i].what = strcmp(rep->element[0]->str, "reply_to") == 0 ? QUEUE_REFUSED_REPLY
+                                                                             : QUEUE_REFUSED_TARGET;
+            snprintf(refused[i].why, sizeof refused[i].why, "%s", rep->element[1]->str);
         }
         freeReplyObject(rep);
     }
-    /* A restarted Redis forgets scripts: load it again; the caller retries the batch. */
+    /* A restarted Redis forgets scripts: load it again and redo the batch. */
     if (noscript && load_script(q) == QUEUE_OK)
-        return queue_finish(q, r, n);
+        return queue_finish(q, r, n, refused);
     return rc;
 }
 

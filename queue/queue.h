@@ -105,10 +105,23 @@ int queue_touch(Queue *q, JobKind kind, const char *const *entry_ids, int n);
 /* For each job id, whether a result already exists (a duplicate delivery of a finished job). */
 int queue_results_exist(Queue *q, const char *const *job_ids, int n, bool *exists);
 
+typedef enum QueueRefusalKind {
+    QUEUE_REFUSED_NONE = 0,
+    QUEUE_REFUSED_REPLY,   /* the reply_to key holds another type */
+    QUEUE_REFUSED_TARGET,  /* a target key holds another type */
+} QueueRefusalKind;
+
+typedef struct QueueRefusal {
+    QueueRefusalKind what;
+    char why[192];
+} QueueRefusal;
+
 /* Writes n results atomically each (result hash with TTL, reply, targets, dead letter, XACK +
- * XDEL), pipelined. Returns 0 when all were applied, < 0 otherwise (then retry all: a result
- * that was already written is recognised and only acknowledged). */
-int queue_finish(Queue *q, const QueueResult *r, int n);
+ * XDEL), pipelined. refused[i] says when result i was refused because a producer-named key has
+ * the wrong type; nothing of it was written then. Returns 0 when every call ran (refusals
+ * included), < 0 otherwise (then retry all: a result already written is recognised and only
+ * acknowledged). */
+int queue_finish(Queue *q, const QueueResult *r, int n, QueueRefusal *refused);
 
 /* Consumer heartbeat: a key with TTL saying this consumer is alive and ready. */
 int queue_heartbeat(Queue *q, int ttl_ms);
@@ -126,5 +139,37 @@ int queue_status(Queue *q, JobKind kind, QueueStreamStatus *st);
  * back on its stream, deletes its error result and removes the dead entry. */
 int queue_dead_list(Queue *q, int count, FILE *out);
 int queue_dead_requeue(Queue *q, const char *const *dead_ids, int n, int *requeued);
+
+/* ---- Cohort pin (queue/pin.c) -------------------------------------------------------------
+ * The embedder identity a cohort was first served with, stored as the hash
+ * "<prefix>:pin:<cohort>" with fields model_id, snapshot_hash, dim, pooling, normalize
+ * ("true"/"false"), max_seq_len, probe_text, probe (dim floats, f32 little-endian bytes),
+ * created_at (unix ms), created_by. The comparison itself lives in engine/pin.c. */
+#define QUEUE_PIN_TEXT_MAX 256
+
+typedef struct QueuePin {
+    char model_id[256];
+    char snapshot_hash[65];   /* "" = unknown to the backend that wrote it */
+    int dim;
+    char pooling[16];         /* "mean" | "cls" | "max" */
+    bool normalize;
+    int max_seq_len;
+    char probe_text[QUEUE_PIN_TEXT_MAX];
+    float *probe;             /* probe_dim floats, owned: release with queue_pin_clear */
+    int probe_dim;
+    long long created_at;     /* unix milliseconds */
+    char created_by[192];
+} QueuePin;
+
+void queue_pin_key(const Queue *q, const char *cohort, char *buf, size_t len);
+/* Writes `mine` as the cohort's pin if there is none, atomically (one Lua call: two engines
+ * booting at once agree on one pin). *stored gets the pin Redis holds afterwards (ours or the
+ * one that was there) and *created says which. Returns QUEUE_OK or < 0. */
+int queue_pin_create(Queue *q, const char *cohort, const QueuePin *mine, QueuePin *stored, bool *created);
+/* Reads the pin: 1 found (*out filled), 0 none, < 0 error (also a key that is not a pin). */
+int queue_pin_get(Queue *q, const char *cohort, QueuePin *out);
+/* Deletes the pin: 1 deleted, 0 there was none, < 0 error. */
+int queue_pin_delete(Queue *q, const char *cohort);
+void queue_pin_clear(QueuePin *p); /* frees probe; NULL-safe */
 
 #endif

@@ -94,3 +94,29 @@ def test_error_result_reaches_the_reply_list(redis_server, engine_factory):
     assert r.lpop("replies") == b"e1"
     assert r.hget("it:result:e1", "status") == b"error"
     assert eng.stop() == 0
+
+
+def test_producer_keys_of_the_wrong_type_turn_into_error_results_with_nothing_half_written(redis_server,
+                                                                                        engine_factory):
+    r = redis_server.client()
+    r.set("not-a-hash", "x")
+    r.set("not-a-list", "y")
+    eng = engine_factory().start()
+    xadd_jobs(r, "embed", [
+        {"id": "t1", "texts": ["a", "b"], "target": {"keys": ["fine-hash", "not-a-hash"], "field": "v"},
+         "reply_to": "done"},
+        {"id": "t2", "text": "a", "reply_to": "not-a-list"},
+        {"id": "t3", "text": "still serving", "reply_to": "done"},
+    ])
+    wait_for(lambda: r.llen("done") == 2, what="two notifications")
+    wait_for(lambda: r.exists("it:result:t2"), what="t2 result")
+    t1 = r.hgetall("it:result:t1")
+    assert t1[b"status"] == b"error" and b"not-a-hash holds a string, not a hash" in t1[b"error"]
+    assert not r.exists("fine-hash"), "no target is written when another target is refused"
+    t2 = r.hgetall("it:result:t2")
+    assert t2[b"status"] == b"error" and b"not-a-list holds a string, not a list" in t2[b"error"]
+    assert r.get("not-a-list") == b"y" and r.get("not-a-hash") == b"x"
+    assert r.hget("it:result:t3", "status") == b"ok"
+    assert r.xlen("it:dead") == 2
+    assert r.xpending("it:jobs:embed", "weaver")["pending"] == 0
+    assert eng.stop() == 0
