@@ -192,6 +192,9 @@ static const CfgKey cfg_schema[] = {
         .doc = "Most texts one embedding job may carry."),
     CFG_INT_KEY("queue.max_tokens", queue.max_tokens, 4096, 1, INT_MAX,
         .doc = "Largest `max_tokens` a generation job may ask for."),
+    CFG_INT_KEY("queue.prune_idle_ms", queue.prune_idle_ms, 600000, 1000, INT_MAX,
+        .doc = "Consumers idle this long with no pending jobs (engines that are gone) are removed "
+               "from the group, in milliseconds."),
     CFG_INT_KEY("queue.dead_letter_maxlen", queue.dead_letter_maxlen, 100000, 1, INT_MAX,
         .doc = "Approximate maximum length (`MAXLEN ~`) of the dead-letter stream."),
 

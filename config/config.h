@@ -35,6 +35,7 @@ typedef struct QueueConfig {
     int max_texts_per_job;      /* queue.max_texts_per_job */
     int max_tokens;             /* queue.max_tokens: bound on a generate job's max_tokens */
     int dead_letter_maxlen;     /* queue.dead_letter_maxlen: approximate MAXLEN of the dead stream */
+    int prune_idle_ms;          /* queue.prune_idle_ms: forget consumers idle this long, none pending */
 } QueueConfig;
 
 typedef struct BatchConfig {

@@ -708,6 +708,11 @@ static void reclaim(Worker *w)
             LOG_I("worker %d: reclaimed %d %s jobs from stalled consumers", w->index, n, job_kind_name(kind));
             process_entries(w, n);
         }
+        /* Worker 0 also forgets consumers of engines long gone, so status stays readable. */
+        int pruned = 0;
+        if (w->index == 0 && queue_prune_consumers(w->q, kind, w->cfg->queue.prune_idle_ms, &pruned) == QUEUE_OK &&
+            pruned > 0)
+            LOG_I("removed %d idle %s consumers without pending jobs", pruned, job_kind_name(kind));
     }
 }
 

@@ -191,3 +191,41 @@ int queue_dead_requeue(Queue *q, const char *const *dead_ids, int n, int *requeu
     freeReplyObject(all);
     return rc;
 }
+
+int queue_prune_consumers(Queue *q, JobKind kind, long long min_idle_ms, int *pruned)
+{
+    *pruned = 0;
+    if (queue_ensure_ctx(q))
+        return QUEUE_ECONN;
+    redisReply *r = redisCommand(q->ctx, "XINFO CONSUMERS %s %s", q->stream[kind], q->qc.group);
+    int rc = queue_check_reply(q, r, "XINFO CONSUMERS");
+    if (rc) {
+        freeReplyObject(r);
+        return rc;
+    }
+    for (size_t c = 0; c < r->elements; c++) {
+        const redisReply *cr = r->element[c];
+        const char *name = NULL;
+        long long pending = -1, idle = 0;
+        for (size_t i = 0; i + 1 < cr->elements; i += 2) {
+            const char *f = cr->element[i]->str;
+            if (strcmp(f, "name") == 0)
+                name = cr->element[i + 1]->str;
+            else if (strcmp(f, "pending") == 0)
+                pending = cr->element[i + 1]->integer;
+            else if (strcmp(f, "idle") == 0)
+                idle = cr->element[i + 1]->integer;
+        }
+        if (!name || pending != 0 || idle < min_idle_ms || strcmp(name, q->consumer) == 0)
+            continue;
+        redisReply *d = redisCommand(q->ctx, "XGROUP DELCONSUMER %s %s %s", q->stream[kind], q->qc.group, name);
+        rc = queue_check_reply(q, d, "XGROUP DELCONSUMER");
+        if (rc == QUEUE_OK && d->type == REDIS_REPLY_INTEGER && d->integer == 0)
+            (*pruned)++;
+        freeReplyObject(d);
+        if (rc)
+            break;
+    }
+    freeReplyObject(r);
+    return rc;
+}

@@ -135,6 +135,9 @@ int queue_wait_reply(Queue *q, const char *list, int timeout_ms, char *job_id, s
 char *queue_result_json(Queue *q, const char *job_id);
 
 int queue_status(Queue *q, JobKind kind, QueueStreamStatus *st);
+/* Removes consumers of dead engines: no pending entries and idle longer than min_idle_ms (a
+ * live worker reads every queue.block_ms). Never removes a consumer with pending entries. */
+int queue_prune_consumers(Queue *q, JobKind kind, long long min_idle_ms, int *pruned);
 /* Dead letters: list as JSON lines to `out`; requeue (all when n == 0) puts the original job
  * back on its stream, deletes its error result and removes the dead entry. */
 int queue_dead_list(Queue *q, int count, FILE *out);

@@ -165,3 +165,20 @@ def test_lease_is_extended_while_a_long_generation_runs(redis_server, engine_fac
     assert r.llen("done") == 1
     assert "reclaimed" not in a.read_log() + b.read_log()
     assert a.stop() == 0 and b.stop() == 0
+
+
+def test_consumers_of_gone_engines_are_pruned_but_never_with_pending_jobs(redis_server, engine_factory):
+    r = redis_server.client()
+    r.xgroup_create("it:jobs:embed", "weaver", id="0", mkstream=True)
+    r.xgroup_create("it:jobs:generate", "weaver", id="0", mkstream=True)
+    r.xgroup_createconsumer("it:jobs:embed", "weaver", "gone-empty")
+    xadd_jobs(r, "embed", [{"id": "held", "text": "x", "reply_to": "done"}])
+    r.xreadgroup("weaver", "gone-holding", {"it:jobs:embed": ">"})  # it dies holding the job
+    time.sleep(1.2)
+    eng = engine_factory(queue={"prune_idle_ms": 1000, "visibility_timeout_ms": 60000}).start()
+    names = lambda: {c["name"] for c in r.xinfo_consumers("it:jobs:embed", "weaver")}
+    wait_for(lambda: "gone-empty" not in names(), what="pruning")
+    assert "gone-holding" in names(), "a consumer holding a pending job is kept"
+    assert r.xpending("it:jobs:embed", "weaver")["pending"] == 1
+    assert "removed 1 idle embed consumers" in eng.read_log()
+    assert eng.stop() == 0

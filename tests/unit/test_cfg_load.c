@@ -32,6 +32,7 @@ static void test_keys_left_out_get_their_documented_defaults(void **state)
     assert_int_equal(c.queue.max_texts_per_job, 1024);
     assert_int_equal(c.queue.max_tokens, 4096);
     assert_int_equal(c.queue.dead_letter_maxlen, 100000);
+    assert_int_equal(c.queue.prune_idle_ms, 600000);
     assert_int_equal(c.batch.token_budget, 16384);
     assert_int_equal(c.batch.max_texts, 256);
     assert_int_equal(c.batch.lookahead, 1024);
@@ -101,6 +102,7 @@ static void test_a_full_file_sets_every_key(void **state)
     assert_int_equal(c.queue.max_texts_per_job, 512);
     assert_int_equal(c.queue.max_tokens, 2048);
     assert_int_equal(c.queue.dead_letter_maxlen, 5000);
+    assert_int_equal(c.queue.prune_idle_ms, 120000);
     assert_int_equal(c.batch.token_budget, 8192);
     assert_int_equal(c.batch.max_texts, 128);
     assert_int_equal(c.batch.lookahead, 512);
