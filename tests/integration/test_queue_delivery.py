@@ -176,7 +176,7 @@ def test_consumers_of_gone_engines_are_pruned_but_never_with_pending_jobs(redis_
     r.xreadgroup("weaver", "gone-holding", {"it:jobs:embed": ">"})  # it dies holding the job
     time.sleep(1.2)
     eng = engine_factory(queue={"prune_idle_ms": 1000, "visibility_timeout_ms": 60000}).start()
-    names = lambda: {c["name"] for c in r.xinfo_consumers("it:jobs:embed", "weaver")}
+    names = lambda: {c["name"].decode() for c in r.xinfo_consumers("it:jobs:embed", "weaver")}
     wait_for(lambda: "gone-empty" not in names(), what="pruning")
     assert "gone-holding" in names(), "a consumer holding a pending job is kept"
     assert r.xpending("it:jobs:embed", "weaver")["pending"] == 1
