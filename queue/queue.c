@@ -15,62 +15,83 @@
 
 
 
-/* The atomic finish of one job. Producer-named keys (reply list, target hashes) are type-checked
- * before anything is written: a script error midway would leave a partial write, so a key of
- * the wrong type refuses the whole finish with {which, why} and the caller rewrites it as an
- * error result. Duplicate results are recognised by job id and only
- * acknowledged, so retrying a whole pipelined batch after a lost connection is safe. A
- * duplicate that names a different reply list (a producer resubmitting a finished job) is
- * told about the existing result; the same list is never notified twice.
- * KEYS: stream, result, dead, [reply], targets...
- * ARGV: group, entry id, ttl, nfields, field/value..., has_reply, job id, ntargets,
- *       target field, target values..., dead flag, reason, payload, deliveries, maxlen, kind */
+/* The atomic finish of a batch of jobs, one script call for many results. Per result:
+ * - producer-named keys (reply list, target hashes) are type-checked before anything of that
+ *   result is written (a script error midway would leave a partial write): a key of the wrong
+ *   type refuses that result with {which, why} and the caller rewrites it as an error result;
+ * - a result that already exists (duplicate delivery) is only acknowledged, and a duplicate
+ *   naming a different reply list is told about the existing result (never the same list twice);
+ * - otherwise: result hash + TTL, reply push, target hashes, dead letter for errors;
+ * then every acknowledged entry is XACKed and XDELed. Retrying a whole batch is safe.
+ * KEYS: embed stream, generate stream, dead stream, then per result: result, [reply], targets...
+ * ARGV: group, ttl, dead maxlen, n, then per result: stream (1|2), entry id, job id, nfields,
+ *       field/value..., has_reply, ntargets, target field, target values..., dead flag, reason,
+ *       payload, deliveries, kind name */
 static const char FINISH_LUA[] =
-    "local group, eid, ttl, nf = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])\n"
-    "local i = 5 + 2 * nf\n"
-    "local has_reply, job_id, nt, tfield = ARGV[i] == '1', ARGV[i+1], tonumber(ARGV[i+2]), ARGV[i+3]\n"
-    "local v0 = i + 4\n"
-    "local d = v0 + nt\n"
+    "local group, ttl, maxlen, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])\n"
+    "local a, k, out, acks = 5, 4, {}, {{}, {}}\n"
     "local function wrong(key, want)\n"
     "  local t = redis.call('TYPE', key).ok\n"
     "  if t ~= 'none' and t ~= want then return key .. ' holds a ' .. t .. ', not a ' .. want end\n"
     "end\n"
-    "if has_reply then\n"
-    "  local w = wrong(KEYS[4], 'list')\n"
-    "  if w then return {'reply_to', w} end\n"
-    "end\n"
-    "for t = 0, nt - 1 do\n"
-    "  local w = wrong(KEYS[(has_reply and 5 or 4) + t], 'hash')\n"
-    "  if w then return {'target', w} end\n"
-    "end\n"
-    "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
-    "  if has_reply and redis.call('HGET', KEYS[2], 'reply_to') ~= KEYS[4] then\n"
-    "    redis.call('RPUSH', KEYS[4], job_id)\n"
-    "    redis.call('EXPIRE', KEYS[4], ttl)\n"
+    "for r = 1, n do\n"
+    "  local stream, eid, job_id, nf = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])\n"
+    "  local f0 = a + 4\n"
+    "  a = f0 + 2 * nf\n"
+    "  local has_reply, nt, tfield = ARGV[a] == '1', tonumber(ARGV[a + 1]), ARGV[a + 2]\n"
+    "  local v0 = a + 3\n"
+    "  a = v0 + nt\n"
+    "  local dead, reason, payload, deliveries, kname = ARGV[a] == '1', ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]\n"
+    "  a = a + 5\n"
+    "  local rkey = KEYS[k]\n"
+    "  local reply = has_reply and KEYS[k + 1] or nil\n"
+    "  local t0 = k + (has_reply and 2 or 1)\n"
+    "  k = t0 + nt\n"
+    "  local refused = nil\n"
+    "  if reply then\n"
+    "    local w = wrong(reply, 'list')\n"
+    "    if w then refused = {'reply_to', w} end\n"
     "  end\n"
-    "  redis.call('XACK', KEYS[1], group, eid)\n"
-    "  redis.call('XDEL', KEYS[1], eid)\n"
-    "  return 0\n"
+    "  for t = 0, nt - 1 do\n"
+    "    if refused then break end\n"
+    "    local w = wrong(KEYS[t0 + t], 'hash')\n"
+    "    if w then refused = {'target', w} end\n"
+    "  end\n"
+    "  if refused then\n"
+    "    out[r] = refused\n"
+    "  elseif redis.call('EXISTS', rkey) == 1 then\n"
+    "    if reply and redis.call('HGET', rkey, 'reply_to') ~= reply then\n"
+    "      redis.call('RPUSH', reply, job_id)\n"
+    "      redis.call('EXPIRE', reply, ttl)\n"
+    "    end\n"
+    "    table.insert(acks[stream], eid)\n"
+    "    out[r] = 0\n"
+    "  else\n"
+    "    local fv = {}\n"
+    "    for x = f0, f0 + 2 * nf - 1 do fv[#fv + 1] = ARGV[x] end\n"
+    "    if reply then fv[#fv + 1] = 'reply_to'; fv[#fv + 1] = reply end\n"
+    "    redis.call('HSET', rkey, unpack(fv))\n"
+    "    redis.call('EXPIRE', rkey, ttl)\n"
+    "    if reply then\n"
+    "      redis.call('RPUSH', reply, job_id)\n"
+    "      redis.call('EXPIRE', reply, ttl)\n"
+    "    end\n"
+    "    for t = 0, nt - 1 do redis.call('HSET', KEYS[t0 + t], tfield, ARGV[v0 + t]) end\n"
+    "    if dead then\n"
+    "      redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'job_id', job_id, 'kind', kname,\n"
+    "                 'reason', reason, 'job', payload, 'deliveries', deliveries, 'entry', eid)\n"
+    "    end\n"
+    "    table.insert(acks[stream], eid)\n"
+    "    out[r] = 1\n"
+    "  end\n"
     "end\n"
-    "local fv = {}\n"
-    "for k = 5, 4 + 2 * nf do fv[#fv + 1] = ARGV[k] end\n"
-    "if has_reply then fv[#fv + 1] = 'reply_to'; fv[#fv + 1] = KEYS[4] end\n"
-    "redis.call('HSET', KEYS[2], unpack(fv))\n"
-    "redis.call('EXPIRE', KEYS[2], ttl)\n"
-    "local k = 4\n"
-    "if has_reply then\n"
-    "  redis.call('RPUSH', KEYS[4], job_id)\n"
-    "  redis.call('EXPIRE', KEYS[4], ttl)\n"
-    "  k = 5\n"
+    "for s = 1, 2 do\n"
+    "  if #acks[s] > 0 then\n"
+    "    redis.call('XACK', KEYS[s], group, unpack(acks[s]))\n"
+    "    redis.call('XDEL', KEYS[s], unpack(acks[s]))\n"
+    "  end\n"
     "end\n"
-    "for t = 0, nt - 1 do redis.call('HSET', KEYS[k + t], tfield, ARGV[v0 + t]) end\n"
-    "if ARGV[d] == '1' then\n"
-    "  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[d + 4], '*', 'job_id', job_id, 'kind', ARGV[d + 5],\n"
-    "             'reason', ARGV[d + 1], 'job', ARGV[d + 2], 'deliveries', ARGV[d + 3], 'entry', eid)\n"
-    "end\n"
-    "redis.call('XACK', KEYS[1], group, eid)\n"
-    "redis.call('XDEL', KEYS[1], eid)\n"
-    "return 1\n";
+    "return out\n";
 
 int queue_set_err(Queue *q, int code, const char *fmt, ...)
 {
@@ -442,64 +463,80 @@ int queue_results_exist(Queue *q, const char *const *job_ids, int n, bool *exist
     return rc;
 }
 
-/* Appends one EVALSHA of the finish script for r. */
-static int append_finish(Queue *q, const QueueResult *r)
+/* Results per script call: bounds the argument vector and how long Redis is busy at once. */
+#define FINISH_CHUNK 128
+
+/* Appends one EVALSHA of the finish script for results r[0, n). */
+static int append_finish(Queue *q, const QueueResult *r, int n)
 {
-    int nkeys = 3 + (r->reply_to ? 1 : 0) + r->n_targets;
-    int nargs = 2 + 1 + nkeys + 4 + 2 * r->n_fields + 4 + r->n_targets + 6;
+    int nkeys = 3, nargs = 3 + 4;
+    for (int i = 0; i < n; i++) {
+        nkeys += 1 + (r[i].reply_to ? 1 : 0) + r[i].n_targets;
+        nargs += 4 + 2 * r[i].n_fields + 3 + r[i].n_targets + 5;
+    }
+    nargs += nkeys;
     const char **argv = malloc((size_t)nargs * sizeof *argv);
     size_t *lens = malloc((size_t)nargs * sizeof *lens);
-    if (!argv || !lens) {
-        free(argv);
-        free(lens);
-        return queue_set_err(q, QUEUE_ENOMEM, "out of memory");
+    /* Numbers and result keys rendered for this call: 5 numbers and one key per result. */
+    char (*num)[24] = malloc(((size_t)n * 4 + 5) * sizeof *num);
+    char (*rkey)[256] = malloc((size_t)n * sizeof *rkey);
+    int rc = QUEUE_OK;
+    if (!argv || !lens || !num || !rkey) {
+        rc = queue_set_err(q, QUEUE_ENOMEM, "out of memory");
+        goto out;
     }
-    char nkeys_s[16], ttl_s[16], nf_s[16], nt_s[16], deliv_s[16], maxlen_s[16], result_key[256];
-    snprintf(nkeys_s, sizeof nkeys_s, "%d", nkeys);
-    snprintf(ttl_s, sizeof ttl_s, "%d", q->qc.result_ttl_s);
-    snprintf(nf_s, sizeof nf_s, "%d", r->n_fields);
-    snprintf(nt_s, sizeof nt_s, "%d", r->n_targets);
-    snprintf(deliv_s, sizeof deliv_s, "%d", r->deliveries);
-    snprintf(maxlen_s, sizeof maxlen_s, "%d", q->qc.dead_letter_maxlen);
-    queue_result_key(q, r->job_id, result_key, sizeof result_key);
-    int a = 0;
+    int a = 0, m = 0;
 #define ARG(s) (argv[a] = (s), lens[a] = strlen(argv[a]), a++)
-#define ARGN(s, n) (argv[a] = (s), lens[a] = (n), a++)
+#define ARGN(s, len) (argv[a] = (s), lens[a] = (len), a++)
+#define NUM(v) (snprintf(num[m], sizeof num[m], "%d", (int)(v)), ARG(num[m++]))
     ARG("EVALSHA");
     ARG(q->finish_sha);
-    ARG(nkeys_s);
-    ARG(q->stream[r->kind]);
-    ARG(result_key);
+    NUM(nkeys);
+    ARG(q->stream[JOB_EMBED]);
+    ARG(q->stream[JOB_GENERATE]);
     ARG(q->dead);
-    if (r->reply_to)
-        ARG(r->reply_to);
-    for (int t = 0; t < r->n_targets; t++)
-        ARG(r->target_keys[t]);
-    ARG(q->qc.group);
-    ARG(r->entry_id);
-    ARG(ttl_s);
-    ARG(nf_s);
-    for (int f = 0; f < r->n_fields; f++) {
-        ARG(r->fields[f].name);
-        ARGN(r->fields[f].value, r->fields[f].len);
+    for (int i = 0; i < n; i++) {
+        queue_result_key(q, r[i].job_id, rkey[i], sizeof rkey[i]);
+        ARG(rkey[i]);
+        if (r[i].reply_to)
+            ARG(r[i].reply_to);
+        for (int t = 0; t < r[i].n_targets; t++)
+            ARG(r[i].target_keys[t]);
     }
-    ARG(r->reply_to ? "1" : "0");
-    ARG(r->job_id);
-    ARG(nt_s);
-    ARG(r->target_field ? r->target_field : "");
-    for (int t = 0; t < r->n_targets; t++)
-        ARGN(r->target_values[t], r->target_len);
-    ARG(r->dead_reason ? "1" : "0");
-    ARG(r->dead_reason ? r->dead_reason : "");
-    ARGN(r->payload ? r->payload : "", r->payload ? r->payload_len : 0);
-    ARG(deliv_s);
-    ARG(maxlen_s);
-    ARG(job_kind_name(r->kind));
+    ARG(q->qc.group);
+    NUM(q->qc.result_ttl_s);
+    NUM(q->qc.dead_letter_maxlen);
+    NUM(n);
+    for (int i = 0; i < n; i++) {
+        ARG(r[i].kind == JOB_EMBED ? "1" : "2");
+        ARG(r[i].entry_id);
+        ARG(r[i].job_id);
+        NUM(r[i].n_fields);
+        for (int f = 0; f < r[i].n_fields; f++) {
+            ARG(r[i].fields[f].name);
+            ARGN(r[i].fields[f].value, r[i].fields[f].len);
+        }
+        ARG(r[i].reply_to ? "1" : "0");
+        NUM(r[i].n_targets);
+        ARG(r[i].target_field ? r[i].target_field : "");
+        for (int t = 0; t < r[i].n_targets; t++)
+            ARGN(r[i].target_values[t], r[i].target_len);
+        ARG(r[i].dead_reason ? "1" : "0");
+        ARG(r[i].dead_reason ? r[i].dead_reason : "");
+        ARGN(r[i].payload ? r[i].payload : "", r[i].payload ? r[i].payload_len : 0);
+        NUM(r[i].deliveries);
+        ARG(job_kind_name(r[i].kind));
+    }
 #undef ARG
 #undef ARGN
-    int rc = redisAppendCommandArgv(q->ctx, a, argv, lens) == REDIS_OK ? QUEUE_OK : queue_check_reply(q, NULL, "EVALSHA");
+#undef NUM
+    if (redisAppendCommandArgv(q->ctx, a, argv, lens) != REDIS_OK)
+        rc = queue_check_reply(q, NULL, "EVALSHA");
+out:
     free(argv);
     free(lens);
+    free(num);
+    free(rkey);
     return rc;
 }
 
@@ -507,26 +544,33 @@ int queue_finish(Queue *q, const QueueResult *r, int n, QueueRefusal *refused)
 {
     if (queue_ensure_ctx(q))
         return QUEUE_ECONN;
-    for (int i = 0; i < n; i++) {
-        int rc = append_finish(q, &r[i]);
+    int calls = 0;
+    for (int i = 0; i < n; i += FINISH_CHUNK, calls++) {
+        int rc = append_finish(q, r + i, n - i < FINISH_CHUNK ? n - i : FINISH_CHUNK);
         if (rc)
             return rc;
     }
     int rc = QUEUE_OK;
     bool noscript = false;
-    for (int i = 0; i < n; i++) {
-        refused[i].what = QUEUE_REFUSED_NONE;
+    for (int c = 0; c < calls; c++) {
         redisReply *rep = NULL;
         if (redisGetReply(q->ctx, (void **)&rep) != REDIS_OK)
             return queue_check_reply(q, NULL, "EVALSHA finish");
         if (rep->type == REDIS_REPLY_ERROR) {
             if (strncmp(rep->str, "NOSCRIPT", 8) == 0)
                 noscript = true;
-            rc = queue_set_err(q, QUEUE_EREPLY, "finishing job %s: %s", r[i].job_id, rep->str);
-        } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
-            refused[i].what = strcmp(rep->element[0]->str, "reply_to") == 0 ? QUEUE_REFUSED_REPLY
-                                                                             : QUEUE_REFUSED_TARGET;
-            snprintf(refused[i].why, sizeof refused[i].why, "%s", rep->element[1]->str);
+            rc = queue_set_err(q, QUEUE_EREPLY, "finishing jobs: %s", rep->str);
+        } else if (rep->type == REDIS_REPLY_ARRAY) {
+            for (size_t j = 0; j < rep->elements; j++) {
+                QueueRefusal *out = &refused[c * FINISH_CHUNK + (int)j];
+                const redisReply *e = rep->element[j];
+                out->what = QUEUE_REFUSED_NONE;
+                if (e->type == REDIS_REPLY_ARRAY && e->elements == 2) {
+                    out->what = strcmp(e->element[0]->str, "reply_to") == 0 ? QUEUE_REFUSED_REPLY
+                                                                            : QUEUE_REFUSED_TARGET;
+                    snprintf(out->why, sizeof out->why, "%s", e->element[1]->str);
+                }
+            }
         }
         freeReplyObject(rep);
     }
