@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "engine/arena.h"
+#include "engine/batcher.h"
 #include "engine/engine.h"
 #include "engine/generator.h"
 #include "engine/log.h"
@@ -52,6 +53,7 @@ struct Worker {
     int *text_job;          /* which job each text belongs to */
     int *text_tokens;
     int *order;
+    int *batch_ends;        /* from batch_plan */
     float *vecs;
     int *ntokens;
     EmbedStatus *status;
@@ -136,6 +138,7 @@ Worker *worker_create(Engine *eng, int index, char *err, size_t errlen)
     w->text_job = calloc((size_t)w->max_texts, sizeof *w->text_job);
     w->text_tokens = calloc((size_t)w->max_texts, sizeof *w->text_tokens);
     w->order = calloc((size_t)w->max_texts, sizeof *w->order);
+    w->batch_ends = calloc((size_t)w->max_texts, sizeof *w->batch_ends);
     w->vecs = calloc((size_t)w->max_texts * (size_t)dim, sizeof *w->vecs);
     w->ntokens = calloc((size_t)w->max_texts, sizeof *w->ntokens);
     w->status = calloc((size_t)w->max_texts, sizeof *w->status);
@@ -151,7 +154,7 @@ Worker *worker_create(Engine *eng, int index, char *err, size_t errlen)
     w->done = calloc((size_t)max_done, sizeof *w->done);
     if (!w->entries || !w->jobs || !w->jobs_ok || !w->errors || !w->texts || !w->text_job || !w->text_tokens ||
         !w->order || !w->vecs || !w->ntokens || !w->status || !w->results || !w->fields || !w->target_ptrs ||
-        !w->done || !w->sub_texts || !w->sub_tokens || !w->sub_status || !w->stage || !w->refused) {
+        !w->done || !w->sub_texts || !w->sub_tokens || !w->sub_status || !w->stage || !w->refused || !w->batch_ends) {
         snprintf(err, errlen, "worker %d: cannot allocate batch buffers", index);
         worker_free(w);
         return NULL;
@@ -181,6 +184,7 @@ void worker_free(Worker *w)
     free(w->text_job);
     free(w->text_tokens);
     free(w->order);
+    free(w->batch_ends);
     free(w->vecs);
     free(w->ntokens);
     free(w->status);
@@ -314,16 +318,8 @@ static void duplicate_result(Worker *w, int r, const QueueEntry *e, const Job *j
 
 /* --- embed jobs ---------------------------------------------------------------------------- */
 
-static int cmp_by_tokens(const void *a, const void *b, void *ctx)
-{
-    const int *tok = ctx;
-    int x = tok[*(const int *)a], y = tok[*(const int *)b];
-    return (x > y) - (x < y);
-}
-
-/* Embeds texts [0, n) into w->vecs in input order: length-sorted, cut into batches whose
- * padded size (longest * count) fits the token budget, so short texts are not padded to long
- * ones. Returns 0, or < 0 if the backend failed as a whole. */
+/* Embeds texts [0, n) into w->vecs in input order, in the batches batch_plan cuts.
+ * Returns 0, or < 0 if the backend failed as a whole. */
 static int embed_texts(Worker *w, int n)
 {
     Embedder *e = w->eng->embedder;
@@ -332,19 +328,11 @@ static int embed_texts(Worker *w, int n)
     for (int i = 0; i < n; i++) {
         int t = embedder_count_tokens(e, w->ws, w->texts[i].text, w->texts[i].len);
         w->text_tokens[i] = t < 1 ? 1 : (t > info->max_seq_len ? info->max_seq_len : t);
-        w->order[i] = i;
     }
-    qsort_r(w->order, (size_t)n, sizeof *w->order, cmp_by_tokens, w->text_tokens);
-    for (int start = 0; start < n;) {
-        int count = 0, longest = 0;
-        while (start + count < n && count < w->cfg->batch.max_texts) {
-            int t = w->text_tokens[w->order[start + count]];
-            int widest = t > longest ? t : longest;
-            if (count > 0 && widest * (count + 1) > w->cfg->batch.token_budget)
-                break;
-            longest = widest;
-            count++;
-        }
+    int nbatches = batch_plan(w->text_tokens, n, w->cfg->batch.token_budget, w->cfg->batch.max_texts, w->order,
+                              w->batch_ends);
+    for (int b = 0, start = 0; b < nbatches; start = w->batch_ends[b++]) {
+        int count = w->batch_ends[b] - start;
         for (int k = 0; k < count; k++)
             w->sub_texts[k] = w->texts[w->order[start + k]];
         if (embedder_embed(e, w->ws, w->sub_texts, count, w->stage, w->sub_tokens, w->sub_status) != 0)
@@ -355,7 +343,6 @@ static int embed_texts(Worker *w, int n)
             w->ntokens[i] = w->sub_tokens[k];
             w->status[i] = w->sub_status[k];
         }
-        start += count;
     }
     return 0;
 }
