@@ -53,8 +53,10 @@ def test_kill9_mid_batch_then_restart_reclaims_and_finishes_every_job_once(redis
     r = redis_server.client()
     ids = ["k%04d" % i for i in range(3000)]
     xadd_jobs(r, "embed", [{"id": i, "text": i, "reply_to": "done"} for i in ids])
-    slow = {"WEAVER_TEST_HASH_DELAY_MS": "30"}
-    first = engine_factory(workers=2, env=slow, queue={"read_count": 64}).start()
+    # 100 ms per batch of 32 on 2 workers: ~5 s for all, so the kill surely lands mid-run even on
+    # a loaded machine.
+    slow = {"WEAVER_TEST_HASH_DELAY_MS": "100"}
+    first = engine_factory(workers=2, env=slow, queue={"read_count": 32}).start()
     wait_for(lambda: r.llen("done") >= 200, what="some progress")
     first.kill9()
     pending = r.xpending("it:jobs:embed", "weaver")["pending"]
@@ -154,12 +156,12 @@ def test_sigterm_grace_expiry_leaves_jobs_pending_not_lost(redis_server, engine_
 
 def test_lease_is_extended_while_a_long_generation_runs(redis_server, engine_factory):
     r = redis_server.client()
-    # 1000 steps of 3 ms (about 3 s) with a 600 ms visibility timeout: without lease extension
+    # 1500 steps of 3 ms (4.5 s or more) with a 1 s visibility timeout: without lease extension
     # the other engine would reclaim and rerun the job.
     slow = {"WEAVER_TEST_ECHO_STEP_MS": "3"}
-    a = engine_factory(env=slow, queue={"visibility_timeout_ms": 600}).start()
-    b = engine_factory(env=slow, name="b.conf", queue={"visibility_timeout_ms": 600}).start()
-    xadd_jobs(r, "generate", [{"id": "long", "prompt": "z" * 4000, "max_tokens": 4000, "reply_to": "done"}])
+    a = engine_factory(env=slow, queue={"visibility_timeout_ms": 1000}).start()
+    b = engine_factory(env=slow, name="b.conf", queue={"visibility_timeout_ms": 1000}).start()
+    xadd_jobs(r, "generate", [{"id": "long", "prompt": "z" * 6000, "max_tokens": 4000, "reply_to": "done"}])
     wait_for(lambda: r.llen("done") == 1, timeout=60, what="long generation")
     time.sleep(1.5)
     assert r.llen("done") == 1
