@@ -6,14 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* TEMPORARY while the native runtime is being written: a weak reference, so a build
- * without it says "not available" instead of failing to link. */
-extern const GeneratorOps generator_native_ops __attribute__((weak));
-
 static const GeneratorOps *find_backend(const char *name)
 {
     if (strcmp(name, "native") == 0)
-        return &generator_native_ops ? &generator_native_ops : NULL;
+        return &generator_native_ops;
 #ifdef WEAVER_TEST_BACKENDS
     if (strcmp(name, "test-echo") == 0)
         return &generator_test_echo_ops;

@@ -21,7 +21,6 @@
 /* TEMPORARY while the runtimes land: weak, so a build without them says so. */
 int cli_embed_main(int argc, char **argv) __attribute__((weak));
 int cli_tokenize_main(int argc, char **argv) __attribute__((weak));
-int cli_generate_main(int argc, char **argv) __attribute__((weak));
 static int missing(const char *what)
 {
     fprintf(stderr, "weaver-engine: '%s' is not in this build\n", what);
@@ -69,7 +68,7 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "tokenize") == 0)
         exit(cli_tokenize_main ? cli_tokenize_main(argc - 1, argv + 1) : missing("tokenize"));
     if (argc > 1 && strcmp(argv[1], "generate-local") == 0)
-        exit(cli_generate_main ? cli_generate_main(argc - 1, argv + 1) : missing("generate-local"));
+        exit(cli_generate_main(argc - 1, argv + 1));
 
     /* --config and --workers may stand anywhere; the rest belongs to the sub-command. */
     char **rest = calloc((size_t)argc + 1, sizeof *rest);

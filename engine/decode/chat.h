@@ -1,0 +1,24 @@
+/* chat.h: chat templates recognised from tokenizer.chat_template (ChatML, Llama 3) and
+ * rendered in C; an unrecognised template is an error, never a guess. No Jinja engine. */
+#ifndef WEAVER_DECODE_CHAT_H
+#define WEAVER_DECODE_CHAT_H
+
+#include <stddef.h>
+
+#include "engine/generator.h"
+
+typedef enum ChatKind { CHAT_NONE = 0, CHAT_CHATML, CHAT_LLAMA3 } ChatKind;
+
+typedef struct ChatTemplate {
+    ChatKind kind;
+    char default_system[512]; /* ChatML templates that insert a system turn when none is given */
+} ChatTemplate;
+
+/* Recognises a template (tmpl may be NULL: no template). Always succeeds; kind says what. */
+void chat_detect(const char *tmpl, size_t len, ChatTemplate *out);
+const char *chat_kind_name(ChatKind k);
+/* Renders messages plus the assistant generation prompt into a malloc'd string (special
+ * tokens as text). NULL with err set on an unknown template or bad message. */
+char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,419 @@
+/* generator_native.c: the native GGUF generation backend (generator_native_ops) and its
+ * continuous-batching scheduler. A fixed pool of sequence slots shares one paged KV cache of
+ * decoder.kv_budget_tokens; every step, waiting requests join when a slot and their KV pages
+ * are free, all running sequences advance in one batched forward pass (prefill chunks and
+ * decode tokens together), and finished ones leave. Buffers are sized at open; a step does
+ * not allocate except to grow a sequence's output text. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/decode/decoder.h"
+#include "engine/decode/sampler.h"
+#include "engine/generator_impl.h"
+
+enum { NATIVE_MAX_BATCH = 256 }; /* tokens per forward pass (prefill chunking) */
+
+typedef struct Req {
+    struct Req *next;
+    TokVec prompt;
+    GenSampling samp;
+    int max_tokens;
+    char *stop[GEN_MAX_STOP];
+    int n_stop;
+    void *tag;
+    double t_submit;
+} Req;
+
+typedef struct Seq {
+    Req *req;             /* owned while running */
+    TokVec toks;          /* prompt + generated */
+    int n_prompt, n_past, n_gen, max_gen;
+    int *pages;
+    int n_pages;
+    SamplerRng rng;
+    char *out;
+    size_t out_len, out_cap;
+    double t_start, t_first;
+    int logits_row;
+    int in_decode;        /* this step feeds the last sampled token */
+} Seq;
+
+typedef struct Native {
+    Decoder *dec;
+    KvCache kv;
+    Forward *fwd;
+    SamplerScratch scratch;
+    int ctx_len, max_slots, max_batch;
+    int pages_per_seq;
+    Seq *slots;
+    int n_running;
+    Req *wait_head, *wait_tail;
+    int n_waiting;
+    GenDone *done_q;      /* finished, not yet handed out (at most max_slots + failures) */
+    int n_done, done_cap;
+    BatchTok *batch;
+    float *logits;        /* [max_slots][n_vocab] */
+} Native;
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void req_free(Req *r) {
+    if (!r) return;
+    tokvec_free(&r->prompt);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r);
+}
+
+static int native_open(Generator *g, const DecoderConfig *cfg) {
+    if (cfg->device && strcmp(cfg->device, "cpu") != 0) {
+        snprintf(g->errstr, sizeof g->errstr, "decoder.device = \"%s\": the native decoder runs on \"cpu\" only in this build",
+                 cfg->device);
+        return -1;
+    }
+    if (!cfg->model || !cfg->model[0]) {
+        snprintf(g->errstr, sizeof g->errstr, "decoder.model is not set");
+        return -1;
+    }
+    Native *n = calloc(1, sizeof *n);
+    if (!n) {
+        snprintf(g->errstr, sizeof g->errstr, "out of memory");
+        return -1;
+    }
+    g->impl = n;
+    n->dec = decoder_load(cfg->model, g->errstr, sizeof g->errstr);
+    if (!n->dec) return -1;
+    const ModelHparams *hp = &n->dec->model->hp;
+    n->ctx_len = cfg->ctx_len > 0 ? cfg->ctx_len : hp->n_ctx_train;
+    n->max_slots = cfg->max_slots > 0 ? cfg->max_slots : 1;
+    int budget = cfg->kv_budget_tokens > 0 ? cfg->kv_budget_tokens : n->ctx_len * n->max_slots;
+    if (n->ctx_len > budget) n->ctx_len = budget - budget % KV_PAGE;
+    if (n->ctx_len < KV_PAGE) {
+        snprintf(g->errstr, sizeof g->errstr, "decoder.kv_budget_tokens = %d is too small (at least %d)", budget, KV_PAGE);
+        return -1;
+    }
+    n->pages_per_seq = (n->ctx_len + KV_PAGE - 1) / KV_PAGE;
+    n->max_batch = NATIVE_MAX_BATCH > n->max_slots ? NATIVE_MAX_BATCH : n->max_slots;
+    int threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1) threads = 1;
+    if (kv_init(&n->kv, n->dec->model, budget, g->errstr, sizeof g->errstr)) return -1;
+    n->fwd = forward_create(n->dec->model, n->max_batch, n->ctx_len, threads, g->errstr, sizeof g->errstr);
+    if (!n->fwd) return -1;
+    n->slots = calloc((size_t)n->max_slots, sizeof *n->slots);
+    n->batch = calloc((size_t)n->max_batch, sizeof *n->batch);
+    n->logits = malloc((size_t)n->max_slots * hp->n_vocab * sizeof *n->logits);
+    n->done_cap = n->max_slots * 2 + 16;
+    n->done_q = calloc((size_t)n->done_cap, sizeof *n->done_q);
+    if (!n->slots || !n->batch || !n->logits || !n->done_q || sampler_scratch_init(&n->scratch, hp->n_vocab)) {
+        snprintf(g->errstr, sizeof g->errstr, "out of memory allocating decoder buffers");
+        return -1;
+    }
+    for (int i = 0; i < n->max_slots; i++) {
+        n->slots[i].pages = malloc((size_t)n->pages_per_seq * sizeof(int));
+        if (!n->slots[i].pages) {
+            snprintf(g->errstr, sizeof g->errstr, "out of memory");
+            return -1;
+        }
+    }
+    snprintf(g->info.model_id, sizeof g->info.model_id, "%s", n->dec->model_id);
+    g->info.ctx_len = n->ctx_len;
+    g->info.max_slots = n->max_slots;
+    return 0;
+}
+
+static void native_close(Generator *g) {
+    Native *n = g->impl;
+    if (!n) return;
+    if (n->slots)
+        for (int i = 0; i < n->max_slots; i++) {
+            req_free(n->slots[i].req);
+            tokvec_free(&n->slots[i].toks);
+            free(n->slots[i].out);
+            free(n->slots[i].pages);
+        }
+    for (Req *r = n->wait_head; r;) {
+        Req *nx = r->next;
+        req_free(r);
+        r = nx;
+    }
+    for (int i = 0; i < n->n_done; i++) free(n->done_q[i].text);
+    free(n->done_q);
+    free(n->slots);
+    free(n->batch);
+    free(n->logits);
+    sampler_scratch_free(&n->scratch);
+    forward_free(n->fwd);
+    kv_free(&n->kv);
+    decoder_free(n->dec);
+    free(n);
+    g->impl = NULL;
+}
+
+static int pages_for(const Native *n, int tokens) {
+    if (tokens > n->ctx_len) tokens = n->ctx_len;
+    return (tokens + KV_PAGE - 1) / KV_PAGE;
+}
+
+static int native_submit(Generator *g, const GenRequest *req, char *err, size_t errlen) {
+    Native *n = g->impl;
+    if (req->max_tokens < 1) {
+        snprintf(err, errlen, "max_tokens must be at least 1");
+        return -1;
+    }
+    if (req->n_stop < 0 || req->n_stop > GEN_MAX_STOP) {
+        snprintf(err, errlen, "at most %d stop strings", GEN_MAX_STOP);
+        return -1;
+    }
+    Req *r = calloc(1, sizeof *r);
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (decoder_prompt_tokens(n->dec, req, &r->prompt, err, errlen)) {
+        req_free(r);
+        return -1;
+    }
+    if (r->prompt.n == 0) {
+        snprintf(err, errlen, "the prompt is empty");
+        req_free(r);
+        return -1;
+    }
+    if (r->prompt.n >= n->ctx_len) {
+        if (!req->truncate_prompt) {
+            snprintf(err, errlen, "the prompt is %d tokens; the context holds %d (prompt + at least 1 generated)",
+                     r->prompt.n, n->ctx_len);
+            req_free(r);
+            return -1;
+        }
+        /* Keep the end of the prompt (and a leading BOS), leaving room to generate. */
+        int room = req->max_tokens < n->ctx_len / 4 ? req->max_tokens : n->ctx_len / 4;
+        if (room < 1) room = 1;
+        int keep = n->ctx_len - room;
+        int bos = tok_bos(n->dec->tok);
+        int lead = (bos >= 0 && r->prompt.v[0] == bos) ? 1 : 0;
+        memmove(r->prompt.v + lead, r->prompt.v + r->prompt.n - (keep - lead), (size_t)(keep - lead) * sizeof(int));
+        r->prompt.n = keep;
+    }
+    r->samp = req->sampling;
+    r->max_tokens = req->max_tokens;
+    for (int i = 0; i < req->n_stop; i++) {
+        if (!req->stop[i] || !req->stop[i][0]) continue;
+        r->stop[r->n_stop] = strdup(req->stop[i]);
+        if (!r->stop[r->n_stop]) {
+            snprintf(err, errlen, "out of memory");
+            req_free(r);
+            return -1;
+        }
+        r->n_stop++;
+    }
+    r->tag = req->tag;
+    r->t_submit = now_ms();
+    if (n->wait_tail)
+        n->wait_tail->next = r;
+    else
+        n->wait_head = r;
+    n->wait_tail = r;
+    n->n_waiting++;
+    return 0;
+}
+
+static int native_pending(const Generator *g) {
+    const Native *n = g->impl;
+    return n->n_waiting + n->n_running + n->n_done;
+}
+
+static GenDone *done_slot(Native *n) {
+    if (n->n_done == n->done_cap) {
+        int nc = n->done_cap * 2;
+        GenDone *nq = realloc(n->done_q, (size_t)nc * sizeof *nq);
+        if (!nq) return NULL;
+        n->done_q = nq;
+        n->done_cap = nc;
+    }
+    GenDone *d = &n->done_q[n->n_done++];
+    memset(d, 0, sizeof *d);
+    return d;
+}
+
+static void seq_finish(Native *n, Seq *s, GenFinish why, const char *error) {
+    GenDone *d = done_slot(n);
+    if (d) {
+        d->tag = s->req->tag;
+        d->finish = why;
+        d->prompt_tokens = s->n_prompt;
+        d->completion_tokens = s->n_gen;
+        double end = now_ms();
+        double first = s->t_first > 0 ? s->t_first : end;
+        d->prefill_ms = first - s->t_start;
+        d->decode_ms = end - first;
+        if (error) snprintf(d->error, sizeof d->error, "%s", error);
+        size_t cap = s->out_len * 3 + 1;
+        d->text = malloc(cap);
+        if (d->text) {
+            memcpy(d->text, s->out ? s->out : "", s->out_len);
+            size_t len = decoder_utf8_fix(d->text, s->out_len, cap - 1);
+            d->text[len] = 0;
+        }
+    }
+    for (int i = 0; i < s->n_pages; i++) kv_release_page(&n->kv, s->pages[i]);
+    s->n_pages = 0;
+    req_free(s->req);
+    s->req = NULL;
+    s->toks.n = 0;
+    s->out_len = 0;
+    n->n_running--;
+}
+
+static void admit(Native *n) {
+    while (n->wait_head) {
+        Req *r = n->wait_head;
+        int max_gen = r->max_tokens;
+        if (r->prompt.n + max_gen > n->ctx_len) max_gen = n->ctx_len - r->prompt.n;
+        int need = pages_for(n, r->prompt.n + max_gen);
+        if (need > n->kv.n_free) return; /* FIFO: wait for pages */
+        Seq *s = NULL;
+        for (int i = 0; i < n->max_slots; i++)
+            if (!n->slots[i].req) {
+                s = &n->slots[i];
+                break;
+            }
+        if (!s) return;
+        n->wait_head = r->next;
+        if (!n->wait_head) n->wait_tail = NULL;
+        n->n_waiting--;
+        r->next = NULL;
+        s->req = r;
+        s->toks.n = 0;
+        for (int i = 0; i < r->prompt.n; i++) tokvec_push(&s->toks, r->prompt.v[i]);
+        s->n_prompt = r->prompt.n;
+        s->n_past = 0;
+        s->n_gen = 0;
+        s->max_gen = max_gen;
+        s->n_pages = 0;
+        for (int i = 0; i < need; i++) s->pages[s->n_pages++] = kv_alloc_page(&n->kv);
+        sampler_rng_seed(&s->rng, r->samp.seed);
+        s->out_len = 0;
+        s->t_start = r->t_submit;
+        s->t_first = 0;
+        n->n_running++;
+    }
+}
+
+static int append_text(Seq *s, const char *p, size_t len) {
+    if (s->out_len + len + 1 > s->out_cap) {
+        size_t nc = s->out_cap ? s->out_cap * 2 : 256;
+        while (nc < s->out_len + len + 1) nc *= 2;
+        char *no = realloc(s->out, nc);
+        if (!no) return -1;
+        s->out = no;
+        s->out_cap = nc;
+    }
+    memcpy(s->out + s->out_len, p, len);
+    s->out_len += len;
+    return 0;
+}
+
+/* After appending a token's bytes: a stop string anywhere in the new tail ends the text there. */
+static int check_stop(Seq *s, size_t old_len) {
+    for (int i = 0; i < s->req->n_stop; i++) {
+        size_t sl = strlen(s->req->stop[i]);
+        if (sl > s->out_len) continue;
+        size_t from = old_len >= sl - 1 ? old_len - (sl - 1) : 0;
+        for (size_t p = from; p + sl <= s->out_len; p++)
+            if (memcmp(s->out + p, s->req->stop[i], sl) == 0) {
+                s->out_len = p;
+                return 1;
+            }
+    }
+    return 0;
+}
+
+static int native_step(Generator *g, GenDone *done, int max_done) {
+    Native *n = g->impl;
+    admit(n);
+    int nb = 0, nl = 0;
+    const int V = n->dec->model->hp.n_vocab;
+    /* Decode tokens first: every running sequence past its prompt advances by one. */
+    for (int i = 0; i < n->max_slots && nb < n->max_batch; i++) {
+        Seq *s = &n->slots[i];
+        s->logits_row = -1;
+        s->in_decode = 0;
+        if (!s->req || s->n_past < s->n_prompt) continue;
+        s->in_decode = 1;
+        n->batch[nb++] = (BatchTok){.token = s->toks.v[s->n_past], .pos = s->n_past, .pages = s->pages, .logits_row = nl};
+        s->logits_row = nl++;
+    }
+    /* Then prefill chunks with the room left. */
+    for (int i = 0; i < n->max_slots && nb < n->max_batch; i++) {
+        Seq *s = &n->slots[i];
+        if (!s->req || s->n_past >= s->n_prompt || s->logits_row >= 0) continue;
+        int take = s->n_prompt - s->n_past;
+        if (take > n->max_batch - nb) take = n->max_batch - nb;
+        for (int k = 0; k < take; k++) {
+            int pos = s->n_past + k;
+            int last = pos == s->n_prompt - 1;
+            n->batch[nb++] = (BatchTok){.token = s->toks.v[pos], .pos = pos, .pages = s->pages, .logits_row = last ? nl : -1};
+            if (last) s->logits_row = nl++;
+        }
+        s->n_past += take;
+        if (s->logits_row < 0) s->logits_row = -2; /* prefilled part of the prompt this step */
+    }
+    if (nb > 0) {
+        /* The batch lists decode tokens before prefill tokens, so logits rows are increasing. */
+        if (forward_run(n->fwd, &n->kv, n->batch, nb, n->logits) != 0) {
+            for (int i = 0; i < n->max_slots; i++)
+                if (n->slots[i].req) seq_finish(n, &n->slots[i], GEN_FINISH_ERROR, "forward pass failed");
+        } else {
+            double t = now_ms();
+            for (int i = 0; i < n->max_slots; i++) {
+                Seq *s = &n->slots[i];
+                if (!s->req || s->logits_row < 0) continue;
+                if (s->in_decode) s->n_past++; /* the fed token is now cached */
+                float *lg = n->logits + (size_t)s->logits_row * V;
+                int tok = sampler_sample(&s->req->samp, &s->rng, &n->scratch, lg, s->toks.v, s->toks.n);
+                if (s->t_first == 0) s->t_first = t;
+                if (tok_is_eog(n->dec->tok, tok)) {
+                    seq_finish(n, s, GEN_FINISH_EOS, NULL);
+                    continue;
+                }
+                s->n_gen++;
+                tokvec_push(&s->toks, tok);
+                char piece[256];
+                size_t pl = tok_piece(n->dec->tok, tok, piece, sizeof piece);
+                size_t old = s->out_len;
+                if (pl > sizeof piece || append_text(s, piece, pl)) {
+                    seq_finish(n, s, GEN_FINISH_ERROR, "token text too long or out of memory");
+                    continue;
+                }
+                if (check_stop(s, old)) {
+                    seq_finish(n, s, GEN_FINISH_STOP, NULL);
+                    continue;
+                }
+                if (s->n_gen >= s->max_gen) seq_finish(n, s, GEN_FINISH_LENGTH, NULL);
+            }
+        }
+    }
+    int k = n->n_done < max_done ? n->n_done : max_done;
+    if (k > 0) {
+        memcpy(done, n->done_q, (size_t)k * sizeof *done);
+        memmove(n->done_q, n->done_q + k, (size_t)(n->n_done - k) * sizeof *done);
+        n->n_done -= k;
+    }
+    return k;
+}
+
+const GeneratorOps generator_native_ops = {
+    .name = "native",
+    .open = native_open,
+    .close = native_close,
+    .submit = native_submit,
+    .step = native_step,
+    .pending = native_pending,
+};

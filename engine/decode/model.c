@@ -1,0 +1,513 @@
+/* model.c: loads llama/qwen2/qwen3 weights from GGUF (shapes and types checked, weights left
+ * in the mapping) and runs the batched forward pass over a paged fp16 KV cache.
+ * Numerics follow llama.cpp's CPU path where it is cheap to (activations quantised to the
+ * weight's dot format, fp16 KV, fp16-rounded attention probabilities) so logits agree closely.
+ * Must not allocate inside forward_run. */
+#include "engine/decode/model.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int errf(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int hp_u32(const Model *m, const char *suffix, int *out, int required, int def, char *err, size_t errlen) {
+    char key[128];
+    uint32_t v;
+    snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
+    if (gguf_get_u32(m->gguf, key, &v) == 0) {
+        if (v > (1u << 30)) return errf(err, errlen, "model: %s = %u is out of range", key, v);
+        *out = (int)v;
+        return 0;
+    }
+    if (required) return errf(err, errlen, "model: metadata key %s is missing or not an integer", key);
+    *out = def;
+    return 0;
+}
+
+static float hp_f32(const Model *m, const char *suffix, float def) {
+    char key[128];
+    float v;
+    snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
+    return gguf_get_f32(m->gguf, key, &v) == 0 ? v : def;
+}
+
+static int get_mat(Model *m, const char *name, int rows, int cols, WMat *w, int optional, char *err, size_t errlen) {
+    const GgufTensor *t = gguf_find_tensor(m->gguf, name);
+    memset(w, 0, sizeof *w);
+    if (!t) return optional ? 1 : errf(err, errlen, "model: tensor %s is missing", name);
+    if (!quant_type_supported(t->type))
+        return errf(err, errlen, "model: tensor %s has type %s (id %d), which this build cannot run", name,
+                    quant_type_name(t->type), t->type);
+    if (t->n_dims > 2 || t->ne[0] != cols || t->ne[1] != rows)
+        return errf(err, errlen, "model: tensor %s has shape [%lld, %lld], expected [%d, %d]", name,
+                    (long long)t->ne[0], (long long)t->ne[1], cols, rows);
+    w->data = t->data;
+    w->type = t->type;
+    w->rows = rows;
+    w->cols = cols;
+    w->row_bytes = quant_row_bytes(t->type, cols);
+    if (w->row_bytes == 0)
+        return errf(err, errlen, "model: tensor %s: %d columns do not fit %s blocks", name, cols, quant_type_name(t->type));
+    w->dot = quant_dot_fn(t->type, QUANT_ISA_BEST);
+    w->act = quant_act_type(t->type);
+    return 0;
+}
+
+/* A vector tensor (norm weight, bias) as f32: pointed at when already F32, else dequantised. */
+static int get_vec(Model *m, const char *name, int n, const float **out, int optional, char *err, size_t errlen) {
+    const GgufTensor *t = gguf_find_tensor(m->gguf, name);
+    *out = NULL;
+    if (!t) return optional ? 1 : errf(err, errlen, "model: tensor %s is missing", name);
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return errf(err, errlen, "model: tensor %s has %lld elements, expected %d", name, (long long)t->ne[0], n);
+    if (t->type == QT_F32 && ((uintptr_t)t->data % 4) == 0) {
+        *out = t->data;
+        return 0;
+    }
+    if (!quant_type_supported(t->type) || quant_row_bytes(t->type, n) == 0)
+        return errf(err, errlen, "model: tensor %s has unusable type %s", name, quant_type_name(t->type));
+    float *buf = malloc((size_t)n * sizeof *buf);
+    float **own = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *own);
+    if (!buf || !own) {
+        free(buf);
+        if (own) m->owned = own;
+        return errf(err, errlen, "model: out of memory");
+    }
+    m->owned = own;
+    m->owned[m->n_owned++] = buf;
+    quant_dequant_row(t->type, t->data, buf, n);
+    *out = buf;
+    return 0;
+}
+
+Model *model_load(GgufFile *f, char *err, size_t errlen) {
+    Model *m = calloc(1, sizeof *m);
+    if (!m) {
+        gguf_close(f);
+        errf(err, errlen, "model: out of memory");
+        return NULL;
+    }
+    m->gguf = f;
+    GgufStr arch;
+    if (gguf_get_str(f, "general.architecture", &arch) || arch.len == 0 || arch.len >= sizeof m->arch_name) {
+        errf(err, errlen, "model: general.architecture is missing");
+        goto fail;
+    }
+    memcpy(m->arch_name, arch.ptr, arch.len);
+    if (strcmp(m->arch_name, "llama") == 0)
+        m->arch = ARCH_LLAMA;
+    else if (strcmp(m->arch_name, "qwen2") == 0)
+        m->arch = ARCH_QWEN2;
+    else if (strcmp(m->arch_name, "qwen3") == 0)
+        m->arch = ARCH_QWEN3;
+    else {
+        errf(err, errlen, "model: architecture '%s' is not supported (llama, qwen2, qwen3 are)", m->arch_name);
+        goto fail;
+    }
+    ModelHparams *hp = &m->hp;
+    if (hp_u32(m, "block_count", &hp->n_layer, 1, 0, err, errlen) ||
+        hp_u32(m, "embedding_length", &hp->n_embd, 1, 0, err, errlen) ||
+        hp_u32(m, "feed_forward_length", &hp->n_ff, 1, 0, err, errlen) ||
+        hp_u32(m, "attention.head_count", &hp->n_head, 1, 0, err, errlen) ||
+        hp_u32(m, "attention.head_count_kv", &hp->n_head_kv, 0, hp->n_head, err, errlen) ||
+        hp_u32(m, "context_length", &hp->n_ctx_train, 0, 2048, err, errlen))
+        goto fail;
+    if (hp->n_layer < 1 || hp->n_embd < 1 || hp->n_head < 1 || hp->n_head_kv < 1 || hp->n_ff < 1 ||
+        hp->n_head % hp->n_head_kv) {
+        errf(err, errlen, "model: inconsistent hyperparameters (layers %d, embd %d, heads %d/%d, ff %d)", hp->n_layer,
+             hp->n_embd, hp->n_head, hp->n_head_kv, hp->n_ff);
+        goto fail;
+    }
+    if (hp_u32(m, "attention.key_length", &hp->head_dim, 0, hp->n_embd / hp->n_head, err, errlen) ||
+        hp_u32(m, "rope.dimension_count", &hp->rope_dim, 0, hp->head_dim, err, errlen))
+        goto fail;
+    if (hp->head_dim < 2 || hp->head_dim % 2 || hp->rope_dim > hp->head_dim || hp->rope_dim % 2) {
+        errf(err, errlen, "model: head_dim %d / rope dims %d are unusable", hp->head_dim, hp->rope_dim);
+        goto fail;
+    }
+    hp->rope_neox = m->arch != ARCH_LLAMA;
+    hp->rope_base = hp_f32(m, "rope.freq_base", 10000.0f);
+    hp->eps = hp_f32(m, "attention.layer_norm_rms_epsilon", 1e-5f);
+    hp->rope_freq_scale = 1.0f;
+    {
+        char key[128];
+        GgufStr st;
+        snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch_name);
+        float factor = hp_f32(m, "rope.scaling.factor", 0.0f);
+        if (gguf_get_str(f, key, &st) == 0 && !(st.len == 4 && memcmp(st.ptr, "none", 4) == 0)) {
+            if (st.len == 6 && memcmp(st.ptr, "linear", 6) == 0) {
+                if (factor > 0) hp->rope_freq_scale = 1.0f / factor;
+            } else {
+                errf(err, errlen, "model: rope scaling '%.*s' is not supported (none, linear are)", (int)st.len, st.ptr);
+                goto fail;
+            }
+        } else if (factor > 0 && factor != 1.0f) {
+            hp->rope_freq_scale = 1.0f / factor;
+        }
+    }
+    const GgufTensor *te = gguf_find_tensor(f, "token_embd.weight");
+    if (!te) {
+        errf(err, errlen, "model: tensor token_embd.weight is missing");
+        goto fail;
+    }
+    hp->n_vocab = (int)te->ne[1];
+    if (te->ne[1] > (1 << 24)) {
+        errf(err, errlen, "model: vocabulary of %lld is too large", (long long)te->ne[1]);
+        goto fail;
+    }
+    if (get_mat(m, "token_embd.weight", hp->n_vocab, hp->n_embd, &m->tok_embd, 0, err, errlen)) goto fail;
+    int r = get_mat(m, "output.weight", hp->n_vocab, hp->n_embd, &m->output, 1, err, errlen);
+    if (r < 0) goto fail;
+    if (r == 1) m->output = m->tok_embd;
+    if (get_vec(m, "output_norm.weight", hp->n_embd, &m->out_norm, 0, err, errlen) < 0) goto fail;
+    if (get_vec(m, "rope_freqs.weight", hp->rope_dim / 2, &m->rope_freqs, 1, err, errlen) < 0) goto fail;
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) {
+        errf(err, errlen, "model: out of memory");
+        goto fail;
+    }
+    int qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
+    for (int i = 0; i < hp->n_layer; i++) {
+        ModelLayer *L = &m->layers[i];
+        char n[96];
+#define NM(s) (snprintf(n, sizeof n, "blk.%d." s, i), n)
+        if (get_vec(m, NM("attn_norm.weight"), hp->n_embd, &L->attn_norm, 0, err, errlen) < 0 ||
+            get_vec(m, NM("ffn_norm.weight"), hp->n_embd, &L->ffn_norm, 0, err, errlen) < 0 ||
+            get_mat(m, NM("attn_q.weight"), qd, hp->n_embd, &L->wq, 0, err, errlen) ||
+            get_mat(m, NM("attn_k.weight"), kvd, hp->n_embd, &L->wk, 0, err, errlen) ||
+            get_mat(m, NM("attn_v.weight"), kvd, hp->n_embd, &L->wv, 0, err, errlen) ||
+            get_mat(m, NM("attn_output.weight"), hp->n_embd, qd, &L->wo, 0, err, errlen) ||
+            get_mat(m, NM("ffn_gate.weight"), hp->n_ff, hp->n_embd, &L->wgate, 0, err, errlen) ||
+            get_mat(m, NM("ffn_up.weight"), hp->n_ff, hp->n_embd, &L->wup, 0, err, errlen) ||
+            get_mat(m, NM("ffn_down.weight"), hp->n_embd, hp->n_ff, &L->wdown, 0, err, errlen))
+            goto fail;
+        int opt = m->arch != ARCH_QWEN2;
+        if (get_vec(m, NM("attn_q.bias"), qd, &L->bq, opt, err, errlen) < 0 ||
+            get_vec(m, NM("attn_k.bias"), kvd, &L->bk, opt, err, errlen) < 0 ||
+            get_vec(m, NM("attn_v.bias"), kvd, &L->bv, opt, err, errlen) < 0)
+            goto fail;
+        opt = m->arch != ARCH_QWEN3;
+        if (get_vec(m, NM("attn_q_norm.weight"), hp->head_dim, &L->q_norm, opt, err, errlen) < 0 ||
+            get_vec(m, NM("attn_k_norm.weight"), hp->head_dim, &L->k_norm, opt, err, errlen) < 0)
+            goto fail;
+#undef NM
+    }
+    return m;
+fail:
+    model_free(m);
+    return NULL;
+}
+
+void model_free(Model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    gguf_close(m->gguf);
+    free(m);
+}
+
+/* ---- KV cache ---- */
+
+int kv_init(KvCache *kv, const Model *m, int n_tokens, char *err, size_t errlen) {
+    memset(kv, 0, sizeof *kv);
+    kv->n_pages = (n_tokens + KV_PAGE - 1) / KV_PAGE;
+    kv->kv_dim = m->hp.n_head_kv * m->hp.head_dim;
+    kv->layer_stride = (size_t)kv->n_pages * KV_PAGE * (size_t)kv->kv_dim;
+    size_t total = kv->layer_stride * (size_t)m->hp.n_layer;
+    kv->k = calloc(total, sizeof *kv->k);
+    kv->v = calloc(total, sizeof *kv->v);
+    kv->free_list = malloc((size_t)(kv->n_pages ? kv->n_pages : 1) * sizeof *kv->free_list);
+    if (!kv->k || !kv->v || !kv->free_list) {
+        kv_free(kv);
+        return errf(err, errlen, "decoder: cannot allocate a KV cache of %d tokens (%.1f MiB)", n_tokens,
+                    2.0 * (double)total * 2 / 1048576.0);
+    }
+    for (int i = 0; i < kv->n_pages; i++) kv->free_list[i] = kv->n_pages - 1 - i;
+    kv->n_free = kv->n_pages;
+    return 0;
+}
+
+void kv_free(KvCache *kv) {
+    free(kv->k);
+    free(kv->v);
+    free(kv->free_list);
+    memset(kv, 0, sizeof *kv);
+}
+
+int kv_alloc_page(KvCache *kv) { return kv->n_free > 0 ? kv->free_list[--kv->n_free] : -1; }
+void kv_release_page(KvCache *kv, int page) { kv->free_list[kv->n_free++] = page; }
+
+/* ---- forward pass ---- */
+
+enum { MM_MAX = 3 };
+
+typedef struct MMPart {
+    const WMat *w;
+    float *out;
+    const void *act;
+    size_t act_stride;
+} MMPart;
+
+struct Forward {
+    const Model *m;
+    Pool *pool;
+    int max_tokens, max_ctx;
+    float *x, *xn, *q, *k, *v, *att, *gate, *up, *scores, *rope_cs;
+    uint16_t *q16;
+    uint8_t *act[MM_MAX];
+    size_t act_stride_max;
+    float *gather;
+    /* current region */
+    MMPart mm[MM_MAX];
+    int n_mm, ntok;
+    const BatchTok *toks;
+    const KvCache *kv;
+    int layer;
+};
+
+Forward *forward_create(const Model *m, int max_tokens, int max_ctx, int n_threads, char *err, size_t errlen) {
+    Forward *f = calloc(1, sizeof *f);
+    if (!f) {
+        errf(err, errlen, "decoder: out of memory");
+        return NULL;
+    }
+    const ModelHparams *hp = &m->hp;
+    f->m = m;
+    f->max_tokens = max_tokens;
+    f->max_ctx = max_ctx;
+    f->pool = pool_create(n_threads);
+    size_t B = (size_t)max_tokens;
+    int qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
+    int widest = hp->n_embd > qd ? hp->n_embd : qd;
+    if (hp->n_ff > widest) widest = hp->n_ff;
+    /* Widest quantised activation row: Q8_1/Q8_0 36/32 bytes per element, Q8_K 292/256, f32 4. */
+    f->act_stride_max = ((size_t)widest * 4 + 63) & ~(size_t)63;
+    f->x = malloc(B * hp->n_embd * sizeof(float));
+    f->xn = malloc(B * hp->n_embd * sizeof(float));
+    f->gather = malloc(B * hp->n_embd * sizeof(float));
+    f->q = malloc(B * qd * sizeof(float));
+    f->k = malloc(B * kvd * sizeof(float));
+    f->v = malloc(B * kvd * sizeof(float));
+    f->att = malloc(B * qd * sizeof(float));
+    f->gate = malloc(B * hp->n_ff * sizeof(float));
+    f->up = malloc(B * hp->n_ff * sizeof(float));
+    f->q16 = malloc(B * qd * sizeof(uint16_t));
+    f->rope_cs = malloc(B * hp->rope_dim * sizeof(float));
+    f->scores = malloc((size_t)pool_size(f->pool) * (size_t)max_ctx * sizeof(float));
+    int ok = f->pool && f->x && f->xn && f->gather && f->q && f->k && f->v && f->att && f->gate && f->up && f->q16 &&
+             f->rope_cs && f->scores;
+    for (int i = 0; i < MM_MAX; i++) {
+        f->act[i] = aligned_alloc(64, B * f->act_stride_max);
+        ok = ok && f->act[i];
+    }
+    if (!ok) {
+        forward_free(f);
+        errf(err, errlen, "decoder: cannot allocate forward buffers for %d tokens", max_tokens);
+        return NULL;
+    }
+    return f;
+}
+
+void forward_free(Forward *f) {
+    if (!f) return;
+    pool_free(f->pool);
+    free(f->x); free(f->xn); free(f->gather); free(f->q); free(f->k); free(f->v); free(f->att);
+    free(f->gate); free(f->up); free(f->q16); free(f->rope_cs); free(f->scores);
+    for (int i = 0; i < MM_MAX; i++) free(f->act[i]);
+    free(f);
+}
+
+static void rmsnorm(float *y, const float *x, const float *w, int n, float eps) {
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += (double)x[i] * x[i];
+    float scale = 1.0f / sqrtf((float)(s / n) + eps);
+    for (int i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
+}
+
+static void mm_region(void *ctx, int ith, int nth) {
+    Forward *f = ctx;
+    for (int i = 0; i < f->n_mm; i++) {
+        const MMPart *p = &f->mm[i];
+        int rows = p->w->rows;
+        /* Split rows in multiples of 8 so threads do not share output cache lines much. */
+        int chunks = (rows + 7) / 8;
+        int c0 = (int)((long)chunks * ith / nth), c1 = (int)((long)chunks * (ith + 1) / nth);
+        int r0 = c0 * 8, r1 = c1 * 8 < rows ? c1 * 8 : rows;
+        if (r0 < r1)
+            quant_matmul_rows(p->out, (size_t)rows, p->w->data, p->w->type, p->w->cols, r0, r1, p->act,
+                              p->act_stride, f->ntok, p->w->dot);
+    }
+}
+
+/* Multiplies the activation rows src[ntok][cols] by up to three matrices sharing the input. */
+static void matmul_group(Forward *f, const float *src, int ntok, const WMat **ws, float **outs, int n) {
+    int slot_of[MM_MAX];
+    for (int i = 0; i < n; i++) {
+        const WMat *w = ws[i];
+        size_t stride = quant_row_bytes(w->act, w->cols);
+        int slot = i;
+        for (int j = 0; j < i; j++)
+            if (ws[j]->act == w->act && ws[j]->cols == w->cols) {
+                slot = slot_of[j];
+                break;
+            }
+        slot_of[i] = slot;
+        if (slot == i)
+            for (int t = 0; t < ntok; t++)
+                quant_quantize_act(w->act, src + (size_t)t * w->cols, f->act[i] + (size_t)t * stride, w->cols);
+        f->mm[i] = (MMPart){.w = w, .out = outs[i], .act = f->act[slot], .act_stride = stride};
+    }
+    f->n_mm = n;
+    f->ntok = ntok;
+    pool_run(f->pool, mm_region, f);
+}
+
+static void rope_cache(const Forward *f, const BatchTok *toks, int n) {
+    const ModelHparams *hp = &f->m->hp;
+    float theta_scale = powf(hp->rope_base, -2.0f / (float)hp->rope_dim);
+    for (int t = 0; t < n; t++) {
+        float *cs = f->rope_cs + (size_t)t * hp->rope_dim;
+        float theta = (float)toks[t].pos;
+        for (int i = 0; i < hp->rope_dim / 2; i++) {
+            float ff = f->m->rope_freqs ? f->m->rope_freqs[i] : 1.0f;
+            float th = hp->rope_freq_scale * (theta / ff);
+            cs[2 * i] = cosf(th);
+            cs[2 * i + 1] = sinf(th);
+            theta *= theta_scale;
+        }
+    }
+}
+
+static void rope_apply(const ModelHparams *hp, float *x, const float *cs) {
+    int half = hp->rope_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float c = cs[2 * i], s = cs[2 * i + 1];
+        int a = hp->rope_neox ? i : 2 * i, b = hp->rope_neox ? i + half : 2 * i + 1;
+        float x0 = x[a], x1 = x[b];
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+    }
+}
+
+static void attn_region(void *ctx, int ith, int nth) {
+    Forward *f = ctx;
+    const ModelHparams *hp = &f->m->hp;
+    const KvCache *kv = f->kv;
+    int nh = hp->n_head, hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
+    int total = f->ntok * nh;
+    int a0 = (int)((long)total * ith / nth), a1 = (int)((long)total * (ith + 1) / nth);
+    float *s = f->scores + (size_t)ith * f->max_ctx;
+    float scale = 1.0f / sqrtf((float)hd);
+    const uint16_t *K = kv->k + (size_t)f->layer * kv->layer_stride;
+    const uint16_t *V = kv->v + (size_t)f->layer * kv->layer_stride;
+    for (int task = a0; task < a1; task++) {
+        int t = task / nh, h = task % nh, g = h / group;
+        const BatchTok *bt = &f->toks[t];
+        const uint16_t *q = f->q16 + (size_t)task * hd;
+        int n = bt->pos + 1;
+        float mx = -INFINITY;
+        for (int p = 0; p < n; p++) {
+            size_t row = ((size_t)bt->pages[p / KV_PAGE] * KV_PAGE + (size_t)(p % KV_PAGE)) * kv->kv_dim + (size_t)g * hd;
+            s[p] = quant_dot_f16f16(q, K + row, hd) * scale;
+            if (s[p] > mx) mx = s[p];
+        }
+        double sum = 0.0;
+        for (int p = 0; p < n; p++) {
+            s[p] = expf(s[p] - mx);
+            sum += s[p];
+        }
+        float inv = (float)(1.0 / sum);
+        float *out = f->att + (size_t)task * hd;
+        memset(out, 0, (size_t)hd * sizeof *out);
+        for (int p = 0; p < n; p++) {
+            size_t row = ((size_t)bt->pages[p / KV_PAGE] * KV_PAGE + (size_t)(p % KV_PAGE)) * kv->kv_dim + (size_t)g * hd;
+            float w = quant_fp16_to_f32(quant_f32_to_fp16(s[p] * inv));
+            quant_axpy_f16(out, w, V + row, hd);
+        }
+    }
+}
+
+int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *logits) {
+    const Model *m = f->m;
+    const ModelHparams *hp = &m->hp;
+    if (n < 1 || n > f->max_tokens) return -1;
+    int d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
+    for (int t = 0; t < n; t++) {
+        if (toks[t].token < 0 || toks[t].token >= hp->n_vocab || toks[t].pos < 0 || toks[t].pos >= f->max_ctx) return -1;
+        quant_dequant_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)toks[t].token * m->tok_embd.row_bytes,
+                          f->x + (size_t)t * d, d);
+    }
+    rope_cache(f, toks, n);
+    f->toks = toks;
+    f->kv = kv;
+    f->ntok = n;
+    for (int l = 0; l < hp->n_layer; l++) {
+        const ModelLayer *L = &m->layers[l];
+        for (int t = 0; t < n; t++) rmsnorm(f->xn + (size_t)t * d, f->x + (size_t)t * d, L->attn_norm, d, hp->eps);
+        const WMat *w3[3] = {&L->wq, &L->wk, &L->wv};
+        float *o3[3] = {f->q, f->k, f->v};
+        matmul_group(f, f->xn, n, w3, o3, 3);
+        for (int t = 0; t < n; t++) {
+            float *q = f->q + (size_t)t * qd, *k = f->k + (size_t)t * kvd, *v = f->v + (size_t)t * kvd;
+            if (L->bq) {
+                for (int i = 0; i < qd; i++) q[i] += L->bq[i];
+                for (int i = 0; i < kvd; i++) k[i] += L->bk[i];
+                for (int i = 0; i < kvd; i++) v[i] += L->bv[i];
+            }
+            const float *cs = f->rope_cs + (size_t)t * hp->rope_dim;
+            for (int h = 0; h < hp->n_head; h++) {
+                if (L->q_norm) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, hp->eps);
+                rope_apply(hp, q + h * hd, cs);
+            }
+            for (int h = 0; h < hp->n_head_kv; h++) {
+                if (L->k_norm) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, hp->eps);
+                rope_apply(hp, k + h * hd, cs);
+            }
+            quant_f32_to_fp16_row(f->q16 + (size_t)t * qd, q, qd);
+            int pos = toks[t].pos;
+            size_t row = ((size_t)toks[t].pages[pos / KV_PAGE] * KV_PAGE + (size_t)(pos % KV_PAGE)) * kvd;
+            quant_f32_to_fp16_row(kv->k + (size_t)l * kv->layer_stride + row, k, kvd);
+            quant_f32_to_fp16_row(kv->v + (size_t)l * kv->layer_stride + row, v, kvd);
+        }
+        f->layer = l;
+        pool_run(f->pool, attn_region, f);
+        const WMat *wo[1] = {&L->wo};
+        float *oo[1] = {f->xn};
+        matmul_group(f, f->att, n, wo, oo, 1);
+        for (size_t i = 0; i < (size_t)n * d; i++) f->x[i] += f->xn[i];
+        for (int t = 0; t < n; t++) rmsnorm(f->xn + (size_t)t * d, f->x + (size_t)t * d, L->ffn_norm, d, hp->eps);
+        const WMat *wgu[2] = {&L->wgate, &L->wup};
+        float *ogu[2] = {f->gate, f->up};
+        matmul_group(f, f->xn, n, wgu, ogu, 2);
+        for (size_t i = 0; i < (size_t)n * hp->n_ff; i++) {
+            float g = f->gate[i];
+            f->gate[i] = g / (1.0f + expf(-g)) * f->up[i];
+        }
+        const WMat *wd[1] = {&L->wdown};
+        matmul_group(f, f->gate, n, wd, oo, 1);
+        for (size_t i = 0; i < (size_t)n * d; i++) f->x[i] += f->xn[i];
+    }
+    int nl = 0;
+    for (int t = 0; t < n; t++) {
+        if (toks[t].logits_row < 0) continue;
+        if (toks[t].logits_row != nl) return -1;
+        rmsnorm(f->gather + (size_t)nl * d, f->x + (size_t)t * d, m->out_norm, d, hp->eps);
+        nl++;
+    }
+    if (nl > 0) {
+        const WMat *wo[1] = {&m->output};
+        float *oo[1] = {logits};
+        matmul_group(f, f->gather, nl, wo, oo, 1);
+    }
+    return 0;
+}

@@ -1,0 +1,87 @@
+/* model.h: llama-family decoder (llama, qwen2, qwen3) over GGUF weights, a paged fp16 KV cache
+ * shared by all sequences, and a batched forward pass: any mix of prefill chunks and decode
+ * tokens from different sequences runs as one batch, each weight matrix read once per batch.
+ * Knows nothing about tokens as text, sampling or scheduling. */
+#ifndef WEAVER_DECODE_MODEL_H
+#define WEAVER_DECODE_MODEL_H
+
+#include <stdint.h>
+
+#include "engine/decode/gguf.h"
+#include "engine/decode/pool.h"
+#include "kernels/quant.h"
+
+typedef enum ModelArch { ARCH_LLAMA = 0, ARCH_QWEN2, ARCH_QWEN3 } ModelArch;
+
+typedef struct WMat {
+    const void *data;
+    int type;
+    int rows, cols;       /* rows = output features, cols = input features (ne[0]) */
+    size_t row_bytes;
+    QuantDotFn dot;
+    QuantType act;        /* activation format the dot wants */
+} WMat;
+
+typedef struct ModelLayer {
+    const float *attn_norm, *ffn_norm;
+    const float *bq, *bk, *bv;         /* qwen2 biases, else NULL */
+    const float *q_norm, *k_norm;      /* qwen3 per-head RMSNorm, else NULL */
+    WMat wq, wk, wv, wo, wgate, wup, wdown;
+} ModelLayer;
+
+typedef struct ModelHparams {
+    int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
+    int rope_dim;
+    int rope_neox;          /* 1: rotate halves (qwen), 0: adjacent pairs (llama) */
+    float rope_base, rope_freq_scale, eps;
+} ModelHparams;
+
+typedef struct Model {
+    GgufFile *gguf;
+    ModelArch arch;
+    char arch_name[32];
+    ModelHparams hp;
+    WMat tok_embd, output;          /* output == tok_embd when tied */
+    const float *out_norm;
+    const float *rope_freqs;        /* optional per-dimension frequency factors */
+    ModelLayer *layers;
+    float **owned;                  /* dequantised small tensors (norms, biases) */
+    int n_owned;
+} Model;
+
+/* Loads the model from an opened GGUF file (takes ownership of it). NULL with err set. */
+Model *model_load(GgufFile *f, char *err, size_t errlen);
+void model_free(Model *m); /* NULL-safe; closes the GGUF file */
+
+/* KV cache: pages of KV_PAGE tokens shared by all sequences. */
+#define KV_PAGE 16
+typedef struct KvCache {
+    int n_pages, n_free;
+    int *free_list;
+    uint16_t *k, *v;     /* [layer][page][KV_PAGE][kv_dim] fp16 */
+    size_t layer_stride; /* elements per layer */
+    int kv_dim;
+} KvCache;
+
+int kv_init(KvCache *kv, const Model *m, int n_tokens, char *err, size_t errlen);
+void kv_free(KvCache *kv);
+int kv_alloc_page(KvCache *kv);          /* -1 when none free */
+void kv_release_page(KvCache *kv, int page);
+
+/* One token of a batch. */
+typedef struct BatchTok {
+    int token;
+    int pos;             /* position in its sequence */
+    const int *pages;    /* its sequence's page table (covers pos) */
+    int logits_row;      /* row in the logits output, or -1 */
+} BatchTok;
+
+/* Scratch for a forward pass of at most max_tokens tokens, max_logits logit rows and
+ * attention spans up to max_ctx; allocated once. */
+typedef struct Forward Forward;
+Forward *forward_create(const Model *m, int max_tokens, int max_ctx, int n_threads, char *err, size_t errlen);
+void forward_free(Forward *f);
+/* Runs the batch; writes logits[logits_row * n_vocab ...] for tokens that ask for them. */
+int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *logits);
+
+#endif

@@ -1,0 +1,49 @@
+/* tokenizer.h: tokenizers built from GGUF metadata: byte-level BPE (tokenizer.ggml.model
+ * "gpt2", pre-tokenizer regexes by tokenizer.ggml.pre, run with PCRE2 in UTF/UCP mode) and
+ * SentencePiece-style BPE over scores ("llama"). Special tokens, end-of-generation set,
+ * detokenisation to bytes. Knows nothing about models or sampling. */
+#ifndef WEAVER_DECODE_TOKENIZER_H
+#define WEAVER_DECODE_TOKENIZER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "engine/decode/gguf.h"
+
+typedef struct Tokenizer Tokenizer;
+
+typedef struct TokVec {
+    int *v;
+    int n, cap;
+} TokVec;
+
+int tokvec_push(TokVec *tv, int id); /* 0, or -1 out of memory */
+void tokvec_free(TokVec *tv);
+
+/* GGUF token types. */
+enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER_DEFINED = 4, TOK_UNUSED = 5, TOK_BYTE = 6 };
+
+Tokenizer *tok_load(const GgufFile *f, char *err, size_t errlen);
+void tok_free(Tokenizer *t); /* NULL-safe */
+
+/* Appends the tokens of text[0..len) to out. parse_special: text matching a control or
+ * user-defined token becomes that token. add_bos: prepend BOS when the model asks for it
+ * (tokenizer.ggml.add_bos_token). Invalid UTF-8 bytes are treated as U+FFFD.
+ * Returns 0, or -1 with err set. */
+int tok_encode(const Tokenizer *t, const char *text, size_t len, bool parse_special, bool add_bos, TokVec *out,
+               char *err, size_t errlen);
+
+/* The bytes a token stands for in generated text (control tokens: nothing). Writes at most
+ * cap bytes and returns the full length. */
+size_t tok_piece(const Tokenizer *t, int id, char *buf, size_t cap);
+/* The token's stored text (NUL-free view into the file) and type. */
+const char *tok_text(const Tokenizer *t, int id, size_t *len);
+int tok_type(const Tokenizer *t, int id);
+
+int tok_n_vocab(const Tokenizer *t);
+int tok_bos(const Tokenizer *t);          /* -1 when none */
+bool tok_is_eog(const Tokenizer *t, int id); /* EOS, EOT and end-of-turn control tokens */
+/* Looks up a token by its exact stored text; -1 when absent. */
+int tok_find(const Tokenizer *t, const char *text, size_t len);
+
+#endif

@@ -1,0 +1,74 @@
+/* quant_dispatch.c: picks the row dot product for a tensor type and ISA at run time
+ * (__builtin_cpu_supports). WEAVER_QUANT_ISA=ref forces the plain-C reference, for checks. */
+#include "kernels/quant.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+QuantIsa quant_best_isa(void) {
+    static int cached = -2;
+    if (cached == -2) {
+        const char *env = getenv("WEAVER_QUANT_ISA");
+        __builtin_cpu_init();
+        if (env && strcmp(env, "ref") == 0)
+            cached = QUANT_ISA_REF;
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            cached = QUANT_ISA_AVX2;
+        else
+            cached = QUANT_ISA_REF;
+    }
+    return (QuantIsa)cached;
+}
+
+const char *quant_isa_name(QuantIsa isa) {
+    switch (isa) {
+    case QUANT_ISA_REF: return "ref";
+    case QUANT_ISA_AVX2: return "avx2";
+    case QUANT_ISA_AVX512: return "avx512";
+    default: return "best";
+    }
+}
+
+QuantDotFn quant_dot_fn(int wtype, QuantIsa isa) {
+    if (isa == QUANT_ISA_BEST) isa = quant_best_isa();
+    if (isa == QUANT_ISA_AVX512) return NULL; /* no AVX-512 variants yet */
+    int avx2 = isa == QUANT_ISA_AVX2;
+    switch (wtype) {
+    case QT_F32: return avx2 ? quant_dot_f32_avx2 : quant_dot_f32_ref;
+    case QT_F16: return avx2 ? quant_dot_f16_avx2 : quant_dot_f16_ref;
+    case QT_BF16: return avx2 ? quant_dot_bf16_avx2 : quant_dot_bf16_ref;
+    case QT_Q4_0: return avx2 ? quant_dot_q4_0_avx2 : quant_dot_q4_0_ref;
+    case QT_Q4_1: return avx2 ? quant_dot_q4_1_avx2 : quant_dot_q4_1_ref;
+    case QT_Q8_0: return avx2 ? quant_dot_q8_0_avx2 : quant_dot_q8_0_ref;
+    case QT_Q4_K: return avx2 ? quant_dot_q4_k_avx2 : quant_dot_q4_k_ref;
+    case QT_Q5_K: return avx2 ? quant_dot_q5_k_avx2 : quant_dot_q5_k_ref;
+    case QT_Q6_K: return avx2 ? quant_dot_q6_k_avx2 : quant_dot_q6_k_ref;
+    default: return NULL;
+    }
+}
+
+static float dot_f16f16_ref(const uint16_t *x, const uint16_t *y, int n) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += quant_fp16_to_f32(x[i]) * quant_fp16_to_f32(y[i]);
+    return s;
+}
+
+float quant_dot_f16f16(const uint16_t *x, const uint16_t *y, int n) {
+    return quant_best_isa() == QUANT_ISA_AVX2 ? quant_dot_f16f16_avx2(x, y, n) : dot_f16f16_ref(x, y, n);
+}
+
+void quant_axpy_f16(float *y, float a, const uint16_t *x, int n) {
+    if (quant_best_isa() == QUANT_ISA_AVX2) {
+        quant_axpy_f16_avx2(y, a, x, n);
+        return;
+    }
+    for (int i = 0; i < n; i++) y[i] += a * quant_fp16_to_f32(x[i]);
+}
+
+void quant_f32_to_fp16_row(uint16_t *dst, const float *src, int n) {
+    if (quant_best_isa() == QUANT_ISA_AVX2) {
+        quant_f32_to_fp16_row_avx2(dst, src, n);
+        return;
+    }
+    for (int i = 0; i < n; i++) dst[i] = quant_f32_to_fp16(src[i]);
+}

@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""decode_make_fixtures.py: records llama.cpp reference fixtures for the native decoder.
+
+Run once, outside CI (needs llama-cpp-python, which builds llama.cpp from source):
+    python3 tests/reference/decode_make_fixtures.py            # all fixtures
+It writes tests/fixtures/decode/*.json. The tiny random-weight GGUF files are not stored:
+`tiny_model(name, path)` regenerates them bit-identically (seeded) at test time, and the
+fixture stores their sha256 so a drift in the generator is caught.
+
+Recorded from llama.cpp, for each prompt: tokenisation (special tokens parsed, BOS as the
+model asks), the top-K logits of the first positions with flash attention off, the max |diff|
+between llama.cpp's own two attention paths (flash on vs off) at each position, which the
+tests use to justify their tolerance, and a 32-token greedy continuation with the top-1/top-2
+margin at every step.
+"""
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+FIX = os.path.join(ROOT, "tests", "fixtures", "decode")
+SMOL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+SMOL_TOKENIZE = [
+    "Hello, world!",
+    "The quick brown fox jumps over the lazy dog. 1234567890",
+    "  leading spaces and trailing   ",
+    "tabs\tand\nnewlines\n\n\nend",
+    "Ünïcödé: naïve café, Straße, 東京, Здравствуй мир, مرحبا",
+    "emoji 👍🏽 and 🧑‍🚀 and ✨",
+    "code: def f(x):\n    return x**2  # comment\n",
+    "it's don't we'll I'M they've",
+    "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+    "numbers 3.14159 -42 1e10 0x1F 100,000",
+    "",
+]
+
+SMOL_GENERATE = [
+    "Once upon a time",
+    "1, 2, 3, 4,",
+    "The meaning of life is",
+    "<|im_start|>user\nWrite a haiku about the sea.<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nList three primary colors.<|im_end|>\n<|im_start|>assistant\n",
+    "def fibonacci(n):",
+]
+
+N_LOGIT_POS = 8
+TOPK = 32
+N_GREEDY = 32
+
+
+# ---------------------------------------------------------------- tiny random GGUF models
+
+def _byte_vocab():
+    """GPT-2 byte-level alphabet + a few merges + control tokens."""
+    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    byte_char = {b: chr(c) for b, c in zip(bs, cs)}
+    toks = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    types = [3, 3, 3]
+    for b in range(256):
+        toks.append(byte_char[b])
+        types.append(1)
+    merges = []
+    for a, b in [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a"), ("e", "r"), ("o", "n"), ("Ġ", "s"),
+                 ("r", "e"), ("a", "t"), ("Ġ", "w"), ("o", "r"), ("Ġ", "o"), ("e", "n"), ("l", "l")]:
+        merges.append(f"{a} {b}")
+        if a + b not in toks:
+            toks.append(a + b)
+            types.append(1)
+    while len(toks) % 32:
+        toks.append(f"<|unused{len(toks)}|>")
+        types.append(5)
+    return toks, types, merges
+
+
+TINY = {
+    # name: (arch, tensor type of the big matrices, extra)
+    "tiny_llama_q4_0": ("llama", "Q4_0"),
+    "tiny_llama_q8_0": ("llama", "Q8_0"),
+    "tiny_llama_f16": ("llama", "F16"),
+    "tiny_llama_bf16": ("llama", "BF16"),
+    "tiny_llama_q4_k": ("llama", "Q4_K"),
+    "tiny_llama_q5_k": ("llama", "Q5_K"),
+    "tiny_llama_q6_k": ("llama", "Q6_K"),
+    "tiny_qwen2_q8_0": ("qwen2", "Q8_0"),
+    "tiny_qwen3_q4_1": ("qwen3", "Q4_1"),
+}
+
+
+def _random_kquant(rng, qtype, rows, cols):
+    """Valid random K-quant blocks: random bits with small fp16 super-block scales."""
+    import gguf
+    bs, ts = gguf.GGML_QUANT_SIZES[qtype]
+    nb = rows * cols // bs
+    raw = rng.integers(0, 256, size=(nb, ts), dtype=np.uint8)
+    d = (rng.uniform(0.5, 1.0, size=nb) * (0.02 / 32)).astype(np.float16).view(np.uint8).reshape(nb, 2)
+    dmin = (rng.uniform(0.5, 1.0, size=nb) * (0.02 / 64)).astype(np.float16).view(np.uint8).reshape(nb, 2)
+    if qtype == gguf.GGMLQuantizationType.Q6_K:
+        raw[:, 208:210] = d
+        raw[:, 192:208] = rng.integers(-20, 20, size=(nb, 16)).astype(np.int8).view(np.uint8)
+    else:
+        raw[:, 0:2] = d
+        raw[:, 2:4] = dmin
+    return raw.reshape(rows, cols // bs * ts)
+
+
+def tiny_model(name, path):
+    """Writes the tiny model `name` to path, deterministically. Returns its sha256."""
+    import gguf
+    arch, qt = TINY[name]
+    rng = np.random.default_rng(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
+    toks, types, merges = _byte_vocab()
+    V, D, F, L, H, HKV, HD = len(toks), 256, 512, 2, 4, 2, 64
+    w = gguf.GGUFWriter(path, arch)
+    w.add_block_count(L)
+    w.add_context_length(512)
+    w.add_embedding_length(D)
+    w.add_feed_forward_length(F)
+    w.add_head_count(H)
+    w.add_head_count_kv(HKV)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(10000.0 if arch == "llama" else 1000000.0)
+    if arch == "qwen3":
+        w.add_key_length(HD)
+        w.add_value_length(HD)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2" if arch != "llama" else "gpt-2")
+    w.add_token_list(toks)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(0)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(False)
+    w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+    qtype = getattr(gguf.GGMLQuantizationType, qt)
+
+    def mat(tname, rows, cols, scale):
+        x = (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
+        if qt in ("Q4_K", "Q5_K", "Q6_K"):
+            w.add_tensor(tname, _random_kquant(rng, qtype, rows, cols), raw_dtype=qtype)
+        elif qt == "F16":
+            w.add_tensor(tname, x.astype(np.float16))
+        elif qt == "BF16":
+            w.add_tensor(tname, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(tname, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
+
+    def vec(tname, n, base, scale):
+        w.add_tensor(tname, (base + rng.standard_normal(n) * scale).astype(np.float32))
+
+    emb = (rng.standard_normal((V, D)) * 0.5).astype(np.float32)
+    w.add_tensor("token_embd.weight", gguf.quants.quantize(emb, gguf.GGMLQuantizationType.Q8_0),
+                 raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    vec("output_norm.weight", D, 1.0, 0.1)
+    if arch != "llama":
+        out = (rng.standard_normal((V, D)) * 0.1).astype(np.float32)
+        w.add_tensor("output.weight", out)
+    for i in range(L):
+        p = f"blk.{i}."
+        vec(p + "attn_norm.weight", D, 1.0, 0.1)
+        vec(p + "ffn_norm.weight", D, 1.0, 0.1)
+        mat(p + "attn_q.weight", H * HD, D, 0.08)
+        mat(p + "attn_k.weight", HKV * HD, D, 0.08)
+        mat(p + "attn_v.weight", HKV * HD, D, 0.08)
+        mat(p + "attn_output.weight", D, H * HD, 0.08)
+        mat(p + "ffn_gate.weight", F, D, 0.08)
+        mat(p + "ffn_up.weight", F, D, 0.08)
+        mat(p + "ffn_down.weight", D, F, 0.06)
+        if arch == "qwen2":
+            vec(p + "attn_q.bias", H * HD, 0.0, 0.2)
+            vec(p + "attn_k.bias", HKV * HD, 0.0, 0.2)
+            vec(p + "attn_v.bias", HKV * HD, 0.0, 0.2)
+        if arch == "qwen3":
+            vec(p + "attn_q_norm.weight", HD, 1.0, 0.1)
+            vec(p + "attn_k_norm.weight", HD, 1.0, 0.1)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+TINY_PROMPTS = ["the cat sat on the mat", "<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n"]
+
+
+# ---------------------------------------------------------------- recording with llama.cpp
+
+def record(model_path, tokenize_prompts, gen_prompts, n_pos, n_greedy):
+    import llama_cpp
+    ref = llama_cpp.Llama(model_path, n_ctx=512, n_threads=2, logits_all=True, verbose=False, flash_attn=False)
+    fa = llama_cpp.Llama(model_path, n_ctx=512, n_threads=2, logits_all=True, verbose=False, flash_attn=True)
+    out = {"tokenize": [], "generate": []}
+    for p in tokenize_prompts:
+        out["tokenize"].append({"text": p, "tokens": ref.tokenize(p.encode(), add_bos=True, special=True)})
+    for p in gen_prompts:
+        t = ref.tokenize(p.encode(), add_bos=True, special=True)
+        ref.reset()
+        ref.eval(t)
+        fa.reset()
+        fa.eval(t)
+        a = np.array(ref.scores[: len(t)])
+        b = np.array(fa.scores[: len(t)])
+        pos = []
+        for i in range(min(n_pos, len(t))):
+            top = np.argsort(-a[i], kind="stable")[:TOPK]
+            pos.append({"top_ids": [int(x) for x in top], "top_logits": [round(float(a[i][x]), 5) for x in top],
+                        "fa_spread": round(float(np.abs(a[i] - b[i]).max()), 5)})
+        ids, margins = [], []
+        for _ in range(n_greedy):
+            row = np.array(ref.scores[ref.n_tokens - 1])
+            srt = np.sort(row)
+            tok = int(np.argmax(row))
+            ids.append(tok)
+            margins.append(round(float(srt[-1] - srt[-2]), 5))
+            ref.eval([tok])
+        fa_ids = []
+        for _ in range(n_greedy):
+            tok = int(np.argmax(fa.scores[fa.n_tokens - 1]))
+            fa_ids.append(tok)
+            fa.eval([tok])
+        out["generate"].append({"text": p, "tokens": t, "positions": pos, "greedy": ids, "greedy_margins": margins,
+                                "greedy_flash_attn": fa_ids})
+    out["llama_cpp_version"] = getattr(llama_cpp, "__version__", "?")
+    return out
+
+
+def main():
+    os.makedirs(FIX, exist_ok=True)
+    if os.path.exists(SMOL) and "--tiny-only" not in sys.argv:
+        fx = record(SMOL, SMOL_TOKENIZE, SMOL_GENERATE, N_LOGIT_POS, N_GREEDY)
+        fx["model"] = "SmolLM2-135M-Instruct.Q4_1.gguf"
+        with open(os.path.join(FIX, "smollm2.json"), "w") as f:
+            json.dump(fx, f, indent=0, ensure_ascii=False)
+        print("wrote smollm2.json")
+    else:
+        print("skip smollm2: model missing", file=sys.stderr)
+    import tempfile
+    tiny = {}
+    with tempfile.TemporaryDirectory() as d:
+        for name in TINY:
+            path = os.path.join(d, name + ".gguf")
+            sha = tiny_model(name, path)
+            fx = record(path, TINY_PROMPTS, TINY_PROMPTS, 6, 16)
+            fx["sha256"] = sha
+            tiny[name] = fx
+            print("recorded", name)
+    with open(os.path.join(FIX, "tiny_models.json"), "w") as f:
+        json.dump(tiny, f, indent=0, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    main()

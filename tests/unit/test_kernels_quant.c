@@ -1,0 +1,209 @@
+/* test_kernels_quant.c: GGUF tensor-type kernels. Dequantisation agrees with the `gguf`
+ * Python package (fixture), reference dots agree with dot(dequant(w), dequant(act)), and every
+ * SIMD dot agrees with its plain-C reference on random data. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kernels/quant.h"
+
+static const int TYPES[] = {QT_F32, QT_F16, QT_BF16, QT_Q4_0, QT_Q4_1, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+#define NTYPES ((int)(sizeof TYPES / sizeof TYPES[0]))
+
+static uint64_t rng = 88172645463325252ull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+static float rndf(void) { return (float)(rnd() % 2000001) / 1000000.0f - 1.0f; }
+
+/* Random but valid weight row of type t: random bits, small finite scales. */
+static void random_row(int t, void *dst, int n) {
+    size_t nb = quant_row_bytes(t, n);
+    uint8_t *p = dst;
+    for (size_t i = 0; i < nb; i++) p[i] = (uint8_t)rnd();
+    int be = quant_block_elems(t);
+    size_t bb = quant_block_bytes(t);
+    for (int b = 0; b < n / be; b++) {
+        uint8_t *blk = p + (size_t)b * bb;
+        uint16_t h1 = quant_f32_to_fp16(rndf() * 0.05f), h2 = quant_f32_to_fp16(fabsf(rndf()) * 0.05f);
+        switch (t) {
+        case QT_F32: { float v = rndf(); memcpy(blk, &v, 4); break; }
+        case QT_F16: memcpy(blk, &h1, 2); break;
+        case QT_BF16: { float v = rndf(); uint32_t u; memcpy(&u, &v, 4); uint16_t h = (uint16_t)(u >> 16); memcpy(blk, &h, 2); break; }
+        case QT_Q4_0: case QT_Q8_0: memcpy(blk, &h1, 2); break;
+        case QT_Q4_1: case QT_Q4_K: case QT_Q5_K: memcpy(blk, &h1, 2); memcpy(blk + 2, &h2, 2); break;
+        case QT_Q6_K: memcpy(blk + 208, &h1, 2); break;
+        }
+    }
+}
+
+static void fp16_conversion_rounds_to_nearest_even(void **state) {
+    (void)state;
+    assert_int_equal(quant_f32_to_fp16(1.0f), 0x3C00);
+    assert_int_equal(quant_f32_to_fp16(-2.0f), 0xC000);
+    assert_int_equal(quant_f32_to_fp16(65504.0f), 0x7BFF);
+    assert_int_equal(quant_f32_to_fp16(65520.0f), 0x7C00);
+    assert_int_equal(quant_f32_to_fp16(1.0f + 1.0f / 2048), 0x3C00);          /* tie -> even */
+    assert_int_equal(quant_f32_to_fp16(1.0f + 3.0f / 2048), 0x3C02);          /* tie -> even (up) */
+    assert_int_equal(quant_f32_to_fp16(5.9604645e-08f), 0x0001);              /* smallest subnormal */
+    for (uint32_t h = 0; h < 0x7C00; h++) assert_int_equal(quant_f32_to_fp16(quant_fp16_to_f32((uint16_t)h)), h);
+}
+
+static void dequantisation_matches_gguf_python(void **state) {
+    (void)state;
+    const char *src = getenv("WEAVER_SOURCE_DIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/fixtures/decode/quant_dequant.bin", src ? src : ".");
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    int seen = 0;
+    for (;;) {
+        uint32_t hdr[3];
+        assert_int_equal(fread(hdr, 4, 1, f), 1);
+        if (hdr[0] == 0xFFFFFFFFu) break;
+        assert_int_equal(fread(hdr + 1, 4, 2, f), 2);
+        uint8_t *raw = malloc(hdr[2]);
+        float *want = malloc(hdr[1] * sizeof(float)), *got = malloc(hdr[1] * sizeof(float));
+        assert_int_equal(fread(raw, 1, hdr[2], f), hdr[2]);
+        assert_int_equal(fread(want, 4, hdr[1], f), hdr[1]);
+        assert_int_equal(quant_row_bytes((int)hdr[0], hdr[1]), hdr[2]);
+        quant_dequant_row((int)hdr[0], raw, got, hdr[1]);
+        for (uint32_t i = 0; i < hdr[1]; i++)
+            if (fabsf(got[i] - want[i]) > 1e-6f + 1e-6f * fabsf(want[i])) {
+                fail_msg("%s element %u: got %g want %g", quant_type_name((int)hdr[0]), i, got[i], want[i]);
+            }
+        free(raw); free(want); free(got);
+        seen++;
+    }
+    fclose(f);
+    assert_int_equal(seen, 8);
+}
+
+/* The dot of the quantised pair equals dot(dequant(w), dequant(act)) up to float rounding. */
+static void reference_dot_is_dot_of_dequantised_values(void **state) {
+    (void)state;
+    const int n = 1024;
+    float *x = malloc(n * sizeof *x), *wf = malloc(n * sizeof *wf), *af = malloc(n * sizeof *af);
+    uint8_t *w = malloc(quant_row_bytes(QT_F32, n)), *act = malloc(quant_row_bytes(QT_F32, n) + 64);
+    for (int ti = 0; ti < NTYPES; ti++) {
+        int t = TYPES[ti];
+        for (int rep = 0; rep < 20; rep++) {
+            random_row(t, w, n);
+            for (int i = 0; i < n; i++) x[i] = rndf() * 3.0f;
+            QuantType at = quant_act_type(t);
+            quant_quantize_act(at, x, act, n);
+            quant_dequant_row(t, w, wf, n);
+            double want = 0, mag = 0;
+            if (at == QT_BF16) {
+                const uint16_t *b = (const uint16_t *)act;
+                for (int i = 0; i < n; i++) { double a = quant_bf16_to_f32(b[i]); want += wf[i] * a; mag += fabs(wf[i] * a); }
+            } else if (at == QT_F32) {
+                for (int i = 0; i < n; i++) { want += (double)wf[i] * x[i]; mag += fabs((double)wf[i] * x[i]); }
+            } else if (at == QT_Q8_K) {
+                const BlockQ8_K *b = (const BlockQ8_K *)act;
+                for (int i = 0; i < n; i++) { double a = b[i / 256].d * b[i / 256].qs[i % 256]; want += wf[i] * a; mag += fabs(wf[i] * a); }
+            } else {
+                for (int i = 0; i < n; i++) {
+                    double a;
+                    if (at == QT_Q8_0) { const BlockQ8_0 *b = (const BlockQ8_0 *)act; a = quant_fp16_to_f32(b[i / 32].d) * b[i / 32].qs[i % 32]; }
+                    else { const BlockQ8_1 *b = (const BlockQ8_1 *)act; a = quant_fp16_to_f32(b[i / 32].d) * b[i / 32].qs[i % 32]; }
+                    want += wf[i] * a;
+                    mag += fabs(wf[i] * a);
+                }
+            }
+            float got = quant_dot_fn(t, QUANT_ISA_REF)(w, act, n);
+            /* Q4_1's min term uses s = fp16(d * sum(q)), rounded once more: allow 1e-3 relative. */
+            double tol = (t == QT_Q4_1 ? 1e-3 : 1e-5) * mag + 1e-6;
+            if (fabs(got - want) > tol) fail_msg("%s: ref dot %g, dequantised dot %g", quant_type_name(t), got, want);
+        }
+    }
+    free(x); free(wf); free(af); free(w); free(act);
+}
+
+static void simd_dots_match_reference(void **state) {
+    (void)state;
+    if (quant_best_isa() != QUANT_ISA_AVX2) skip();
+    const int n = 2048;
+    float *x = malloc(n * sizeof *x);
+    uint8_t *w = malloc(quant_row_bytes(QT_F32, n)), *act = malloc(quant_row_bytes(QT_F32, n) + 64);
+    for (int ti = 0; ti < NTYPES; ti++) {
+        int t = TYPES[ti];
+        for (int rep = 0; rep < 50; rep++) {
+            random_row(t, w, n);
+            for (int i = 0; i < n; i++) x[i] = rndf() * 3.0f;
+            quant_quantize_act(quant_act_type(t), x, act, n);
+            float r = quant_dot_fn(t, QUANT_ISA_REF)(w, act, n);
+            float s = quant_dot_fn(t, QUANT_ISA_AVX2)(w, act, n);
+            if (fabsf(r - s) > 1e-4f * (1.0f + fabsf(r))) fail_msg("%s: ref %g avx2 %g", quant_type_name(t), r, s);
+        }
+    }
+    uint16_t a16[300], b16[300];
+    float y1[300], y2[300];
+    for (int i = 0; i < 300; i++) {
+        a16[i] = quant_f32_to_fp16(rndf());
+        b16[i] = quant_f32_to_fp16(rndf());
+        y1[i] = y2[i] = rndf();
+    }
+    float ref = 0;
+    for (int i = 0; i < 300; i++) ref += quant_fp16_to_f32(a16[i]) * quant_fp16_to_f32(b16[i]);
+    assert_true(fabsf(ref - quant_dot_f16f16_avx2(a16, b16, 300)) < 1e-4f);
+    quant_axpy_f16_avx2(y1, 0.5f, a16, 300);
+    for (int i = 0; i < 300; i++) y2[i] += 0.5f * quant_fp16_to_f32(a16[i]);
+    for (int i = 0; i < 300; i++) assert_true(fabsf(y1[i] - y2[i]) < 1e-6f);
+    uint16_t c1[300], c2[300];
+    float src[300];
+    for (int i = 0; i < 300; i++) src[i] = rndf() * 1000.0f;
+    quant_f32_to_fp16_row_avx2(c1, src, 300);
+    for (int i = 0; i < 300; i++) c2[i] = quant_f32_to_fp16(src[i]);
+    assert_memory_equal(c1, c2, sizeof c1);
+    free(x); free(w); free(act);
+}
+
+static void matmul_rows_equals_per_row_dots(void **state) {
+    (void)state;
+    const int rows = 37, cols = 512, ntok = 40;
+    size_t rb = quant_row_bytes(QT_Q4_1, cols), ab = quant_row_bytes(QT_Q8_1, cols);
+    uint8_t *W = malloc(rb * rows), *A = malloc(ab * ntok);
+    float *x = malloc(cols * sizeof *x), *out = malloc((size_t)rows * ntok * sizeof *out);
+    for (int r = 0; r < rows; r++) random_row(QT_Q4_1, W + r * rb, cols);
+    for (int t = 0; t < ntok; t++) {
+        for (int i = 0; i < cols; i++) x[i] = rndf();
+        quant_quantize_act(QT_Q8_1, x, A + t * ab, cols);
+    }
+    QuantDotFn dot = quant_dot_fn(QT_Q4_1, QUANT_ISA_BEST);
+    quant_matmul_rows(out, rows, W, QT_Q4_1, cols, 3, rows, A, ab, ntok, dot);
+    for (int t = 0; t < ntok; t++)
+        for (int r = 3; r < rows; r++) assert_true(out[t * rows + r] == dot(W + r * rb, A + t * ab, cols));
+    free(W); free(A); free(x); free(out);
+}
+
+static void type_facts_reject_unknown_types(void **state) {
+    (void)state;
+    assert_int_equal(quant_row_bytes(QT_Q4_K, 255), 0);
+    assert_int_equal(quant_row_bytes(QT_Q4_K, 512), 288);
+    assert_int_equal(quant_row_bytes(99, 32), 0);
+    assert_false(quant_type_supported(6));
+    assert_null(quant_dot_fn(6, QUANT_ISA_BEST));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(fp16_conversion_rounds_to_nearest_even),
+        cmocka_unit_test(dequantisation_matches_gguf_python),
+        cmocka_unit_test(reference_dot_is_dot_of_dequantised_values),
+        cmocka_unit_test(simd_dots_match_reference),
+        cmocka_unit_test(matmul_rows_equals_per_row_dots),
+        cmocka_unit_test(type_facts_reject_unknown_types),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
