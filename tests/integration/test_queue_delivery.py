@@ -131,8 +131,9 @@ def test_job_delivered_more_than_max_attempts_goes_to_dead_letters(redis_server,
 
 def test_sigterm_finishes_in_flight_generation_and_exits_zero(redis_server, engine_factory):
     r = redis_server.client()
-    eng = engine_factory().start()
-    long_prompt = "y" * 4000  # the echo backend emits 4 bytes a step: ~1000 steps in flight
+    # The echo backend emits 4 bytes a step: 1000 steps of 2 ms, about 2 s in flight.
+    eng = engine_factory(env={"WEAVER_TEST_ECHO_STEP_MS": "2"}).start()
+    long_prompt = "y" * 4000
     xadd_jobs(r, "generate", [{"id": "g", "prompt": long_prompt, "max_tokens": 4000, "reply_to": "done"}])
     wait_for(lambda: r.xpending("it:jobs:generate", "weaver")["pending"] == 1, what="generation started")
     eng.proc.send_signal(signal.SIGTERM)
