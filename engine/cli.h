@@ -19,4 +19,9 @@ int cli_embed_main(int argc, char **argv);
 int cli_tokenize_main(int argc, char **argv);
 int cli_generate_main(int argc, char **argv);
 
+/* `weaver-engine pin show|verify|reset [--cohort NAME] [--yes]` (engine/cli_pin.c). Exit codes:
+ * 0 ok, 1 no pin for the cohort, 64 usage (also reset without --yes), 65 verify mismatch
+ * (PIN_EXIT_MISMATCH), 66 embedder failed (verify), 69 Redis unreachable. */
+int cli_pin(const Config *cfg, int argc, char **argv);
+
 #endif

@@ -1,5 +1,5 @@
 /* daemon.c: the start-up gate and the life of the engine process.
- * Order: (config already validated by main) -> Redis -> embedder -> decoders and buffers
+ * Order: (config already validated by main) -> Redis -> embedder -> cohort pin -> decoders and buffers
  * (per worker) -> consumer groups -> workers -> ready. SIGTERM/SIGINT stop reading; in-flight
  * batches get queue.shutdown_grace_ms to finish; whatever is still running then stays pending
  * in Redis for another consumer to reclaim, so a stop never loses a job. */
@@ -14,6 +14,7 @@
 
 #include "engine/engine.h"
 #include "engine/log.h"
+#include "engine/pin.h"
 #include "queue/queue.h"
 
 static long long mono_ms(void)
@@ -77,7 +78,15 @@ int daemon_run(const Config *cfg, int nworkers)
         goto out_free_admin;
     }
     const EmbedderInfo *info = embedder_info(eng.embedder);
-    LOG_I("embedder ready: model %s, dim %d, max %d tokens", info->model_id, info->dim, info->max_seq_len);
+    LOG_I("embedder opened: model %s, dim %d, max %d tokens", info->model_id, info->dim, info->max_seq_len);
+
+    /* The cohort pin: probe the embedder and compare with (or write) the cohort's pin before
+     * any decoder is loaded or buffer allocated. A mismatch exits PIN_EXIT_MISMATCH (65). */
+    rc = pin_gate(admin, eng.embedder, cfg->pin.cohort, err, sizeof err);
+    if (rc != 0) {
+        LOG_E("%s", err);
+        goto out_free_workers;
+    }
 
     int created = 0;
     for (; created < nworkers; created++) {

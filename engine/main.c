@@ -37,9 +37,11 @@ static void usage(FILE *out)
             "       weaver-engine enqueue embed|generate (--input jobs.jsonl | --text TEXT) [--wait] [--timeout S]\n"
             "       weaver-engine status [--json]\n"
             "       weaver-engine dead list [--count N] | dead requeue (--all | DEAD_ID...)\n"
+            "       weaver-engine pin show|verify|reset [--cohort NAME] [--yes]\n"
             "       weaver-engine embed --input corpus.jsonl --output vectors.npy [...]  (see --help)\n"
             "       weaver-engine tokenize ...      weaver-engine generate-local ...\n\n"
-            "--config defaults to ./weaver.conf. Exit codes: 0 ok, 64 usage, 66 model, 69 Redis unreachable,\n"
+            "--config defaults to ./weaver.conf. Exit codes: 0 ok, 64 usage, 65 cohort pin mismatch, 66 model,\n"
+            "69 Redis unreachable, "
             "70 internal error, 75 --wait timed out, 78 invalid config.\n",
             WEAVER_VERSION);
 }
@@ -101,7 +103,7 @@ int main(int argc, char **argv)
         exit(cfg_write_docs(stdout) == 0 ? 0 : 1);
 
     bool known = !strcmp(cmd, "run") || !strcmp(cmd, "check-config") || !strcmp(cmd, "enqueue") ||
-                 !strcmp(cmd, "status") || !strcmp(cmd, "dead");
+                 !strcmp(cmd, "status") || !strcmp(cmd, "dead") || !strcmp(cmd, "pin");
     if (!known) {
         fprintf(stderr, "weaver-engine: unknown command or option '%s'\n\n", cmd);
         usage(stderr);
@@ -118,6 +120,8 @@ int main(int argc, char **argv)
         rc = daemon_run(&cfg, workers);
     } else if (strcmp(cmd, "enqueue") == 0) {
         rc = cli_enqueue(&cfg, nrest, rest);
+    } else if (strcmp(cmd, "pin") == 0) {
+        rc = cli_pin(&cfg, nrest, rest);
     } else if (strcmp(cmd, "status") == 0) {
         rc = cli_status(&cfg, nrest, rest);
     } else {

@@ -162,11 +162,10 @@ int queue_pin_create(Queue *q, const char *cohort, const QueuePin *mine, QueuePi
         "max_seq_len", msl, "probe_text", mine->probe_text, "probe", (const char *)probe,
         "created_at", at, "created_by", mine->created_by,
     };
-    enum { NARGS = sizeof argv / sizeof argv[0] };
+    enum { NARGS = sizeof argv / sizeof argv[0], PROBE_ARG = NARGS - 5 };
     size_t alen[NARGS];
     for (int i = 0; i < NARGS; i++)
-        alen[i] = strlen(argv[i]);
-    alen[NARGS - 5] = probe_len; /* the binary probe value */
+        alen[i] = i == PROBE_ARG ? probe_len : strlen(argv[i]); /* the probe is binary */
     redisReply *r = redisCommandArgv(q->ctx, NARGS, argv, alen);
     free(probe);
     int rc = queue_check_reply(q, r, "EVAL pin create");

@@ -112,7 +112,8 @@ class Engine:
         if wait_ready:
             deadline = time.time() + 20
             while time.time() < deadline:
-                if b"ready:" in open(self.log_path, "rb").read():
+                # the daemon's "ready: N workers" line, logged after the pin and the workers
+                if b"info  ready: " in open(self.log_path, "rb").read():
                     return self
                 if self.proc.poll() is not None:
                     raise RuntimeError("engine exited early:\n" + self.read_log())
