@@ -8,15 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* TEMPORARY while the native runtime is being written: a weak reference, so a build
- * without it says "not available" instead of failing to link. */
-extern const EmbedderOps embedder_native_ops __attribute__((weak));
 extern const EmbedderOps embedder_remote_ops; /* engine/embedder_remote.c */
 
 static const EmbedderOps *find_backend(const char *name)
 {
     if (strcmp(name, "native") == 0)
-        return &embedder_native_ops ? &embedder_native_ops : NULL;
+        return &embedder_native_ops;
     if (strcmp(name, "remote") == 0) return &embedder_remote_ops;
 #ifdef WEAVER_TEST_BACKENDS
     if (strcmp(name, "test-hash") == 0)

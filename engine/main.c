@@ -18,15 +18,6 @@
 
 #define WEAVER_VERSION "0.1.0"
 
-/* TEMPORARY while the runtimes land: weak, so a build without them says so. */
-int cli_embed_main(int argc, char **argv) __attribute__((weak));
-int cli_tokenize_main(int argc, char **argv) __attribute__((weak));
-static int missing(const char *what)
-{
-    fprintf(stderr, "weaver-engine: '%s' is not in this build\n", what);
-    return CLI_EX_USAGE;
-}
-
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -66,9 +57,9 @@ int main(int argc, char **argv)
     int workers = 1;
     /* Sub-commands with their own option parsing get argv untouched from their name on. */
     if (argc > 1 && strcmp(argv[1], "embed") == 0)
-        exit(cli_embed_main ? cli_embed_main(argc - 1, argv + 1) : missing("embed"));
+        exit(cli_embed_main(argc - 1, argv + 1));
     if (argc > 1 && strcmp(argv[1], "tokenize") == 0)
-        exit(cli_tokenize_main ? cli_tokenize_main(argc - 1, argv + 1) : missing("tokenize"));
+        exit(cli_tokenize_main(argc - 1, argv + 1));
     if (argc > 1 && strcmp(argv[1], "generate-local") == 0)
         exit(cli_generate_main(argc - 1, argv + 1));
 

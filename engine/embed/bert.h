@@ -1,0 +1,36 @@
+/* bert.h: BERT encoder weights and forward pass on the CPU (OpenBLAS sgemm for the GEMMs,
+ * cpu_ops kernels for the rest). Sequences are packed without padding: each sequence attends
+ * only to its own tokens, which is what the padding mask means. No allocation in bert_forward,
+ * no logging. */
+#ifndef WEAVER_BERT_H
+#define WEAVER_BERT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/embed/snapshot.h"
+
+typedef struct BertModel BertModel;
+
+typedef struct BertScratch {
+    int max_tokens;  /* packed tokens per forward */
+    int max_seq;     /* longest sequence */
+    float *x, *qkv, *ctx, *tmp, *ffn, *scores;
+    void *block;     /* one allocation behind all of the above */
+} BertScratch;
+
+/* Loads weights from a .safetensors file, checking every tensor's shape against cfg.
+ * Tensor names may carry a "bert." prefix. NULL with "<file>: <problem>" in err. */
+BertModel *bert_load(const char *path, const BertConfig *cfg, char *err, size_t errlen);
+void bert_free(BertModel *m); /* NULL-safe */
+const BertConfig *bert_config(const BertModel *m);
+
+int bert_scratch_init(BertScratch *s, const BertConfig *cfg, int max_tokens, int max_seq);
+void bert_scratch_free(BertScratch *s);
+
+/* Encodes nseq sequences packed in ids (lens[i] tokens each, sum <= max_tokens, each <=
+ * max_seq, every id < vocab_size) and pools each into out[i * hidden]. */
+void bert_forward(const BertModel *m, BertScratch *s, const int32_t *ids, const int *lens, int nseq,
+                  EmbedPooling pooling, float *out);
+
+#endif

@@ -1,0 +1,350 @@
+/* embed_native.c: the `native` embedder backend on the CPU (embedder_native_ops). Opens a
+ * sentence-transformers snapshot (snapshot.c, wordpiece.c, bert.c), and embeds texts in
+ * token-budget sub-batches: tokenize a window of texts, sort it by length, pack sequences
+ * without padding up to the budget, run the encoder, scatter pooled vectors back to input
+ * order. Each workspace owns `threads` encoder lanes (one scratch each, helper threads parked
+ * on a condition variable): a sub-batch's sequences are split between lanes, each lane runs the
+ * whole encoder on its share with single-threaded OpenBLAS, so there is no synchronisation inside
+ * a forward pass. Workspaces are sized once from the batch config; embed allocates nothing.
+ * Must not normalise (embed_postprocess does that), log or exit. */
+#include <cblas.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/embed/bert.h"
+#include "engine/embed/snapshot.h"
+#include "engine/embed/wordpiece.h"
+#include "engine/embedder_impl.h"
+
+#define NATIVE_DEFAULT_TOKEN_BUDGET 8192
+#define NATIVE_DEFAULT_MAX_TEXTS 256
+#define NATIVE_MAX_THREADS 64
+
+typedef struct Native {
+    Snapshot snap;
+    WpTokenizer *tk;
+    BertModel *model;
+    int token_budget; /* packed tokens per forward (>= max_seq_len) */
+    int max_texts;    /* texts tokenized per window */
+    int threads;      /* encoder lanes per workspace */
+} Native;
+
+typedef struct Lane {
+    struct EmbedWorkspace *ws;
+    BertScratch s;
+    int32_t *packed;  /* this lane's slice of the packed ids */
+    int *lens;        /* this lane's sequence lengths */
+    int nseq, used;
+    float *pooled;    /* this lane's output rows */
+    int *dest;        /* window position of each of its sequences */
+    pthread_t th;
+    int started;
+} Lane;
+
+struct EmbedWorkspace {
+    Embedder *e;
+    int nlanes, lane_tokens;
+    Lane lanes[NATIVE_MAX_THREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    unsigned gen;     /* bumped to start a round */
+    int pending;      /* helper lanes still running this round */
+    int quit;
+    int32_t *ids;     /* max_texts x max_seq_len */
+    int *lens, *order, *batch_lens, *dest;
+    int32_t *packed;  /* token_budget */
+    float *pooled;    /* max_texts x hidden */
+};
+
+static void lane_run(Lane *l)
+{
+    Native *n = l->ws->e->impl;
+    if (l->nseq > 0) bert_forward(n->model, &l->s, l->packed, l->lens, l->nseq, n->snap.pooling, l->pooled);
+}
+
+static void *lane_main(void *arg)
+{
+    Lane *l = arg;
+    EmbedWorkspace *ws = l->ws;
+    unsigned seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&ws->mu);
+        while (ws->gen == seen && !ws->quit) pthread_cond_wait(&ws->go, &ws->mu);
+        if (ws->quit) {
+            pthread_mutex_unlock(&ws->mu);
+            return NULL;
+        }
+        seen = ws->gen;
+        pthread_mutex_unlock(&ws->mu);
+        lane_run(l);
+        pthread_mutex_lock(&ws->mu);
+        if (--ws->pending == 0) pthread_cond_signal(&ws->done);
+        pthread_mutex_unlock(&ws->mu);
+    }
+}
+
+/* Runs every lane's share: lane 0 on the calling thread, the others on their helpers. */
+static void lanes_run(EmbedWorkspace *ws)
+{
+    if (ws->nlanes == 1) {
+        lane_run(&ws->lanes[0]);
+        return;
+    }
+    pthread_mutex_lock(&ws->mu);
+    ws->pending = ws->nlanes - 1;
+    ws->gen++;
+    pthread_cond_broadcast(&ws->go);
+    pthread_mutex_unlock(&ws->mu);
+    lane_run(&ws->lanes[0]);
+    pthread_mutex_lock(&ws->mu);
+    while (ws->pending > 0) pthread_cond_wait(&ws->done, &ws->mu);
+    pthread_mutex_unlock(&ws->mu);
+}
+
+static int native_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig *batch)
+{
+    char err[sizeof e->errstr];
+    err[0] = '\0';
+    if (!cfg->snapshot || !cfg->snapshot[0]) {
+        snprintf(e->errstr, sizeof e->errstr, "embedder.snapshot is empty: the native backend needs a snapshot directory");
+        return -1;
+    }
+    if (cfg->device && cfg->device[0] && strcmp(cfg->device, "cpu") != 0) {
+        snprintf(e->errstr, sizeof e->errstr, "embedder.device '%s': this native backend runs on the cpu only", cfg->device);
+        return -1;
+    }
+    Native *n = calloc(1, sizeof *n);
+    if (!n) {
+        snprintf(e->errstr, sizeof e->errstr, "out of memory");
+        return -1;
+    }
+    if (snapshot_load(cfg->snapshot, &n->snap, err, sizeof err) != 0) goto fail;
+    n->tk = wp_open(cfg->snapshot, n->snap.do_lower_case, err, sizeof err);
+    if (!n->tk) goto fail;
+    if (wp_settings(n->tk)->vocab_size > n->snap.bert.vocab_size) {
+        snprintf(err, sizeof err, "%s: the tokenizer has ids up to %d but config.json vocab_size is %d", cfg->snapshot,
+                 wp_settings(n->tk)->vocab_size - 1, n->snap.bert.vocab_size);
+        goto fail;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", cfg->snapshot);
+    n->model = bert_load(path, &n->snap.bert, err, sizeof err);
+    if (!n->model) goto fail;
+
+    EmbedderInfo *info = &e->info;
+    if (cfg->model_id && cfg->model_id[0])
+        snprintf(info->model_id, sizeof info->model_id, "%s", cfg->model_id);
+    else
+        snapshot_basename(cfg->snapshot, info->model_id, sizeof info->model_id);
+    if (snapshot_hash(cfg->snapshot, info->snapshot_hash, err, sizeof err) != 0) goto fail;
+    info->dim = n->snap.dim;
+    info->pooling = n->snap.pooling;
+    info->normalize = n->snap.normalize;
+    info->max_seq_len = n->snap.max_seq_len;
+
+    n->token_budget = batch && batch->token_budget > 0 ? batch->token_budget : NATIVE_DEFAULT_TOKEN_BUDGET;
+    if (n->token_budget < info->max_seq_len) n->token_budget = info->max_seq_len;
+    n->max_texts = batch && batch->max_texts > 0 ? batch->max_texts : NATIVE_DEFAULT_MAX_TEXTS;
+
+    int threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1) threads = 1;
+    if (threads > NATIVE_MAX_THREADS) threads = NATIVE_MAX_THREADS;
+    n->threads = threads;
+    /* parallelism comes from the lanes; BLAS calls inside a lane stay on that lane's thread */
+    openblas_set_num_threads(1);
+    e->impl = n;
+    return 0;
+fail:
+    snprintf(e->errstr, sizeof e->errstr, "%s", err[0] ? err : "native embedder: open failed");
+    wp_close(n->tk);
+    bert_free(n->model);
+    free(n);
+    return -1;
+}
+
+static void native_close(Embedder *e)
+{
+    Native *n = e->impl;
+    if (!n) return;
+    wp_close(n->tk);
+    bert_free(n->model);
+    free(n);
+    e->impl = NULL;
+}
+
+static void native_workspace_free(EmbedWorkspace *ws)
+{
+    if (!ws) return;
+    pthread_mutex_lock(&ws->mu);
+    ws->quit = 1;
+    pthread_cond_broadcast(&ws->go);
+    pthread_mutex_unlock(&ws->mu);
+    for (int i = 0; i < ws->nlanes; i++) {
+        if (ws->lanes[i].started) pthread_join(ws->lanes[i].th, NULL);
+        bert_scratch_free(&ws->lanes[i].s);
+    }
+    pthread_mutex_destroy(&ws->mu);
+    pthread_cond_destroy(&ws->go);
+    pthread_cond_destroy(&ws->done);
+    free(ws->ids);
+    free(ws->lens);
+    free(ws->order);
+    free(ws->batch_lens);
+    free(ws->dest);
+    free(ws->packed);
+    free(ws->pooled);
+    free(ws);
+}
+
+static EmbedWorkspace *native_workspace_new(Embedder *e)
+{
+    Native *n = e->impl;
+    EmbedWorkspace *ws = calloc(1, sizeof *ws);
+    if (!ws) return NULL;
+    ws->e = e;
+    pthread_mutex_init(&ws->mu, NULL);
+    pthread_cond_init(&ws->go, NULL);
+    pthread_cond_init(&ws->done, NULL);
+    size_t W = (size_t)n->max_texts, L = (size_t)n->snap.max_seq_len;
+    /* the token budget is shared between lanes; each lane must still hold one longest text */
+    int lanes = n->threads;
+    int per = (n->token_budget + lanes - 1) / lanes;
+    if (per < n->snap.max_seq_len) per = n->snap.max_seq_len;
+    ws->nlanes = lanes;
+    ws->lane_tokens = per;
+    ws->ids = malloc(W * L * sizeof *ws->ids);
+    ws->lens = malloc(W * sizeof *ws->lens);
+    ws->order = malloc(W * sizeof *ws->order);
+    ws->batch_lens = malloc(W * sizeof *ws->batch_lens);
+    ws->dest = malloc(W * sizeof *ws->dest);
+    ws->packed = malloc((size_t)per * lanes * sizeof *ws->packed);
+    ws->pooled = malloc(W * (size_t)n->snap.dim * sizeof *ws->pooled);
+    int ok = ws->ids && ws->lens && ws->order && ws->batch_lens && ws->dest && ws->packed && ws->pooled;
+    for (int i = 0; ok && i < lanes; i++) {
+        Lane *l = &ws->lanes[i];
+        l->ws = ws;
+        l->packed = ws->packed + (size_t)i * per;
+        if (bert_scratch_init(&l->s, &n->snap.bert, per, n->snap.max_seq_len) != 0) ok = 0;
+        if (ok && i > 0) {
+            if (pthread_create(&l->th, NULL, lane_main, l) != 0) ok = 0;
+            else l->started = 1;
+        }
+    }
+    if (!ok) {
+        snprintf(e->errstr, sizeof e->errstr, "cannot set up a workspace of %d tokens x %d threads", per, lanes);
+        native_workspace_free(ws);
+        return NULL;
+    }
+    return ws;
+}
+
+static int native_count_tokens(Embedder *e, EmbedWorkspace *ws, const char *text, size_t len)
+{
+    (void)ws;
+    Native *n = e->impl;
+    int32_t ids[2];
+    int total = 0;
+    if (wp_encode(n->tk, text, len, ids, 2, &total) < 0) return -1;
+    return total;
+}
+
+/* Sort window positions by length (insertion sort: windows are small and often nearly sorted). */
+static void sort_by_len(int *order, const int *lens, int n)
+{
+    for (int i = 1; i < n; i++) {
+        int v = order[i], j = i;
+        while (j > 0 && lens[order[j - 1]] > lens[v]) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = v;
+    }
+}
+
+static int native_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts, int n,
+                        float *out, int *ntokens, EmbedStatus *status)
+{
+    Native *nat = e->impl;
+    const int L = nat->snap.max_seq_len, H = nat->snap.dim;
+    if (!ws || ws->e != e) {
+        snprintf(e->errstr, sizeof e->errstr, "workspace does not belong to this embedder");
+        return -1;
+    }
+    for (int w0 = 0; w0 < n; w0 += nat->max_texts) {
+        int wn = n - w0 < nat->max_texts ? n - w0 : nat->max_texts;
+        int ready = 0;
+        for (int k = 0; k < wn; k++) {
+            const EmbedText *t = &texts[w0 + k];
+            int total = 0;
+            ws->lens[k] = wp_encode(nat->tk, t->text ? t->text : "", t->text ? t->len : 0, ws->ids + (size_t)k * L, L, &total);
+            if (!t->truncate && total > L) {
+                status[w0 + k] = EMBED_ERR_TOO_LONG;
+                if (ntokens) ntokens[w0 + k] = total;
+                memset(out + (size_t)(w0 + k) * H, 0, (size_t)H * sizeof(float));
+                continue;
+            }
+            status[w0 + k] = EMBED_OK;
+            if (ntokens) ntokens[w0 + k] = ws->lens[k];
+            ws->order[ready++] = k;
+        }
+        sort_by_len(ws->order, ws->lens, ready);
+        /* deal the next sequences to the least-loaded lane while they fit; run the lanes; repeat */
+        for (int b0 = 0; b0 < ready;) {
+            for (int li = 0; li < ws->nlanes; li++) {
+                ws->lanes[li].nseq = 0;
+                ws->lanes[li].used = 0;
+            }
+            int nb = 0;
+            while (b0 + nb < ready) {
+                int k = ws->order[b0 + nb];
+                Lane *l = &ws->lanes[0];
+                for (int li = 1; li < ws->nlanes; li++)
+                    if (ws->lanes[li].used < l->used) l = &ws->lanes[li];
+                if (l->used + ws->lens[k] > ws->lane_tokens) break;
+                memcpy(l->packed + l->used, ws->ids + (size_t)k * L, (size_t)ws->lens[k] * sizeof(int32_t));
+                l->used += ws->lens[k];
+                l->nseq++;
+                nb++;
+            }
+            /* lane li's sequences are, in order, the positions b0.. assigned to it: lay out per lane */
+            int at = 0;
+            for (int li = 0; li < ws->nlanes; li++) {
+                Lane *l = &ws->lanes[li];
+                l->lens = ws->batch_lens + at;
+                l->dest = ws->dest + at;
+                l->pooled = ws->pooled + (size_t)at * H;
+                at += l->nseq;
+                l->nseq = 0;
+                l->used = 0;
+            }
+            for (int j = 0; j < nb; j++) { /* replay the same dealing to record lengths and destinations */
+                int k = ws->order[b0 + j];
+                Lane *l = &ws->lanes[0];
+                for (int li = 1; li < ws->nlanes; li++)
+                    if (ws->lanes[li].used < l->used) l = &ws->lanes[li];
+                l->lens[l->nseq] = ws->lens[k];
+                l->dest[l->nseq] = k;
+                l->used += ws->lens[k];
+                l->nseq++;
+            }
+            lanes_run(ws);
+            for (int j = 0; j < nb; j++)
+                memcpy(out + (size_t)(w0 + ws->dest[j]) * H, ws->pooled + (size_t)j * H, (size_t)H * sizeof(float));
+            b0 += nb;
+        }
+    }
+    return 0;
+}
+
+const EmbedderOps embedder_native_ops = {
+    .name = "native",
+    .open = native_open,
+    .close = native_close,
+    .workspace_new = native_workspace_new,
+    .workspace_free = native_workspace_free,
+    .count_tokens = native_count_tokens,
+    .embed = native_embed,
+};

@@ -1,0 +1,181 @@
+/* test_kernels_cpu_ops.c: every SIMD variant of the encoder's CPU kernels agrees with the
+ * plain-C reference (atol + |ref| * rtol), on odd sizes that exercise the vector tails. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu_ops.h"
+
+static uint32_t rng = 12345;
+static float frand(float scale)
+{
+    rng = rng * 1664525u + 1013904223u;
+    return ((float)(rng >> 8) / (float)(1u << 24) * 2.0f - 1.0f) * scale;
+}
+
+static void fill(float *x, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++) x[i] = frand(scale);
+}
+
+static int close_enough(const char *what, const char *isa, const float *ref, const float *got,
+                        size_t n, float atol, float rtol)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!(fabsf(ref[i] - got[i]) <= atol + fabsf(ref[i]) * rtol)) {
+            if (bad < 5) fprintf(stderr, "%s/%s: [%zu] ref %.9g got %.9g\n", what, isa, i, ref[i], got[i]);
+            bad++;
+        }
+    }
+    return bad == 0;
+}
+
+static const CpuOps *variants[3];
+static int nvariants;
+
+static int setup(void **state)
+{
+    (void)state;
+    nvariants = 0;
+    if (cpu_ops_avx2()) variants[nvariants++] = cpu_ops_avx2();
+    if (cpu_ops_avx512()) variants[nvariants++] = cpu_ops_avx512();
+    if (nvariants == 0) fprintf(stderr, "note: no SIMD variant on this CPU; only the reference runs\n");
+    return 0;
+}
+
+static const int sizes[] = {1, 7, 8, 15, 16, 17, 33, 384, 385, 1536};
+
+static void layernorm_variants_match_reference(void **state)
+{
+    (void)state;
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int rows = 3, cols = sizes[s];
+        size_t n = (size_t)rows * cols;
+        float *x = malloc(n * 4), *w = malloc(cols * 4), *b = malloc(cols * 4), *ref = malloc(n * 4), *got = malloc(n * 4);
+        fill(x, n, 4.0f);
+        for (size_t i = 0; i < n; i++) x[i] += 3.0f; /* a large mean tests the two-pass variance */
+        fill(w, cols, 1.0f);
+        fill(b, cols, 0.5f);
+        cpu_ops_ref()->layernorm(ref, x, w, b, rows, cols, 1e-12f);
+        for (int v = 0; v < nvariants; v++) {
+            variants[v]->layernorm(got, x, w, b, rows, cols, 1e-12f);
+            assert_true(close_enough("layernorm", variants[v]->isa, ref, got, n, 2e-5f, 2e-5f));
+            memcpy(got, x, n * 4); /* in place works too */
+            variants[v]->layernorm(got, got, w, b, rows, cols, 1e-12f);
+            assert_true(close_enough("layernorm-inplace", variants[v]->isa, ref, got, n, 2e-5f, 2e-5f));
+        }
+        free(x); free(w); free(b); free(ref); free(got);
+    }
+}
+
+static void gelu_variants_match_reference_over_the_whole_range(void **state)
+{
+    (void)state;
+    size_t n = 20001;
+    float *ref = malloc(n * 4), *got = malloc(n * 4);
+    for (size_t i = 0; i < n; i++) ref[i] = -10.0f + 20.0f * (float)i / (float)(n - 1);
+    ref[0] = -100.0f; ref[1] = 100.0f; ref[2] = 0.0f; ref[3] = -0.0f; ref[4] = 1e-30f;
+    float *x = malloc(n * 4);
+    memcpy(x, ref, n * 4);
+    cpu_ops_ref()->gelu(ref, n);
+    for (int v = 0; v < nvariants; v++) {
+        for (size_t len = 1; len <= 40; len += 13) { /* tails */
+            memcpy(got, x, n * 4);
+            variants[v]->gelu(got, len);
+            assert_true(close_enough("gelu-tail", variants[v]->isa, ref, got, len, 1e-6f, 1e-6f));
+        }
+        memcpy(got, x, n * 4);
+        variants[v]->gelu(got, n);
+        assert_true(close_enough("gelu", variants[v]->isa, ref, got, n, 1e-6f, 1e-6f));
+    }
+    free(ref); free(got); free(x);
+}
+
+static void softmax_variants_match_reference_and_sum_to_one(void **state)
+{
+    (void)state;
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int rows = 4, cols = sizes[s], ld = cols + 3;
+        size_t n = (size_t)rows * ld;
+        float *x = malloc(n * 4), *ref = malloc(n * 4), *got = malloc(n * 4);
+        fill(x, n, 30.0f);
+        memcpy(ref, x, n * 4);
+        cpu_ops_ref()->softmax(ref, rows, cols, ld);
+        for (int r = 0; r < rows; r++) {
+            double sum = 0;
+            for (int c = 0; c < cols; c++) sum += ref[(size_t)r * ld + c];
+            assert_true(fabs(sum - 1.0) < 1e-5);
+        }
+        for (int v = 0; v < nvariants; v++) {
+            memcpy(got, x, n * 4);
+            variants[v]->softmax(got, rows, cols, ld);
+            assert_true(close_enough("softmax", variants[v]->isa, ref, got, n, 1e-7f, 1e-5f));
+        }
+        free(x); free(ref); free(got);
+    }
+}
+
+static void add_bias_variants_match_reference(void **state)
+{
+    (void)state;
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int rows = 3, cols = sizes[s];
+        size_t n = (size_t)rows * cols;
+        float *a = malloc(n * 4), *res = malloc(n * 4), *b = malloc(cols * 4), *ref = malloc(n * 4), *got = malloc(n * 4);
+        fill(a, n, 2.0f); fill(res, n, 2.0f); fill(b, cols, 2.0f);
+        for (int withres = 0; withres < 2; withres++) {
+            cpu_ops_ref()->add_bias(ref, a, b, withres ? res : NULL, rows, cols);
+            for (int v = 0; v < nvariants; v++) {
+                variants[v]->add_bias(got, a, b, withres ? res : NULL, rows, cols);
+                assert_true(close_enough("add_bias", variants[v]->isa, ref, got, n, 0.0f, 0.0f));
+            }
+        }
+        free(a); free(res); free(b); free(ref); free(got);
+    }
+}
+
+static void half_conversions_round_trip_and_round_to_nearest_even(void **state)
+{
+    (void)state;
+    for (uint32_t h = 0; h < 0x10000u; h++) {
+        if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu)) continue; /* NaNs keep NaN-ness only */
+        float f = cpu_f16_to_f32((unsigned short)h);
+        assert_int_equal(cpu_f32_to_f16(f), h);
+    }
+    assert_float_equal(cpu_f16_to_f32(0x3c00), 1.0f, 0.0f);
+    assert_int_equal(cpu_f32_to_f16(1.0f + 1.0f / 2048.0f), 0x3c00);  /* tie -> even */
+    assert_int_equal(cpu_f32_to_f16(1.0f + 3.0f / 2048.0f), 0x3c02);  /* tie -> even (up) */
+    assert_int_equal(cpu_f32_to_f16(1e6f), 0x7c00);                    /* overflow -> inf */
+    assert_float_equal(cpu_bf16_to_f32(0x3f80), 1.0f, 0.0f);
+}
+
+static void dispatcher_picks_a_variant_this_cpu_runs(void **state)
+{
+    (void)state;
+    const CpuOps *ops = cpu_ops();
+    assert_non_null(ops);
+    float x[3] = {1, 2, 3};
+    ops->softmax(x, 1, 3, 3);
+    assert_true(x[2] > x[1] && x[1] > x[0]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(layernorm_variants_match_reference),
+        cmocka_unit_test(gelu_variants_match_reference_over_the_whole_range),
+        cmocka_unit_test(softmax_variants_match_reference_and_sum_to_one),
+        cmocka_unit_test(add_bias_variants_match_reference),
+        cmocka_unit_test(half_conversions_round_trip_and_round_to_nearest_even),
+        cmocka_unit_test(dispatcher_picks_a_variant_this_cpu_runs),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
