@@ -16,7 +16,7 @@ SOURCE = os.environ.get("WEAVER_SOURCE_DIR", os.path.abspath(os.path.join(HERE, 
 def weaver_bin():
     b = os.environ.get("WEAVER_BIN")
     if not b or not os.path.exists(b):
-        pytest.skip("WEAVER_BIN is not set to a built weaver-engine")
+        pytest.fail("WEAVER_BIN is not set to a built weaver-engine")
     return b
 
 
@@ -24,7 +24,7 @@ def weaver_bin():
 def snapshot():
     d = os.path.join(SOURCE, "models", "all-MiniLM-L6-v2")
     if not os.path.exists(os.path.join(d, "model.safetensors")):
-        pytest.skip("models/all-MiniLM-L6-v2 is not installed (ops/setup.sh installs it)")
+        pytest.fail("models/all-MiniLM-L6-v2 is not installed (ops/setup.sh installs it)")
     return d
 
 

@@ -2,6 +2,8 @@
  * paths on disk, devices and backends this build may lack, and the checks between two keys.
  * Each test asserts the exact message an operator sees. Paths live in a scratch directory that
  * each test removes; this file must not depend on the real model files (test_cfg_ops.c does). */
+#include <sys/wait.h>
+
 #include "tests/unit/test_cfg_util.h"
 
 #define DECODER_OFF "decoder = { enabled = false; };\n"
@@ -326,15 +328,36 @@ static void test_token_and_password_files_must_be_regular_files(void **state)
 static void test_unreadable_token_file_is_reported(void **state)
 {
     CfgScratch *s = *state;
-    if (geteuid() == 0)
-        skip(); /* root reads any file: the permission check cannot fail */
     char path[PATH_MAX], msg[PATH_MAX + 128];
     cfg_scratch_file(s, "token", "secret", path, sizeof path);
     assert_int_equal(chmod(path, 0), 0);
     snprintf(msg, sizeof msg, "t.conf:2: embedder.token_file: \"%s\" is not readable: "
              "Permission denied", path);
-    assert_path_errors(DECODER_OFF "embedder = { backend = \"remote\"; url = \"http://e\"; "
-                       "token_file = \"%s\"; };\n", path, msg);
+    if (geteuid() != 0) {
+        assert_path_errors(DECODER_OFF "embedder = { backend = \"remote\"; url = \"http://e\"; "
+                           "token_file = \"%s\"; };\n", path, msg);
+        return;
+    }
+    /* Root reads any file, so check as an unprivileged user in a child process. */
+    assert_int_equal(chmod(s->dir, 0755), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(2);
+        Config c;
+        CfgErrors errs;
+        int rc = load_with_path(DECODER_OFF "embedder = { backend = \"remote\"; url = \"http://e\"; "
+                                "token_file = \"%s\"; };\n", path, &c, &errs);
+        bool ok = rc == -1 && errs.count == 1 && strcmp(errs.msgs[0], msg) == 0;
+        if (!ok)
+            fprintf(stderr, "got %d errors, first: %s\n", errs.count, errs.count ? errs.msgs[0] : "-");
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 static void test_readable_token_and_password_files_load(void **state)
