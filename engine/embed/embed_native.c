@@ -16,6 +16,7 @@
 
 #include "engine/embed/bert.h"
 #include "engine/embed/snapshot.h"
+#include "engine/embed/snapshot_hash.h"
 #include "engine/embed/wordpiece.h"
 #include "engine/embedder_impl.h"
 
@@ -139,7 +140,7 @@ static int native_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig
         snprintf(info->model_id, sizeof info->model_id, "%s", cfg->model_id);
     else
         snapshot_basename(cfg->snapshot, info->model_id, sizeof info->model_id);
-    if (snapshot_hash(cfg->snapshot, info->snapshot_hash, err, sizeof err) != 0) goto fail;
+    if (snapshot_hash_cached(cfg->snapshot, info->snapshot_hash, err, sizeof err) != 0) goto fail;
     info->dim = n->snap.dim;
     info->pooling = n->snap.pooling;
     info->normalize = n->snap.normalize;

@@ -5,8 +5,6 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <openssl/evp.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,123 +209,6 @@ out:
     cJSON_Delete(pool);
     cJSON_Delete(sbert);
     return rc;
-}
-
-/* The manifest's file list, kept identical to engine/snapshot_hash.h (the cohort pin's hash):
- * fixed names, plus P/config.json, P/model.safetensors, P/pytorch_model.bin for every module
- * path P in modules.json; only files that exist; sorted by relative path (strcmp). */
-static const char *manifest_fixed[] = {
-    "model.safetensors", "pytorch_model.bin", "config.json", "tokenizer.json", "vocab.txt",
-    "tokenizer_config.json", "special_tokens_map.json", "modules.json", "sentence_bert_config.json",
-    "1_Pooling/config.json",
-};
-
-#define MANIFEST_MAX 64
-
-static int add_name(char names[][512], int *n, const char *name)
-{
-    for (int i = 0; i < *n; i++)
-        if (strcmp(names[i], name) == 0) return 0;
-    if (*n >= MANIFEST_MAX || strlen(name) >= 512) return -1;
-    strcpy(names[(*n)++], name);
-    return 0;
-}
-
-static int cmp_names(const void *a, const void *b) { return strcmp(a, b); }
-
-static int sha256_file(const char *path, unsigned char md[32], long long *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-        EVP_MD_CTX_free(ctx);
-        fclose(f);
-        return -1;
-    }
-    static __thread unsigned char buf[1 << 16];
-    size_t n;
-    *size = 0;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        EVP_DigestUpdate(ctx, buf, n);
-        *size += (long long)n;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx, md, &len);
-    EVP_MD_CTX_free(ctx);
-    return bad ? -1 : 0;
-}
-
-static void hex(const unsigned char *md, int n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < n; i++) {
-        out[2 * i] = digits[md[i] >> 4];
-        out[2 * i + 1] = digits[md[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
-int snapshot_hash(const char *dir, char out[65], char *err, size_t errlen)
-{
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-        EVP_MD_CTX_free(ctx);
-        seterr(err, errlen, "%s: sha256 unavailable", dir);
-        return -1;
-    }
-    static char names[MANIFEST_MAX][512];
-    static pthread_mutex_t names_mu = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&names_mu);
-    int nn = 0;
-    for (size_t i = 0; i < sizeof manifest_fixed / sizeof manifest_fixed[0]; i++) add_name(names, &nn, manifest_fixed[i]);
-    char tmp_err[8];
-    cJSON *mods = load_json(dir, "modules.json", false, tmp_err, 0);
-    for (const cJSON *m = cJSON_IsArray(mods) ? mods->child : NULL; m; m = m->next) {
-        const cJSON *path = cJSON_GetObjectItemCaseSensitive(m, "path");
-        if (!cJSON_IsString(path) || !path->valuestring[0]) continue;
-        static const char *per_module[] = {"config.json", "model.safetensors", "pytorch_model.bin"};
-        for (int k = 0; k < 3; k++) {
-            char rel[600];
-            snprintf(rel, sizeof rel, "%s/%s", path->valuestring, per_module[k]);
-            add_name(names, &nn, rel);
-        }
-    }
-    cJSON_Delete(mods);
-    qsort(names, (size_t)nn, sizeof names[0], cmp_names);
-    int found = 0;
-    for (int i = 0; i < nn; i++) {
-        char path[4096];
-        snprintf(path, sizeof path, "%.3000s/%.511s", dir, names[i]);
-        struct stat sb;
-        if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
-        unsigned char md[32];
-        long long size;
-        if (sha256_file(path, md, &size) != 0) {
-            seterr(err, errlen, "%s: cannot read for the snapshot hash: %s", path, strerror(errno));
-            EVP_MD_CTX_free(ctx);
-            pthread_mutex_unlock(&names_mu);
-            return -1;
-        }
-        char line[800], h[65];
-        hex(md, 32, h);
-        int n = snprintf(line, sizeof line, "%s\t%lld\t%s\n", names[i], size, h);
-        EVP_DigestUpdate(ctx, line, (size_t)n);
-        found++;
-    }
-    pthread_mutex_unlock(&names_mu);
-    unsigned char md[32];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx, md, &len);
-    EVP_MD_CTX_free(ctx);
-    if (!found) {
-        seterr(err, errlen, "%s: no snapshot files to hash", dir);
-        return -1;
-    }
-    hex(md, 32, out);
-    return 0;
 }
 
 void snapshot_basename(const char *dir, char *out, size_t outlen)

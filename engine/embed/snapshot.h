@@ -27,10 +27,6 @@ typedef struct Snapshot {
 
 int snapshot_load(const char *dir, Snapshot *s, char *err, size_t errlen);
 
-/* Hex sha256 over the canonical manifest, exactly as engine/snapshot_hash.h defines it (same
- * file list and line format; no sidecar cache here). Reads every byte of the listed files
- * (about 0.2 s per 100 MB). */
-int snapshot_hash(const char *dir, char out[65], char *err, size_t errlen);
 
 /* Snapshot directory's basename (without trailing slashes) into out. */
 void snapshot_basename(const char *dir, char *out, size_t outlen);

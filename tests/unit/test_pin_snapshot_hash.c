@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "engine/snapshot_hash.h"
+#include "engine/embed/snapshot_hash.h"
 
 static char dir[256];
 

@@ -1,7 +1,7 @@
 /* snapshot_hash.c: sha256 over a snapshot's canonical file manifest (format in
  * snapshot_hash.h), with per-file hashes cached in a sidecar keyed by size, mtime and inode.
  * Only reads the snapshot (the sidecar is the one file it may write there); never logs. */
-#include "engine/snapshot_hash.h"
+#include "engine/embed/snapshot_hash.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
