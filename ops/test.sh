@@ -22,5 +22,5 @@ if [ "${1:-}" != "--quick" ]; then
   # Sanitizers: leaks and UB abort the test that hit them. CUDA is off here (ASan and the CUDA
   # runtime do not mix); the normal build above already compiles the .cu files.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    build_and_test build-asan -DCMAKE_BUILD_TYPE=Debug -DWEAVER_SANITIZE=ON -DWEAVER_CUDA=OFF
+    build_and_test build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWEAVER_SANITIZE=ON -DWEAVER_CUDA=OFF
 fi
