@@ -67,10 +67,11 @@ static const char FINISH_LUA[] =
     "    table.insert(acks[stream], eid)\n"
     "    out[r] = 0\n"
     "  else\n"
-    "    local fv = {}\n"
-    "    for x = f0, f0 + 2 * nf - 1 do fv[#fv + 1] = ARGV[x] end\n"
-    "    if reply then fv[#fv + 1] = 'reply_to'; fv[#fv + 1] = reply end\n"
-    "    redis.call('HSET', rkey, unpack(fv))\n"
+    "    if reply then\n"
+    "      redis.call('HSET', rkey, 'reply_to', reply, unpack(ARGV, f0, f0 + 2 * nf - 1))\n"
+    "    else\n"
+    "      redis.call('HSET', rkey, unpack(ARGV, f0, f0 + 2 * nf - 1))\n"
+    "    end\n"
     "    redis.call('EXPIRE', rkey, ttl)\n"
     "    if reply then\n"
     "      redis.call('RPUSH', reply, job_id)\n"
@@ -441,10 +442,9 @@ int queue_reclaim(Queue *q, JobKind kind, QueueEntry *out, int max)
     return n;
 }
 
-int queue_results_exist(Queue *q, const char *const *job_ids, int n, bool *exists)
+/* Pipelined EXISTS per key: which of the results exist. */
+static int exists_each(Queue *q, const char *const *job_ids, int n, bool *exists)
 {
-    if (queue_ensure_ctx(q))
-        return QUEUE_ECONN;
     char key[256];
     for (int i = 0; i < n; i++) {
         queue_result_key(q, job_ids[i], key, sizeof key);
@@ -460,6 +460,45 @@ int queue_results_exist(Queue *q, const char *const *job_ids, int n, bool *exist
             rc = queue_set_err(q, QUEUE_EREPLY, "EXISTS: %s", r->str);
         freeReplyObject(r);
     }
+    return rc;
+}
+
+int queue_results_exist(Queue *q, const char *const *job_ids, int n, bool *exists)
+{
+    if (queue_ensure_ctx(q))
+        return QUEUE_ECONN;
+    if (n <= 1)
+        return exists_each(q, job_ids, n, exists);
+    /* Duplicates are rare: one multi-key EXISTS counts them, and only a non-zero count asks
+     * key by key. */
+    const char **argv = malloc(((size_t)n + 1) * sizeof *argv);
+    size_t *lens = malloc(((size_t)n + 1) * sizeof *lens);
+    char (*keys)[256] = malloc((size_t)n * sizeof *keys);
+    int rc = QUEUE_OK;
+    if (!argv || !lens || !keys) {
+        rc = queue_set_err(q, QUEUE_ENOMEM, "out of memory");
+        goto out;
+    }
+    argv[0] = "EXISTS";
+    lens[0] = 6;
+    for (int i = 0; i < n; i++) {
+        queue_result_key(q, job_ids[i], keys[i], sizeof keys[i]);
+        argv[i + 1] = keys[i];
+        lens[i + 1] = strlen(keys[i]);
+    }
+    redisReply *r = redisCommandArgv(q->ctx, n + 1, argv, lens);
+    rc = queue_check_reply(q, r, "EXISTS");
+    long long count = rc == QUEUE_OK && r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+    freeReplyObject(r);
+    if (rc == QUEUE_OK) {
+        memset(exists, 0, (size_t)n * sizeof *exists);
+        if (count > 0)
+            rc = exists_each(q, job_ids, n, exists);
+    }
+out:
+    free(argv);
+    free(lens);
+    free(keys);
     return rc;
 }
 
