@@ -55,6 +55,8 @@ uint16_t quant_f32_to_bf16(float f);   /* round to nearest even */
 void quant_dequant_row(int type, const void *src, float *dst, int64_t n);
 /* Quantises an activation row of n floats into act_type (F32 = copy). */
 void quant_quantize_act(QuantType act_type, const float *x, void *dst, int n);
+void quant_quantize_act_ref(QuantType act_type, const float *x, void *dst, int n);
+void quant_quantize_act_avx2(QuantType act_type, const float *x, void *dst, int n); /* same bits */
 
 /* A row dot product: weight row of `wtype` against an activation row already in
  * quant_act_type(wtype). n is a multiple of the block size. */
@@ -97,9 +99,74 @@ float quant_dot_f16f16_avx2(const uint16_t *x, const uint16_t *y, int n);
 void quant_axpy_f16_avx2(float *y, float a, const uint16_t *x, int n);
 void quant_f32_to_fp16_row_avx2(uint16_t *dst, const float *src, int n);
 
+/* ---- llama.cpp-order numerics for attention and SwiGLU ----
+ * llama.cpp's CPU backend (built for AVX-512, the build our fixtures are recorded from) fixes an
+ * order of operations, and small llama models amplify a one-ulp difference in attention into
+ * logit differences of ~0.5 (each matmul re-quantises its input to int8). These functions
+ * reproduce that order exactly, and give the same bits on every CPU (reference and AVX2 agree):
+ * - exp: the vector exp llama.cpp uses for softmax and SiLU (round-to-nearest n = x*log2(e),
+ *   two-part ln2 reduction, degree-5 polynomial, exact scaling by 2^n), not libm's expf;
+ * - 16-lane sums reduced as a tree: lanes l + l+8, then + 4, then (0+2) + (1+3);
+ * - fp16 dot products in two orders. "gemm" (a token of a multi-token chunk of its sequence,
+ *   llama.cpp's tinyBLAS path): 16 lanes, lane = index % 16, each a fused multiply-add chain,
+ *   then the 16-lane tree. "gemv" (a sequence's single decode token, ggml_vec_dot_f16): four
+ *   16-lane accumulators over 64-element steps, reduced (0+2)+(1+3), then the tree; elements
+ *   past the last multiple of 64 are added one by one in double. */
+float quant_vexpf(float x);
+/* y[i] = vexpf(x[i] - max) for i < n; returns the sum over 16-element chunks (each reduced as
+ * a tree in float, the chunks added in double); the row counts as padded with -inf to 16. */
+double quant_softmax_exp_row(float *y, const float *x, float max, int n);
+/* y[i] = gate[i] / (1 + vexpf(-gate[i])) * up[i]; n % 16 leftovers use libm expf, as llama.cpp. */
+void quant_swiglu_row(float *y, const float *gate, const float *up, int n);
+/* Dot of two fp16 rows in the gemm (gemv = 0) or gemv order; gemm needs n % 16 == 0, else gemv. */
+float quant_dot_f16_order(const uint16_t *x, const uint16_t *y, int n, int gemv);
+/* out[d] = sum_p p16[p] * V[p][d] for d < hd over positions p < n, in the gemm or gemv order
+ * over p. V rows come in blocks of 16 positions: row p is blk[p / 16] + (p % 16) * ld.
+ * acc is scratch of 64 * hd floats. */
+void quant_attn_pv(float *out, float *acc, const uint16_t *p16, const uint16_t *const *blk, size_t ld, int n, int hd,
+                   int gemv);
+
+/* s[p] = quant_dot_f16_order(q, K row p, hd, gemv) * scale for p < n; K rows in blocks of 16
+ * positions as for quant_attn_pv. */
+void quant_attn_scores(float *s, const uint16_t *q, const uint16_t *const *blk, size_t ld, int n, int hd, int gemv,
+                       float scale);
+void quant_attn_scores_ref(float *s, const uint16_t *q, const uint16_t *const *blk, size_t ld, int n, int hd, int gemv,
+                           float scale);
+void quant_attn_scores_avx2(float *s, const uint16_t *q, const uint16_t *const *blk, size_t ld, int n, int hd, int gemv,
+                            float scale);
+
+float quant_vexpf_ref(float x);
+double quant_softmax_exp_row_ref(float *y, const float *x, float max, int n);
+void quant_swiglu_row_ref(float *y, const float *gate, const float *up, int n);
+float quant_dot_f16_order_ref(const uint16_t *x, const uint16_t *y, int n, int gemv);
+void quant_attn_pv_ref(float *out, float *acc, const uint16_t *p16, const uint16_t *const *blk, size_t ld, int n, int hd,
+                       int gemv);
+double quant_softmax_exp_row_avx2(float *y, const float *x, float max, int n);
+void quant_swiglu_row_avx2(float *y, const float *gate, const float *up, int n);
+float quant_dot_f16_order_avx2(const uint16_t *x, const uint16_t *y, int n, int gemv);
+void quant_attn_pv_avx2(float *out, float *acc, const uint16_t *p16, const uint16_t *const *blk, size_t ld, int n, int hd,
+                        int gemv);
+
 /* out[t * ldo + r] = dot(W row r, act row t) for r in [r0, r1), t in [0, ntok).
  * W rows are quant_row_bytes(wtype, ncols) apart; act rows are act_stride bytes apart. */
 void quant_matmul_rows(float *out, size_t ldo, const void *W, int wtype, int ncols, int r0, int r1,
                        const void *act, size_t act_stride, int ntok, QuantDotFn dot);
+
+/* Multi-token matmul tiles: the same outputs as quant_matmul_rows with the weight type's dot,
+ * bit for bit, computed one weight row against 16 tokens at once. The activation rows are first
+ * rearranged once (quant_matmul_prep, into quant_matmul_tile_bytes(ncols, ntok) bytes), then any
+ * number of row ranges run against it, from any threads. quant_matmul_fn gives NULL when the
+ * type or CPU has no tile kernel (then use quant_matmul_rows). */
+typedef void (*QuantMatmulFn)(float *out, size_t ldo, const void *W, size_t row_bytes, int ncols, int r0, int r1,
+                              const void *tile, int ntok);
+QuantMatmulFn quant_matmul_fn(int wtype, QuantIsa isa);
+size_t quant_matmul_tile_bytes(int ncols, int ntok);
+void quant_matmul_prep(int wtype, void *tile, const void *act, size_t act_stride, int ntok, int ncols);
+/* AVX-512 VNNI tiles (kernels/cpu/quant_avx512.c). */
+void quant_matmul_prep_vnni(int wtype, void *tile, const void *act, size_t act_stride, int ntok, int ncols);
+void quant_matmul_q4_1_vnni(float *out, size_t ldo, const void *W, size_t rb, int ncols, int r0, int r1,
+                            const void *tile, int ntok);
+void quant_matmul_q8_0_vnni(float *out, size_t ldo, const void *W, size_t rb, int ncols, int r0, int r1,
+                            const void *tile, int ntok);
 
 #endif

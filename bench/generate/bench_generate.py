@@ -2,13 +2,15 @@
 """bench_generate.py: weaver-engine's native decoder vs llama.cpp (llama-cpp-python) on the same
 GGUF file, same thread count, same prompts, in one run. Not a test.
 
-  python3 bench/generate/bench_generate.py [--model F] [--threads 2] [--cli PATH]
+  python3 bench/generate/bench_generate.py [--model F] [--threads 2] [--cli PATH] [--repeat 3]
 
 Figures: prefill tokens/s (one ~200-token prompt), single-stream decode tokens/s (64 greedy
 tokens), aggregate generated tokens/s with 16 and 64 concurrent jobs through the generator API
 (continuous batching; the queue path is the lead's wiring). llama.cpp's aggregate figures use
 its multi-sequence batch API (one llama_decode per step for all sequences).
-Keep runs short: the machine is shared.
+Each figure is the median of --repeat runs, ours and llama.cpp alternating within a repeat so
+both see the same load; the per-run values are printed too. The machine is shared and noisy:
+compare ratios from one run, not figures across runs.
 """
 import argparse
 import json
@@ -107,33 +109,67 @@ def llama_aggregate(model, threads, n_seq, n_gen, prompt_len):
     return n_seq * n_gen / dt
 
 
+def _default_cli():
+    for b in ("build-dec2", "build-dec", "build"):
+        t = os.path.join(ROOT, b, "tests", "test_decode_cli")
+        if os.path.exists(t):
+            return [t, "generate-local"]
+    return [os.path.join(ROOT, "build", "tests", "test_decode_cli"), "generate-local"]
+
+
+def _median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cli", default=None, help="generate-local command (default: build-dec test_decode_cli)")
+    ap.add_argument("--cli", default=None, help="generate-local command (default: build-dec2|build-dec|build test_decode_cli)")
     ap.add_argument("--gen", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per figure; medians are reported")
+    ap.add_argument("--no-llama", action="store_true")
     a = ap.parse_args()
-    cli = a.cli.split() if a.cli else [os.path.join(ROOT, "build-dec", "tests", "test_decode_cli"), "generate-local"]
-    res = {"threads": a.threads, "model": os.path.basename(a.model)}
-    p = ours(cli, a.model, a.threads, 1, 1, PROMPT)["results"][0]
-    res["ours_prefill_tok_s"] = p["prompt_tokens"] / (p["prefill_ms"] / 1000)
-    d = ours(cli, a.model, a.threads, 1, a.gen, PROMPT)["results"][0]
-    res["ours_decode_tok_s"] = (d["completion_tokens"] - 1) / (d["decode_ms"] / 1000)
-    for j in (16, 64):
-        o = ours(cli, a.model, a.threads, j, a.gen, PROMPT[:200])
-        res[f"ours_aggregate_{j}_tok_s"] = o["aggregate_tok_s"]
-    try:
-        l, _ = llama(a.model, a.threads)
-        res["llama_prefill_tok_s"] = l["prefill_tok_s"]
-        res["llama_decode_tok_s"] = l["decode_tok_s"]
-        plen = len(subprocess.run(cli + ["--model", a.model, "--prompt", PROMPT[:200], "--tokenize-only"],
-                                  capture_output=True, text=True).stdout.split(","))
+    cli = a.cli.split() if a.cli else _default_cli()
+    runs = {}
+
+    def add(k, v):
+        runs.setdefault(k, []).append(v)
+
+    plen = len(subprocess.run(cli + ["--model", a.model, "--prompt", PROMPT[:200], "--tokenize-only"],
+                              capture_output=True, text=True).stdout.split(","))
+    # Ours and llama.cpp alternate inside each repeat, so both see the same machine load.
+    for _ in range(a.repeat):
+        p = ours(cli, a.model, a.threads, 1, 1, PROMPT)["results"][0]
+        add("ours_prefill_tok_s", p["prompt_tokens"] / (p["prefill_ms"] / 1000))
+        d = ours(cli, a.model, a.threads, 1, a.gen, PROMPT)["results"][0]
+        add("ours_decode_tok_s", (d["completion_tokens"] - 1) / (d["decode_ms"] / 1000))
         for j in (16, 64):
-            res[f"llama_aggregate_{j}_tok_s"] = llama_aggregate(a.model, a.threads, j, a.gen, plen)
-    except ImportError:
-        res["llama"] = "llama-cpp-python not installed"
-    print(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in res.items()}, indent=1))
+            o = ours(cli, a.model, a.threads, j, a.gen, PROMPT[:200])
+            add(f"ours_aggregate_{j}_tok_s", o["aggregate_tok_s"])
+        if a.no_llama:
+            continue
+        try:
+            l, _ = llama(a.model, a.threads)
+        except ImportError:
+            a.no_llama = True
+            continue
+        add("llama_prefill_tok_s", l["prefill_tok_s"])
+        add("llama_decode_tok_s", l["decode_tok_s"])
+        for j in (16, 64):
+            add(f"llama_aggregate_{j}_tok_s", llama_aggregate(a.model, a.threads, j, a.gen, plen))
+    res = {"threads": a.threads, "model": os.path.basename(a.model), "repeats": a.repeat, "statistic": "median"}
+    for k, v in runs.items():
+        res[k] = _median(v)
+        res[k + "_runs"] = [round(x, 1) for x in v]
+    res["ours_aggregate_16_over_single"] = _median([x / y for x, y in zip(runs["ours_aggregate_16_tok_s"],
+                                                                          runs["ours_decode_tok_s"])])
+    try:
+        res["cpu_load_1min"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in res.items()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ static const char *usage =
     "       [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
     "       [--repeat-last-n N] [--presence-penalty P] [--frequency-penalty P] [--seed S] [--stop TEXT]...\n"
     "       [--threads N] [--ctx N] [--slots N] [--kv-budget N] [--jobs N] [--truncate]\n"
-    "       [--tokenize-only] [--dump-logits K [--logits-out FILE]] [--greedy-ids]\n";
+    "       [--tokenize-only] [--dump-logits K [--logits-out FILE] [--ubatch N | --prefill N]] [--greedy-ids]\n"
+    "       [--ids 1,2,3 (token ids instead of a prompt, for --dump-logits / --greedy-ids)]\n";
 
 static const char *finish_name(GenFinish f) {
     switch (f) {
@@ -52,9 +53,27 @@ static void print_json(cJSON *o) {
     cJSON_Delete(o);
 }
 
+/* "1,2,3" as token ids, each checked against the vocabulary. */
+static int parse_ids(const char *s, TokVec *tv, int n_vocab, char *err, size_t errlen) {
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 0 || v >= n_vocab || (*end && *end != ',')) {
+            snprintf(err, errlen, "--ids: bad token id list at '%s'", s);
+            return -1;
+        }
+        if (tokvec_push(tv, (int)v)) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        s = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
 /* Logits of every prompt position (top-k per position, optionally all as raw f32). */
-static int dump_logits(Decoder *d, const TokVec *toks, int topk, const char *out_path, int threads, char *err,
-                       size_t errlen) {
+static int dump_logits(Decoder *d, const TokVec *toks, int topk, const char *out_path, int threads, int ubatch,
+                       int prefill, char *err, size_t errlen) {
     const Model *m = d->model;
     int n = toks->n, V = m->hp.n_vocab;
     KvCache kv;
@@ -69,10 +88,18 @@ static int dump_logits(Decoder *d, const TokVec *toks, int topk, const char *out
         goto out;
     }
     for (int i = 0; i < kv.n_pages; i++) pages[i] = kv_alloc_page(&kv);
-    for (int i = 0; i < n; i++) bt[i] = (BatchTok){.token = toks->v[i], .pos = i, .pages = pages, .logits_row = i};
-    if (forward_run(fw, &kv, bt, n, lg)) {
-        snprintf(err, errlen, "forward pass failed");
-        goto out;
+    for (int i = 0; i < n; i++) bt[i] = (BatchTok){.token = toks->v[i], .pos = i, .pages = pages, .logits_row = 0};
+    /* ubatch tokens per forward pass (all at once by default), like llama.cpp's n_ubatch;
+     * with prefill P, the first P tokens go as one pass and the rest one by one (decode steps) */
+    if (ubatch < 1 || ubatch > n) ubatch = n;
+    for (int i0 = 0; i0 < n;) {
+        int k = prefill > 0 ? (i0 == 0 ? (prefill < n ? prefill : n) : 1) : (n - i0 < ubatch ? n - i0 : ubatch);
+        for (int i = 0; i < k; i++) bt[i0 + i].logits_row = i;
+        if (forward_run(fw, &kv, bt + i0, k, lg + (size_t)i0 * V)) {
+            snprintf(err, errlen, "forward pass failed");
+            goto out;
+        }
+        i0 += k;
     }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "tokens", ids_json(toks->v, n));
@@ -171,7 +198,8 @@ done:
 int cli_generate_main(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *chat = NULL, *system = NULL, *messages_json = NULL, *logits_out = NULL;
     int max_tokens = 32, threads = 0, ctx = 0, slots = 0, kv_budget = 0, jobs = 1, tokenize_only = 0, dump = 0,
-        greedy = 0, truncate = 0;
+        greedy = 0, truncate = 0, ubatch = 0, prefill = 0;
+    const char *ids = NULL;
     GenSampling samp = {.temperature = 0, .top_k = 0, .top_p = 1, .min_p = 0, .repeat_penalty = 1,
                         .repeat_last_n = 64, .presence_penalty = 0, .frequency_penalty = 0, .seed = 0};
     const char *stops[GEN_MAX_STOP];
@@ -202,6 +230,9 @@ int cli_generate_main(int argc, char **argv) {
         else if (OPT("--jobs")) jobs = atoi(v);
         else if (OPT("--dump-logits")) dump = atoi(v);
         else if (OPT("--logits-out")) logits_out = v;
+        else if (OPT("--ubatch")) ubatch = atoi(v);
+        else if (OPT("--prefill")) prefill = atoi(v);
+        else if (OPT("--ids")) ids = v;
         else if (OPT("--stop")) {
             if (n_stop == GEN_MAX_STOP) {
                 fprintf(stderr, "generate-local: at most %d --stop\n", GEN_MAX_STOP);
@@ -220,7 +251,7 @@ int cli_generate_main(int argc, char **argv) {
         }
 #undef OPT
     }
-    if (!model || (!prompt && !chat && !messages_json) || max_tokens < 1 || jobs < 1 || dump < 0) {
+    if (!model || (!prompt && !chat && !messages_json && !ids) || max_tokens < 1 || jobs < 1 || dump < 0) {
         fprintf(stderr, "%s", usage);
         return 2;
     }
@@ -254,7 +285,9 @@ int cli_generate_main(int argc, char **argv) {
         Decoder *d = decoder_load(model, err, sizeof err);
         if (!d) goto fail;
         TokVec tv = {0};
-        if (decoder_prompt_tokens(d, &req, &tv, err, sizeof err) == 0) {
+        int got = ids ? parse_ids(ids, &tv, d->model->hp.n_vocab, err, sizeof err)
+                      : decoder_prompt_tokens(d, &req, &tv, err, sizeof err);
+        if (got == 0) {
             if (tokenize_only) {
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddItemToObject(o, "tokens", ids_json(tv.v, tv.n));
@@ -264,7 +297,7 @@ int cli_generate_main(int argc, char **argv) {
             } else if (tv.n == 0) {
                 snprintf(err, sizeof err, "the prompt is empty");
             } else if (dump) {
-                rc = dump_logits(d, &tv, dump, logits_out, threads, err, sizeof err) ? 1 : 0;
+                rc = dump_logits(d, &tv, dump, logits_out, threads, ubatch, prefill, err, sizeof err) ? 1 : 0;
             } else {
                 rc = greedy_ids(d, &tv, max_tokens, threads, err, sizeof err) ? 1 : 0;
             }

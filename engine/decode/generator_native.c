@@ -354,8 +354,15 @@ static int native_step(Generator *g, GenDone *done, int max_done) {
     for (int i = 0; i < n->max_slots && nb < n->max_batch; i++) {
         Seq *s = &n->slots[i];
         if (!s->req || s->n_past >= s->n_prompt || s->logits_row >= 0) continue;
-        int take = s->n_prompt - s->n_past;
+        int rem = s->n_prompt - s->n_past, take = rem;
         if (take > n->max_batch - nb) take = n->max_batch - nb;
+        /* A chunk of one token would run attention in the decode (gemv) order: the numbers would
+         * then depend on how the batch was shared. Never cut a prompt into a lone token. */
+        if (take < rem) {
+            if (rem - take == 1) take--;
+            if (take == 1) take = 0;
+        }
+        if (take == 0) continue;
         for (int k = 0; k < take; k++) {
             int pos = s->n_past + k;
             int last = pos == s->n_prompt - 1;

@@ -58,6 +58,7 @@ static int get_mat(Model *m, const char *name, int rows, int cols, WMat *w, int 
     if (w->row_bytes == 0)
         return errf(err, errlen, "model: tensor %s: %d columns do not fit %s blocks", name, cols, quant_type_name(t->type));
     w->dot = quant_dot_fn(t->type, QUANT_ISA_BEST);
+    w->mm = quant_matmul_fn(t->type, QUANT_ISA_BEST);
     w->act = quant_act_type(t->type);
     return 0;
 }
@@ -256,14 +257,19 @@ typedef struct MMPart {
     float *out;
     const void *act;
     size_t act_stride;
+    const void *tile; /* prepared activation for w->mm, or NULL */
 } MMPart;
 
 struct Forward {
     const Model *m;
     Pool *pool;
     int max_tokens, max_ctx;
-    float *x, *xn, *q, *k, *v, *att, *gate, *up, *scores, *rope_cs;
-    uint16_t *q16;
+    float *x, *xn, *q, *k, *v, *att, *gate, *up, *scores, *rope_cs, *pv_acc;
+    uint16_t *q16, *p16;
+    const uint16_t **blk;
+    int blk_stride;
+    uint8_t *gemv;        /* per token: its sequence has only this token in the batch */
+    uint8_t *tile[MM_MAX]; /* activations prepared for the tile kernels, per slot */
     uint8_t *act[MM_MAX];
     size_t act_stride_max;
     float *gather;
@@ -303,12 +309,20 @@ Forward *forward_create(const Model *m, int max_tokens, int max_ctx, int n_threa
     f->up = malloc(B * hp->n_ff * sizeof(float));
     f->q16 = malloc(B * qd * sizeof(uint16_t));
     f->rope_cs = malloc(B * hp->rope_dim * sizeof(float));
-    f->scores = malloc((size_t)pool_size(f->pool) * (size_t)max_ctx * sizeof(float));
+    size_t nth = (size_t)pool_size(f->pool);
+    f->scores = malloc(nth * (size_t)max_ctx * sizeof(float));
+    f->p16 = malloc(nth * (size_t)max_ctx * sizeof(uint16_t));
+    f->blk_stride = 2 * (max_ctx / KV_PAGE + 1); /* V blocks, then K blocks */
+    f->blk = malloc(nth * (size_t)f->blk_stride * sizeof *f->blk);
+    f->pv_acc = malloc(nth * 64 * (size_t)hp->head_dim * sizeof(float));
+    f->gemv = malloc(B);
+
     int ok = f->pool && f->x && f->xn && f->gather && f->q && f->k && f->v && f->att && f->gate && f->up && f->q16 &&
-             f->rope_cs && f->scores;
+             f->rope_cs && f->scores && f->p16 && f->blk && f->pv_acc && f->gemv;
     for (int i = 0; i < MM_MAX; i++) {
         f->act[i] = aligned_alloc(64, B * f->act_stride_max);
-        ok = ok && f->act[i];
+        f->tile[i] = malloc(quant_matmul_tile_bytes(widest, max_tokens));
+        ok = ok && f->act[i] && f->tile[i];
     }
     if (!ok) {
         forward_free(f);
@@ -323,30 +337,43 @@ void forward_free(Forward *f) {
     pool_free(f->pool);
     free(f->x); free(f->xn); free(f->gather); free(f->q); free(f->k); free(f->v); free(f->att);
     free(f->gate); free(f->up); free(f->q16); free(f->rope_cs); free(f->scores);
-    for (int i = 0; i < MM_MAX; i++) free(f->act[i]);
+    free(f->p16); free(f->blk); free(f->pv_acc); free(f->gemv);
+    for (int i = 0; i < MM_MAX; i++) {
+        free(f->act[i]);
+        free(f->tile[i]);
+    }
     free(f);
 }
 
 static void rmsnorm(float *y, const float *x, const float *w, int n, float eps) {
     double s = 0.0;
-    for (int i = 0; i < n; i++) s += (double)x[i] * x[i];
+    for (int i = 0; i < n; i++) {
+        float sq = x[i] * x[i]; /* squared in float, summed in double: llama.cpp's order */
+        s += sq;
+    }
     float scale = 1.0f / sqrtf((float)(s / n) + eps);
     for (int i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
 }
 
-static void mm_region(void *ctx, int ith, int nth) {
+/* Rows per chunk of a matmul region: small enough for two threads to balance on a loaded
+ * machine, large enough that claiming a chunk costs nothing next to it. */
+enum { MM_CHUNK_ROWS = 32 };
+
+static int mm_chunks(const MMPart *p) { return (p->w->rows + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS; }
+
+static void mm_region(void *ctx, int chunk, int nchunks, int thread) {
     Forward *f = ctx;
-    for (int i = 0; i < f->n_mm; i++) {
-        const MMPart *p = &f->mm[i];
-        int rows = p->w->rows;
-        /* Split rows in multiples of 8 so threads do not share output cache lines much. */
-        int chunks = (rows + 7) / 8;
-        int c0 = (int)((long)chunks * ith / nth), c1 = (int)((long)chunks * (ith + 1) / nth);
-        int r0 = c0 * 8, r1 = c1 * 8 < rows ? c1 * 8 : rows;
-        if (r0 < r1)
-            quant_matmul_rows(p->out, (size_t)rows, p->w->data, p->w->type, p->w->cols, r0, r1, p->act,
-                              p->act_stride, f->ntok, p->w->dot);
-    }
+    (void)nchunks;
+    int i = 0;
+    while (chunk >= mm_chunks(&f->mm[i])) chunk -= mm_chunks(&f->mm[i++]);
+    const MMPart *p = &f->mm[i];
+    int rows = p->w->rows, r0 = chunk * MM_CHUNK_ROWS, r1 = r0 + MM_CHUNK_ROWS < rows ? r0 + MM_CHUNK_ROWS : rows;
+    (void)thread;
+    if (p->tile)
+        p->w->mm(p->out, (size_t)rows, p->w->data, p->w->row_bytes, p->w->cols, r0, r1, p->tile, f->ntok);
+    else
+        quant_matmul_rows(p->out, (size_t)rows, p->w->data, p->w->type, p->w->cols, r0, r1, p->act, p->act_stride,
+                          f->ntok, p->w->dot);
 }
 
 /* Multiplies the activation rows src[ntok][cols] by up to three matrices sharing the input. */
@@ -365,11 +392,20 @@ static void matmul_group(Forward *f, const float *src, int ntok, const WMat **ws
         if (slot == i)
             for (int t = 0; t < ntok; t++)
                 quant_quantize_act(w->act, src + (size_t)t * w->cols, f->act[i] + (size_t)t * stride, w->cols);
-        f->mm[i] = (MMPart){.w = w, .out = outs[i], .act = f->act[slot], .act_stride = stride};
+        const void *tile = NULL;
+        if (w->mm && ntok > 1) {
+            /* one prepared tile per slot and weight type (Q4_1 and Q8_0 never share a slot) */
+            if (slot == i || !f->mm[slot].tile)
+                quant_matmul_prep(w->type, f->tile[i], f->act[slot], stride, ntok, w->cols);
+            tile = slot == i || !f->mm[slot].tile ? f->tile[i] : f->mm[slot].tile;
+        }
+        f->mm[i] = (MMPart){.w = w, .out = outs[i], .act = f->act[slot], .act_stride = stride, .tile = tile};
     }
     f->n_mm = n;
     f->ntok = ntok;
-    pool_run(f->pool, mm_region, f);
+    int chunks = 0;
+    for (int i = 0; i < n; i++) chunks += mm_chunks(&f->mm[i]);
+    pool_run(f->pool, mm_region, f, chunks);
 }
 
 static void rope_cache(const Forward *f, const BatchTok *toks, int n) {
@@ -394,19 +430,27 @@ static void rope_apply(const ModelHparams *hp, float *x, const float *cs) {
         float c = cs[2 * i], s = cs[2 * i + 1];
         int a = hp->rope_neox ? i : 2 * i, b = hp->rope_neox ? i + half : 2 * i + 1;
         float x0 = x[a], x1 = x[b];
-        x[a] = x0 * c - x1 * s;
-        x[b] = x0 * s + x1 * c;
+        /* Fused as llama.cpp's build contracts them: one rounding for x0*c, one for x1*s. */
+        x[a] = fmaf(x0, c, -(x1 * s));
+        x[b] = fmaf(s, x0, x1 * c);
     }
 }
 
-static void attn_region(void *ctx, int ith, int nth) {
+/* Attention for (token, head) tasks: scores against the fp16 K cache, softmax, probabilities
+ * rounded to fp16, weighted sum of fp16 V, all in llama.cpp's order (kernels/quant.h): the gemm
+ * order for tokens of a multi-token chunk of their sequence, the gemv order for a lone decode
+ * token. Which one depends only on the token's own sequence, never on the rest of the batch. */
+static void attn_region(void *ctx, int chunk, int nchunks, int ith) {
     Forward *f = ctx;
     const ModelHparams *hp = &f->m->hp;
     const KvCache *kv = f->kv;
     int nh = hp->n_head, hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
     int total = f->ntok * nh;
-    int a0 = (int)((long)total * ith / nth), a1 = (int)((long)total * (ith + 1) / nth);
+    int a0 = (int)((long)total * chunk / nchunks), a1 = (int)((long)total * (chunk + 1) / nchunks);
     float *s = f->scores + (size_t)ith * f->max_ctx;
+    uint16_t *p16 = f->p16 + (size_t)ith * f->max_ctx;
+    const uint16_t **blk = f->blk + (size_t)ith * f->blk_stride;
+    float *acc = f->pv_acc + (size_t)ith * 64 * hd;
     float scale = 1.0f / sqrtf((float)hd);
     const uint16_t *K = kv->k + (size_t)f->layer * kv->layer_stride;
     const uint16_t *V = kv->v + (size_t)f->layer * kv->layer_stride;
@@ -414,26 +458,22 @@ static void attn_region(void *ctx, int ith, int nth) {
         int t = task / nh, h = task % nh, g = h / group;
         const BatchTok *bt = &f->toks[t];
         const uint16_t *q = f->q16 + (size_t)task * hd;
-        int n = bt->pos + 1;
+        int n = bt->pos + 1, gemv = f->gemv[t];
+        const uint16_t **kblk = blk + f->blk_stride / 2;
+        for (int b = 0; b * KV_PAGE < n; b++) {
+            size_t off = (size_t)bt->pages[b] * KV_PAGE * kv->kv_dim + (size_t)g * hd;
+            kblk[b] = K + off;
+            blk[b] = V + off;
+        }
+        quant_attn_scores(s, q, kblk, (size_t)kv->kv_dim, n, hd, gemv, scale);
         float mx = -INFINITY;
-        for (int p = 0; p < n; p++) {
-            size_t row = ((size_t)bt->pages[p / KV_PAGE] * KV_PAGE + (size_t)(p % KV_PAGE)) * kv->kv_dim + (size_t)g * hd;
-            s[p] = quant_dot_f16f16(q, K + row, hd) * scale;
+        for (int p = 0; p < n; p++)
             if (s[p] > mx) mx = s[p];
-        }
-        double sum = 0.0;
-        for (int p = 0; p < n; p++) {
-            s[p] = expf(s[p] - mx);
-            sum += s[p];
-        }
-        float inv = (float)(1.0 / sum);
-        float *out = f->att + (size_t)task * hd;
-        memset(out, 0, (size_t)hd * sizeof *out);
-        for (int p = 0; p < n; p++) {
-            size_t row = ((size_t)bt->pages[p / KV_PAGE] * KV_PAGE + (size_t)(p % KV_PAGE)) * kv->kv_dim + (size_t)g * hd;
-            float w = quant_fp16_to_f32(quant_f32_to_fp16(s[p] * inv));
-            quant_axpy_f16(out, w, V + row, hd);
-        }
+        float inv = (float)(1.0 / quant_softmax_exp_row(s, s, mx, n));
+        for (int p = 0; p < n; p++) s[p] *= inv;
+        quant_f32_to_fp16_row(p16, s, n);
+        /* llama.cpp's gemm path needs the output rows (head_dim) in fours */
+        quant_attn_pv(f->att + (size_t)task * hd, acc, p16, blk, (size_t)kv->kv_dim, n, hd, gemv || hd % 4);
     }
 }
 
@@ -448,6 +488,11 @@ int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *log
                           f->x + (size_t)t * d, d);
     }
     rope_cache(f, toks, n);
+    for (int t = 0; t < n; t++) { /* a sequence's tokens share its page table */
+        int same = 0;
+        for (int u = 0; u < n && same < 2; u++) same += toks[u].pages == toks[t].pages;
+        f->gemv[t] = same == 1;
+    }
     f->toks = toks;
     f->kv = kv;
     f->ntok = n;
@@ -480,7 +525,7 @@ int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *log
             quant_f32_to_fp16_row(kv->v + (size_t)l * kv->layer_stride + row, v, kvd);
         }
         f->layer = l;
-        pool_run(f->pool, attn_region, f);
+        pool_run(f->pool, attn_region, f, n * hp->n_head < 64 ? n * hp->n_head : 64);
         const WMat *wo[1] = {&L->wo};
         float *oo[1] = {f->xn};
         matmul_group(f, f->att, n, wo, oo, 1);
@@ -489,9 +534,9 @@ int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *log
         const WMat *wgu[2] = {&L->wgate, &L->wup};
         float *ogu[2] = {f->gate, f->up};
         matmul_group(f, f->xn, n, wgu, ogu, 2);
-        for (size_t i = 0; i < (size_t)n * hp->n_ff; i++) {
-            float g = f->gate[i];
-            f->gate[i] = g / (1.0f + expf(-g)) * f->up[i];
+        for (int t = 0; t < n; t++) {
+            size_t o = (size_t)t * hp->n_ff;
+            quant_swiglu_row(f->gate + o, f->gate + o, f->up + o, hp->n_ff);
         }
         const WMat *wd[1] = {&L->wdown};
         matmul_group(f, f->gate, n, wd, oo, 1);

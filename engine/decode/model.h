@@ -19,6 +19,7 @@ typedef struct WMat {
     int rows, cols;       /* rows = output features, cols = input features (ne[0]) */
     size_t row_bytes;
     QuantDotFn dot;
+    QuantMatmulFn mm;     /* multi-token tile kernel (same bits as dot), or NULL */
     QuantType act;        /* activation format the dot wants */
 } WMat;
 

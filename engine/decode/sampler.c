@@ -117,9 +117,11 @@ int sampler_sample(const GenSampling *p, SamplerRng *rng, SamplerScratch *s, flo
         n = k;
     }
     float mx = -INFINITY;
-    for (int i = 0; i < n; i++) mx = fmaxf(mx, logits[s->idx[i]]);
     double z = 0.0;
-    for (int i = 0; i < n; i++) z += (s->prob[i] = expf(logits[s->idx[i]] - mx));
+    /* Temperature-1 probabilities, only when top_p or min_p will look at them. */
+    int filter = (p->top_p > 0.0f && p->top_p < 1.0f) || (p->min_p > 0.0f && p->min_p <= 1.0f);
+    for (int i = 0; i < n && filter; i++) mx = fmaxf(mx, logits[s->idx[i]]);
+    for (int i = 0; i < n && filter; i++) z += (s->prob[i] = expf(logits[s->idx[i]] - mx));
     if (p->top_p > 0.0f && p->top_p < 1.0f) {
         double cum = 0.0;
         int keep = n;
@@ -145,7 +147,8 @@ int sampler_sample(const GenSampling *p, SamplerRng *rng, SamplerScratch *s, flo
     }
     /* Temperature on the surviving candidates, then draw. */
     mx = -INFINITY;
-    for (int i = 0; i < n; i++) mx = fmaxf(mx, logits[s->idx[i]]);
+    for (int i = 0; i < n; i++)
+        if (logits[s->idx[i]] > mx) mx = logits[s->idx[i]];
     z = 0.0;
     for (int i = 0; i < n; i++) z += (s->prob[i] = expf((logits[s->idx[i]] - mx) / p->temperature));
     double u = sampler_rng_uniform(rng) * z, cum = 0.0;

@@ -477,7 +477,8 @@ static int bpe_bytes(const Tokenizer *t, Work *w, const char *s, size_t n, TokVe
 /* Applies regex r (and the ones after it) to s[0..n), emitting matches and the gaps between. */
 static int pretokenize(const Tokenizer *t, Work *w, int r, const char *s, size_t n, pcre2_match_data *md, TokVec *out) {
     if (n == 0) return 0;
-    if (r == t->n_re) return bpe_bytes(t, w, s, n, out);
+    /* The array bound is repeated so the compiler can see r never indexes past re[]. */
+    if (r >= t->n_re || r >= (int)(sizeof t->re / sizeof t->re[0])) return bpe_bytes(t, w, s, n, out);
     size_t pos = 0, gap = 0;
     while (pos < n) {
         int rc = pcre2_match(t->re[r], (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);

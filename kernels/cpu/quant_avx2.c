@@ -4,6 +4,8 @@
 #include "kernels/quant.h"
 
 #include <immintrin.h>
+#include <math.h>
+#include <string.h>
 
 static inline float hsum8(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -247,4 +249,199 @@ void quant_f32_to_fp16_row_avx2(uint16_t *dst, const float *src, int n) {
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
+/* ---- llama.cpp-order numerics (see quant.h); bit-identical to the *_ref versions ---- */
+
+/* The vector exp. Lanes whose n = round(x*log2 e) is beyond +-126 (2^n not a normal float)
+ * are redone by the reference; elsewhere j * 2^n is one rounding, like the scalef it mirrors. */
+static inline __m256 vexp8(__m256 x) {
+    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+    __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
+    __m256 n = _mm256_sub_ps(z, shift);
+    __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    __m256 u = _mm256_mul_ps(b, b);
+    __m256 j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
+    __m256 an = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
+    /* NaN lanes compare false and fall through to the fast path, like the vector code */
+    int slow = _mm256_movemask_ps(_mm256_cmp_ps(an, _mm256_set1_ps(126.0f), _CMP_GT_OQ));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256 res = _mm256_mul_ps(j, _mm256_castsi256_ps(e));
+    if (slow) {
+        float xs[8], rs[8];
+        _mm256_storeu_ps(xs, x);
+        _mm256_storeu_ps(rs, res);
+        for (int l = 0; l < 8; l++)
+            if (slow & (1 << l)) rs[l] = quant_vexpf_ref(xs[l]);
+        res = _mm256_loadu_ps(rs);
+    }
+    return res;
+}
+
+double quant_softmax_exp_row_avx2(float *y, const float *x, float max, int n) {
+    const __m256 mx = _mm256_set1_ps(max);
+    double sum = 0.0;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 lo = vexp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mx));
+        __m256 hi = vexp8(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), mx));
+        _mm256_storeu_ps(y + i, lo);
+        _mm256_storeu_ps(y + i + 8, hi);
+        sum += (double)hsum8(_mm256_add_ps(lo, hi)); /* = the 16-lane tree */
+    }
+    if (i < n) {
+        float t[16];
+        for (int l = 0; l < 16; l++) t[l] = i + l < n ? x[i + l] : max;
+        __m256 lo = vexp8(_mm256_sub_ps(_mm256_loadu_ps(t), mx));
+        __m256 hi = vexp8(_mm256_sub_ps(_mm256_loadu_ps(t + 8), mx));
+        _mm256_storeu_ps(t, lo);
+        _mm256_storeu_ps(t + 8, hi);
+        for (int l = 0; l < 16; l++) {
+            if (i + l < n) y[i + l] = t[l];
+            else t[l] = 0.0f; /* padding: exp(-inf) */
+        }
+        sum += (double)hsum8(_mm256_add_ps(_mm256_loadu_ps(t), _mm256_loadu_ps(t + 8)));
+    }
+    return sum;
+}
+
+void quant_swiglu_row_avx2(float *y, const float *gate, const float *up, int n) {
+    int nv = n & ~15, i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    for (; i < nv; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 e = vexp8(_mm256_sub_ps(zero, g));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) y[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+static inline __m256 ld_h8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+float quant_dot_f16_order_avx2(const uint16_t *x, const uint16_t *y, int n, int gemv) {
+    if (!gemv && n % 16 == 0) {
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+        for (int i = 0; i < n; i += 16) {
+            s0 = _mm256_fmadd_ps(ld_h8(x + i), ld_h8(y + i), s0);
+            s1 = _mm256_fmadd_ps(ld_h8(x + i + 8), ld_h8(y + i + 8), s1);
+        }
+        return hsum8(_mm256_add_ps(s0, s1));
+    }
+    __m256 a[8];
+    for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
+    int np = n & ~63;
+    for (int i = 0; i < np; i += 64)
+        for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(ld_h8(x + i + 8 * k), ld_h8(y + i + 8 * k), a[k]);
+    /* accumulator j is a[2j] (lanes 0-7) and a[2j+1] (lanes 8-15) */
+    __m256 lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+    __m256 hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+    double s = (double)hsum8(_mm256_add_ps(lo, hi));
+    for (int i = np; i < n; i++) s += (double)(h2f(x[i]) * h2f(y[i]));
+    return (float)s;
+}
+
+void quant_attn_pv_avx2(float *out, float *acc, const uint16_t *p16, const uint16_t *const *blk, size_t ld, int n, int hd,
+                        int gemv) {
+    if (hd % 8) {
+        quant_attn_pv_ref(out, acc, p16, blk, ld, n, hd, gemv);
+        return;
+    }
+    int nacc = gemv ? 4 : 1;
+    size_t bs = (size_t)16 * hd;
+    memset(acc, 0, (size_t)nacc * bs * sizeof *acc);
+    for (int p = 0; p < n; p++) {
+        __m256 w = _mm256_set1_ps(h2f(p16[p]));
+        const uint16_t *v = blk[p / 16] + (size_t)(p % 16) * ld;
+        float *a = acc + (size_t)((p / 16) % nacc) * bs + (size_t)(p % 16) * hd;
+        for (int d = 0; d < hd; d += 8) _mm256_storeu_ps(a + d, _mm256_fmadd_ps(ld_h8(v + d), w, _mm256_loadu_ps(a + d)));
+    }
+    for (int d = 0; d < hd; d += 8) {
+        __m256 L[16];
+        for (int l = 0; l < 16; l++) {
+            const float *a = acc + (size_t)l * hd + d;
+            L[l] = gemv ? _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(a + 2 * bs)),
+                                        _mm256_add_ps(_mm256_loadu_ps(a + bs), _mm256_loadu_ps(a + 3 * bs)))
+                        : _mm256_loadu_ps(a);
+        }
+        for (int l = 0; l < 8; l++) L[l] = _mm256_add_ps(L[l], L[l + 8]);
+        for (int l = 0; l < 4; l++) L[l] = _mm256_add_ps(L[l], L[l + 4]);
+        _mm256_storeu_ps(out + d, _mm256_add_ps(_mm256_add_ps(L[0], L[2]), _mm256_add_ps(L[1], L[3])));
+    }
+}
+
+/* Q8_0 / Q8_1 activation rows, as quant_quantize_act_ref; other formats go to the reference. */
+void quant_quantize_act_avx2(QuantType act, const float *x, void *dst, int n) {
+    if (act != QT_Q8_0 && act != QT_Q8_1) {
+        quant_quantize_act_ref(act, x, dst, n);
+        return;
+    }
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int i = 0; i < n / 32; i++, x += 32) {
+        __m256 v[4], mx = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(x + 8 * k);
+            mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[k]));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        __m256 idv = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], idv)); /* round to nearest even */
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        p = _mm256_permutevar8x32_epi32(p, perm);
+        int8_t *qs;
+        if (act == QT_Q8_0) {
+            BlockQ8_0 *b = (BlockQ8_0 *)dst + i;
+            b->d = quant_f32_to_fp16(d);
+            qs = b->qs;
+        } else {
+            BlockQ8_1 *b = (BlockQ8_1 *)dst + i;
+            b->d = quant_f32_to_fp16(d);
+            qs = b->qs;
+            __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+            b->s = quant_f32_to_fp16((float)_mm_cvtsi128_si32(s4) * d);
+        }
+        _mm256_storeu_si256((__m256i *)qs, p);
+    }
+}
+
+/* Scores for all positions with q converted once; the common head sizes (multiples of 64) stay
+ * in registers, anything else goes through the row dot. */
+void quant_attn_scores_avx2(float *s, const uint16_t *q, const uint16_t *const *blk, size_t ld, int n, int hd, int gemv,
+                            float scale) {
+    if (hd != 64) {
+        for (int p = 0; p < n; p++) s[p] = quant_dot_f16_order_avx2(q, blk[p / 16] + (size_t)(p % 16) * ld, hd, gemv) * scale;
+        return;
+    }
+    __m256 qv[8];
+    for (int k = 0; k < 8; k++) qv[k] = ld_h8(q + 8 * k);
+    for (int p = 0; p < n; p++) {
+        const uint16_t *kr = blk[p / 16] + (size_t)(p % 16) * ld;
+        __m256 a[8];
+        for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(qv[k], ld_h8(kr + 8 * k), _mm256_setzero_ps());
+        float r;
+        if (gemv) { /* four 16-lane products, (0+2)+(1+3), then the tree */
+            __m256 lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+            __m256 hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+            r = hsum8(_mm256_add_ps(lo, hi));
+        } else { /* one 16-lane fused multiply-add chain over the four steps */
+            __m256 lo = a[0], hi = a[1];
+            for (int k = 1; k < 4; k++) {
+                lo = _mm256_fmadd_ps(qv[2 * k], ld_h8(kr + 16 * k), lo);
+                hi = _mm256_fmadd_ps(qv[2 * k + 1], ld_h8(kr + 16 * k + 8), hi);
+            }
+            r = hsum8(_mm256_add_ps(lo, hi));
+        }
+        s[p] = r * scale;
+    }
 }

@@ -72,3 +72,68 @@ void quant_f32_to_fp16_row(uint16_t *dst, const float *src, int n) {
     }
     for (int i = 0; i < n; i++) dst[i] = quant_f32_to_fp16(src[i]);
 }
+
+float quant_vexpf(float x) { return quant_vexpf_ref(x); }
+
+double quant_softmax_exp_row(float *y, const float *x, float max, int n) {
+    return quant_best_isa() == QUANT_ISA_AVX2 ? quant_softmax_exp_row_avx2(y, x, max, n)
+                                              : quant_softmax_exp_row_ref(y, x, max, n);
+}
+
+void quant_swiglu_row(float *y, const float *gate, const float *up, int n) {
+    if (quant_best_isa() == QUANT_ISA_AVX2)
+        quant_swiglu_row_avx2(y, gate, up, n);
+    else
+        quant_swiglu_row_ref(y, gate, up, n);
+}
+
+float quant_dot_f16_order(const uint16_t *x, const uint16_t *y, int n, int gemv) {
+    return quant_best_isa() == QUANT_ISA_AVX2 ? quant_dot_f16_order_avx2(x, y, n, gemv)
+                                              : quant_dot_f16_order_ref(x, y, n, gemv);
+}
+
+void quant_attn_pv(float *out, float *acc, const uint16_t *p16, const uint16_t *const *blk, size_t ld, int n, int hd,
+                   int gemv) {
+    if (quant_best_isa() == QUANT_ISA_AVX2)
+        quant_attn_pv_avx2(out, acc, p16, blk, ld, n, hd, gemv);
+    else
+        quant_attn_pv_ref(out, acc, p16, blk, ld, n, hd, gemv);
+}
+
+/* The tile kernels need AVX-512 F/BW/VL + VNNI; WEAVER_QUANT_ISA=ref or =avx2 turns them off. */
+QuantMatmulFn quant_matmul_fn(int wtype, QuantIsa isa) {
+    static int vnni = -1;
+    if (vnni < 0) {
+        const char *env = getenv("WEAVER_QUANT_ISA");
+        __builtin_cpu_init();
+        vnni = (!env || (strcmp(env, "ref") != 0 && strcmp(env, "avx2") != 0)) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512vnni");
+    }
+    if (isa == QUANT_ISA_BEST) isa = vnni ? QUANT_ISA_AVX512 : quant_best_isa();
+    if (isa != QUANT_ISA_AVX512 || !vnni) return NULL;
+    switch (wtype) {
+    case QT_Q4_1: return quant_matmul_q4_1_vnni;
+    case QT_Q8_0: return quant_matmul_q8_0_vnni;
+    default: return NULL;
+    }
+}
+
+void quant_quantize_act(QuantType act, const float *x, void *dst, int n) {
+    if (quant_best_isa() == QUANT_ISA_AVX2)
+        quant_quantize_act_avx2(act, x, dst, n);
+    else
+        quant_quantize_act_ref(act, x, dst, n);
+}
+
+void quant_matmul_prep(int wtype, void *tile, const void *act, size_t act_stride, int ntok, int ncols) {
+    quant_matmul_prep_vnni(wtype, tile, act, act_stride, ntok, ncols);
+}
+
+void quant_attn_scores(float *s, const uint16_t *q, const uint16_t *const *blk, size_t ld, int n, int hd, int gemv,
+                       float scale) {
+    if (quant_best_isa() == QUANT_ISA_AVX2)
+        quant_attn_scores_avx2(s, q, blk, ld, n, hd, gemv, scale);
+    else
+        quant_attn_scores_ref(s, q, blk, ld, n, hd, gemv, scale);
+}

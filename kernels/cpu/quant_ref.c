@@ -244,7 +244,7 @@ void quant_dequant_row(int type, const void *src, float *y, int64_t n) {
     }
 }
 
-void quant_quantize_act(QuantType act, const float *x, void *dst, int n) {
+void quant_quantize_act_ref(QuantType act, const float *x, void *dst, int n) {
     if (act == QT_Q8_0 || act == QT_Q8_1) {
         for (int i = 0; i < n / 32; i++, x += 32) {
             float amax = 0.0f;
@@ -300,137 +300,153 @@ void quant_quantize_act(QuantType act, const float *x, void *dst, int n) {
     }
 }
 
+/* The dots below fix their order of operations so that the SIMD kernels reproduce them bit for
+ * bit (and so llama.cpp's AVX2 kernels for Q4_0/Q4_1/Q8_0): integer sums per block in 8 lanes
+ * (lane j takes elements 4j..4j+3 of each 32-element group), one fused multiply-add per lane and
+ * block by the block's scale, lanes reduced as hsum8 at the end. */
+static float hsum8_ref(const float *a) {
+    float c[4];
+    for (int l = 0; l < 4; l++) c[l] = a[l] + a[l + 4];
+    return (c[0] + c[2]) + (c[1] + c[3]);
+}
+
 float quant_dot_f32_ref(const void *w, const void *a, int n) {
     const float *x = w, *y = a;
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) s += x[i] * y[i];
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) acc[l] = fmaf(x[i + l], y[i + l], acc[l]);
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] = fmaf(x[i + l], y[i + l], acc[l]);
+    for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];
+    float s = hsum8_ref(acc);
+    for (; i < n; i++) s += x[i] * y[i];
     return s;
 }
 
 float quant_dot_f16_ref(const void *w, const void *a, int n) {
     const uint16_t *x = w;
     const float *y = a;
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) s += H2F(x[i]) * y[i];
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) acc[l] = fmaf(H2F(x[i + l]), y[i + l], acc[l]);
+    for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];
+    float s = hsum8_ref(acc);
+    for (; i < n; i++) s += H2F(x[i]) * y[i];
     return s;
 }
 
 float quant_dot_bf16_ref(const void *w, const void *a, int n) {
     const uint16_t *x = w, *y = a;
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) s += quant_bf16_to_f32(x[i]) * quant_bf16_to_f32(y[i]);
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] = fmaf(quant_bf16_to_f32(x[i + l]), quant_bf16_to_f32(y[i + l]), acc[l]);
+    float s = hsum8_ref(acc);
+    for (; i < n; i++) s += quant_bf16_to_f32(x[i]) * quant_bf16_to_f32(y[i]);
     return s;
+}
+
+static void lanes_fma(float *acc, float d, const int *lane) {
+    for (int l = 0; l < 8; l++) acc[l] = fmaf(d, (float)lane[l], acc[l]);
 }
 
 float quant_dot_q4_0_ref(const void *w, const void *a, int n) {
     const BlockQ4_0 *x = w;
     const BlockQ8_0 *y = a;
-    float s = 0.0f;
+    float acc[8] = {0};
     for (int i = 0; i < n / 32; i++) {
-        int sumi = 0;
-        for (int j = 0; j < 16; j++)
-            sumi += ((x[i].qs[j] & 0xF) - 8) * y[i].qs[j] + ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + 16];
-        s += H2F(x[i].d) * H2F(y[i].d) * (float)sumi;
+        int lane[8] = {0};
+        for (int j = 0; j < 16; j++) {
+            lane[j / 4] += ((x[i].qs[j] & 0xF) - 8) * y[i].qs[j];
+            lane[4 + j / 4] += ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + 16];
+        }
+        lanes_fma(acc, H2F(x[i].d) * H2F(y[i].d), lane);
     }
-    return s;
+    return hsum8_ref(acc);
 }
 
 float quant_dot_q4_1_ref(const void *w, const void *a, int n) {
     const BlockQ4_1 *x = w;
     const BlockQ8_1 *y = a;
-    float s = 0.0f;
+    float acc[8] = {0}, summ = 0.0f;
     for (int i = 0; i < n / 32; i++) {
-        int sumi = 0;
-        for (int j = 0; j < 16; j++)
-            sumi += (x[i].qs[j] & 0xF) * y[i].qs[j] + (x[i].qs[j] >> 4) * y[i].qs[j + 16];
-        s += H2F(x[i].d) * H2F(y[i].d) * (float)sumi + H2F(x[i].m) * H2F(y[i].s);
+        int lane[8] = {0};
+        summ += H2F(x[i].m) * H2F(y[i].s); /* exact product of two halves */
+        for (int j = 0; j < 16; j++) {
+            lane[j / 4] += (x[i].qs[j] & 0xF) * y[i].qs[j];
+            lane[4 + j / 4] += (x[i].qs[j] >> 4) * y[i].qs[j + 16];
+        }
+        lanes_fma(acc, H2F(x[i].d) * H2F(y[i].d), lane);
     }
-    return s;
+    return hsum8_ref(acc) + summ;
 }
 
 float quant_dot_q8_0_ref(const void *w, const void *a, int n) {
     const BlockQ8_0 *x = w;
     const BlockQ8_0 *y = a;
-    float s = 0.0f;
+    float acc[8] = {0};
     for (int i = 0; i < n / 32; i++) {
-        int sumi = 0;
-        for (int j = 0; j < 32; j++) sumi += x[i].qs[j] * y[i].qs[j];
-        s += H2F(x[i].d) * H2F(y[i].d) * (float)sumi;
+        int lane[8] = {0};
+        for (int j = 0; j < 32; j++) lane[j / 4] += x[i].qs[j] * y[i].qs[j];
+        lanes_fma(acc, H2F(x[i].d) * H2F(y[i].d), lane);
     }
-    return s;
+    return hsum8_ref(acc);
 }
 
-float quant_dot_q4_k_ref(const void *w, const void *a, int n) {
-    const BlockQ4_K *x = w;
-    const BlockQ8_K *y = a;
-    float s = 0.0f;
+/* Q4_K and Q5_K share the layout of scales and mins; hbit(l, c) is Q5_K's fifth bit. */
+static float dot_k45(const BlockQ4_K *x4, const BlockQ5_K *x5, const BlockQ8_K *y, int n) {
+    float acc[8] = {0}, summf = 0.0f;
     for (int i = 0; i < n / QK_K; i++) {
-        const uint8_t *q = x[i].qs;
+        const uint8_t *scales = x4 ? x4[i].scales : x5[i].scales;
+        const uint8_t *q = x4 ? x4[i].qs : x5[i].qs;
         const int8_t *p = y[i].qs;
-        int sumi = 0, summ = 0;
+        int lane[8] = {0}, summ = 0;
         for (int c = 0; c < 4; c++, q += 32, p += 64) {
-            int sc1, m1, sc2, m2, s1 = 0, s2 = 0;
-            k4_scale_min(2 * c, x[i].scales, &sc1, &m1);
-            k4_scale_min(2 * c + 1, x[i].scales, &sc2, &m2);
-            for (int l = 0; l < 32; l++) {
-                s1 += (q[l] & 0xF) * p[l];
-                s2 += (q[l] >> 4) * p[l + 32];
-            }
-            sumi += sc1 * s1 + sc2 * s2;
+            int sc1, m1, sc2, m2;
+            k4_scale_min(2 * c, scales, &sc1, &m1);
+            k4_scale_min(2 * c + 1, scales, &sc2, &m2);
             summ += m1 * (y[i].bsums[4 * c] + y[i].bsums[4 * c + 1]) + m2 * (y[i].bsums[4 * c + 2] + y[i].bsums[4 * c + 3]);
+            for (int l = 0; l < 32; l++) {
+                int lo = q[l] & 0xF, hi = q[l] >> 4;
+                if (x5) {
+                    lo += x5[i].qh[l] & (1u << (2 * c)) ? 16 : 0;
+                    hi += x5[i].qh[l] & (2u << (2 * c)) ? 16 : 0;
+                }
+                lane[l / 4] += sc1 * lo * p[l] + sc2 * hi * p[l + 32];
+            }
         }
-        s += H2F(x[i].d) * y[i].d * (float)sumi - H2F(x[i].dmin) * y[i].d * (float)summ;
+        float d = x4 ? H2F(x4[i].d) : H2F(x5[i].d), dmin = x4 ? H2F(x4[i].dmin) : H2F(x5[i].dmin);
+        lanes_fma(acc, d * y[i].d, lane);
+        summf += dmin * y[i].d * (float)summ;
     }
-    return s;
+    return hsum8_ref(acc) - summf;
 }
 
-float quant_dot_q5_k_ref(const void *w, const void *a, int n) {
-    const BlockQ5_K *x = w;
-    const BlockQ8_K *y = a;
-    float s = 0.0f;
-    for (int i = 0; i < n / QK_K; i++) {
-        const uint8_t *q = x[i].qs, *qh = x[i].qh;
-        const int8_t *p = y[i].qs;
-        int sumi = 0, summ = 0;
-        for (int c = 0; c < 4; c++, q += 32, p += 64) {
-            int sc1, m1, sc2, m2, s1 = 0, s2 = 0;
-            uint8_t u1 = (uint8_t)(1u << (2 * c)), u2 = (uint8_t)(2u << (2 * c));
-            k4_scale_min(2 * c, x[i].scales, &sc1, &m1);
-            k4_scale_min(2 * c + 1, x[i].scales, &sc2, &m2);
-            for (int l = 0; l < 32; l++) {
-                s1 += ((q[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) * p[l];
-                s2 += ((q[l] >> 4) + (qh[l] & u2 ? 16 : 0)) * p[l + 32];
-            }
-            sumi += sc1 * s1 + sc2 * s2;
-            summ += m1 * (y[i].bsums[4 * c] + y[i].bsums[4 * c + 1]) + m2 * (y[i].bsums[4 * c + 2] + y[i].bsums[4 * c + 3]);
-        }
-        s += H2F(x[i].d) * y[i].d * (float)sumi - H2F(x[i].dmin) * y[i].d * (float)summ;
-    }
-    return s;
-}
+float quant_dot_q4_k_ref(const void *w, const void *a, int n) { return dot_k45(w, NULL, a, n); }
+float quant_dot_q5_k_ref(const void *w, const void *a, int n) { return dot_k45(NULL, w, a, n); }
 
 float quant_dot_q6_k_ref(const void *w, const void *a, int n) {
     const BlockQ6_K *x = w;
     const BlockQ8_K *y = a;
-    float s = 0.0f;
+    float acc[8] = {0};
     for (int i = 0; i < n / QK_K; i++) {
-        int sumi = 0;
+        int lane[8] = {0}, off = 0;
+        for (int g = 0; g < 16; g++) off += x[i].scales[g] * y[i].bsums[g];
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = x[i].ql + 64 * h, *qh = x[i].qh + 32 * h;
             const int8_t *sc = x[i].scales + 8 * h, *p = y[i].qs + 128 * h;
             for (int l = 0; l < 32; l++) {
-                int is = l / 16;
-                int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                sumi += sc[is] * q1 * p[l] + sc[is + 2] * q2 * p[l + 32] + sc[is + 4] * q3 * p[l + 64] +
-                        sc[is + 6] * q4 * p[l + 96];
+                int q[4] = {(ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4), (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4),
+                            (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4), (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)};
+                for (int k = 0; k < 4; k++) lane[l / 4] += sc[2 * k + l / 16] * q[k] * p[32 * k + l];
             }
         }
-        s += H2F(x[i].d) * y[i].d * (float)sumi;
+        lane[0] -= 32 * off; /* the -32 offset of every quant, through the block sums */
+        lanes_fma(acc, H2F(x[i].d) * y[i].d, lane);
     }
-    return s;
+    return hsum8_ref(acc);
 }
 
 void quant_matmul_rows(float *out, size_t ldo, const void *W, int wtype, int ncols, int r0, int r1,
@@ -446,4 +462,82 @@ void quant_matmul_rows(float *out, size_t ldo, const void *W, int wtype, int nco
             for (int t = t0; t < t1; t++) out[(size_t)t * ldo + r] = dot(wr, x + (size_t)t * act_stride, ncols);
         }
     }
+}
+
+/* ---- llama.cpp-order numerics (see quant.h) ---- */
+
+float quant_vexpf_ref(float x) {
+    const float shift = 0x1.8p23f;
+    float z = fmaf(x, 0x1.715476p+0f, shift); /* n = round(x / ln2) in the low mantissa bits */
+    float n = z - shift;
+    float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x)); /* x - n*ln2, in two parts */
+    float u = b * b;
+    float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)), u,
+                   fmaf(0x1.ffffecp-1f, b, 1.0f));
+    if (fabsf(n) > 192.0f) return n <= 0.0f ? 0.0f : INFINITY;
+    return ldexpf(j, (int)n); /* j * 2^n, one rounding (the vector code's scalef) */
+}
+
+/* The 16-lane tree: l + l+8, then + 4, then (0+2) + (1+3). */
+static float reduce16(const float *a) {
+    float b[8], c[4];
+    for (int l = 0; l < 8; l++) b[l] = a[l] + a[l + 8];
+    for (int l = 0; l < 4; l++) c[l] = b[l] + b[l + 4];
+    return (c[0] + c[2]) + (c[1] + c[3]);
+}
+
+double quant_softmax_exp_row_ref(float *y, const float *x, float max, int n) {
+    double sum = 0.0;
+    for (int i0 = 0; i0 < n; i0 += 16) {
+        float lane[16] = {0};
+        for (int l = 0; l < 16 && i0 + l < n; l++) lane[l] = y[i0 + l] = quant_vexpf_ref(x[i0 + l] - max);
+        sum += (double)reduce16(lane);
+    }
+    return sum;
+}
+
+void quant_swiglu_row_ref(float *y, const float *gate, const float *up, int n) {
+    int nv = n & ~15, i = 0;
+    for (; i < nv; i++) y[i] = gate[i] / (1.0f + quant_vexpf_ref(0.0f - gate[i])) * up[i];
+    for (; i < n; i++) y[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+float quant_dot_f16_order_ref(const uint16_t *x, const uint16_t *y, int n, int gemv) {
+    float acc[4][16] = {{0}};
+    if (!gemv && n % 16 == 0) {
+        for (int i = 0; i < n; i++) acc[0][i % 16] = fmaf(H2F(x[i]), H2F(y[i]), acc[0][i % 16]);
+        return reduce16(acc[0]);
+    }
+    int np = n & ~63;
+    for (int i = 0; i < np; i++) acc[(i / 16) % 4][i % 16] = fmaf(H2F(x[i]), H2F(y[i]), acc[(i / 16) % 4][i % 16]);
+    for (int l = 0; l < 16; l++) acc[0][l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    double s = (double)reduce16(acc[0]);
+    for (int i = np; i < n; i++) s += (double)(H2F(x[i]) * H2F(y[i]));
+    return (float)s;
+}
+
+void quant_attn_pv_ref(float *out, float *acc, const uint16_t *p16, const uint16_t *const *blk, size_t ld, int n, int hd,
+                       int gemv) {
+    int nacc = gemv ? 4 : 1;
+    memset(acc, 0, (size_t)nacc * 16 * (size_t)hd * sizeof *acc);
+    for (int p = 0; p < n; p++) {
+        float w = H2F(p16[p]);
+        const uint16_t *v = blk[p / 16] + (size_t)(p % 16) * ld;
+        float *a = acc + ((size_t)((p / 16) % nacc) * 16 + (size_t)(p % 16)) * (size_t)hd;
+        for (int d = 0; d < hd; d++) a[d] = fmaf(H2F(v[d]), w, a[d]);
+    }
+    for (int d = 0; d < hd; d++) {
+        float lane[16];
+        for (int l = 0; l < 16; l++) {
+            const float *a = acc + (size_t)l * hd + d;
+            size_t bs = (size_t)16 * hd;
+            lane[l] = gemv ? (a[0] + a[2 * bs]) + (a[bs] + a[3 * bs]) : a[0];
+        }
+        out[d] = reduce16(lane);
+    }
+}
+
+void quant_attn_scores_ref(float *s, const uint16_t *q, const uint16_t *const *blk, size_t ld, int n, int hd, int gemv,
+                           float scale) {
+    for (int p = 0; p < n; p++) s[p] = quant_dot_f16_order_ref(q, blk[p / 16] + (size_t)(p % 16) * ld, hd, gemv) * scale;
 }

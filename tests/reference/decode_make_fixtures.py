@@ -3,15 +3,17 @@
 
 Run once, outside CI (needs llama-cpp-python, which builds llama.cpp from source):
     python3 tests/reference/decode_make_fixtures.py            # all fixtures
+    python3 tests/reference/decode_make_fixtures.py --smol-only   # SmolLM2 only (or --tiny-only)
 It writes tests/fixtures/decode/*.json. The tiny random-weight GGUF files are not stored:
 `tiny_model(name, path)` regenerates them bit-identically (seeded) at test time, and the
 fixture stores their sha256 so a drift in the generator is caught.
 
-Recorded from llama.cpp, for each prompt: tokenisation (special tokens parsed, BOS as the
-model asks), the top-K logits of the first positions with flash attention off, the max |diff|
-between llama.cpp's own two attention paths (flash on vs off) at each position, which the
-tests use to justify their tolerance, and a 32-token greedy continuation with the top-1/top-2
-margin at every step.
+Recorded from llama.cpp (flash attention off, its default CPU path), for each prompt:
+tokenisation (special tokens parsed, BOS as the model asks), the top-K logits of the prompt
+positions (the whole prompt as one batch), a 32-token greedy continuation decoded one token at
+a time with the top-K logits of every step ("steps", SmolLM2 only) and the top-1/top-2 margin,
+and, for information, the max |diff| between llama.cpp's own two attention paths (flash on vs
+off) at each prompt position and the flash-attention greedy continuation.
 """
 import hashlib
 import json
@@ -48,7 +50,7 @@ SMOL_GENERATE = [
     "def fibonacci(n):",
 ]
 
-N_LOGIT_POS = 8
+N_LOGIT_POS = 64  # every prompt position of the SmolLM2 prompts
 TOPK = 32
 N_GREEDY = 32
 
@@ -197,7 +199,12 @@ TINY_PROMPTS = ["the cat sat on the mat", "<|im_start|>user\nhello there<|im_end
 
 # ---------------------------------------------------------------- recording with llama.cpp
 
-def record(model_path, tokenize_prompts, gen_prompts, n_pos, n_greedy):
+def _top(row):
+    top = np.argsort(-row, kind="stable")[:TOPK]
+    return [int(x) for x in top], [round(float(row[x]), 5) for x in top]
+
+
+def record(model_path, tokenize_prompts, gen_prompts, n_pos, n_greedy, steps=False):
     import llama_cpp
     ref = llama_cpp.Llama(model_path, n_ctx=512, n_threads=2, logits_all=True, verbose=False, flash_attn=False)
     fa = llama_cpp.Llama(model_path, n_ctx=512, n_threads=2, logits_all=True, verbose=False, flash_attn=True)
@@ -214,24 +221,29 @@ def record(model_path, tokenize_prompts, gen_prompts, n_pos, n_greedy):
         b = np.array(fa.scores[: len(t)])
         pos = []
         for i in range(min(n_pos, len(t))):
-            top = np.argsort(-a[i], kind="stable")[:TOPK]
-            pos.append({"top_ids": [int(x) for x in top], "top_logits": [round(float(a[i][x]), 5) for x in top],
-                        "fa_spread": round(float(np.abs(a[i] - b[i]).max()), 5)})
-        ids, margins = [], []
+            ti, tl = _top(a[i])
+            pos.append({"top_ids": ti, "top_logits": tl, "fa_spread": round(float(np.abs(a[i] - b[i]).max()), 5)})
+        ids, margins, step_logits = [], [], []
         for _ in range(n_greedy):
             row = np.array(ref.scores[ref.n_tokens - 1])
             srt = np.sort(row)
             tok = int(np.argmax(row))
             ids.append(tok)
             margins.append(round(float(srt[-1] - srt[-2]), 5))
+            if steps and len(ids) > 1:  # logits of a decode step (the first row is the prompt's last)
+                ti, tl = _top(row)
+                step_logits.append({"top_ids": ti, "top_logits": tl})
             ref.eval([tok])
         fa_ids = []
         for _ in range(n_greedy):
             tok = int(np.argmax(fa.scores[fa.n_tokens - 1]))
             fa_ids.append(tok)
             fa.eval([tok])
-        out["generate"].append({"text": p, "tokens": t, "positions": pos, "greedy": ids, "greedy_margins": margins,
-                                "greedy_flash_attn": fa_ids})
+        case = {"text": p, "tokens": t, "positions": pos, "greedy": ids, "greedy_margins": margins,
+                "greedy_flash_attn": fa_ids}
+        if steps:
+            case["steps"] = step_logits
+        out["generate"].append(case)
     out["llama_cpp_version"] = getattr(llama_cpp, "__version__", "?")
     return out
 
@@ -239,13 +251,15 @@ def record(model_path, tokenize_prompts, gen_prompts, n_pos, n_greedy):
 def main():
     os.makedirs(FIX, exist_ok=True)
     if os.path.exists(SMOL) and "--tiny-only" not in sys.argv:
-        fx = record(SMOL, SMOL_TOKENIZE, SMOL_GENERATE, N_LOGIT_POS, N_GREEDY)
+        fx = record(SMOL, SMOL_TOKENIZE, SMOL_GENERATE, N_LOGIT_POS, N_GREEDY, steps=True)
         fx["model"] = "SmolLM2-135M-Instruct.Q4_1.gguf"
         with open(os.path.join(FIX, "smollm2.json"), "w") as f:
             json.dump(fx, f, indent=0, ensure_ascii=False)
         print("wrote smollm2.json")
     else:
         print("skip smollm2: model missing", file=sys.stderr)
+    if "--smol-only" in sys.argv:
+        return
     import tempfile
     tiny = {}
     with tempfile.TemporaryDirectory() as d:

@@ -6,16 +6,24 @@ that command, the same CLI inside the test_decode_cli unit-test binary.
 
 Tolerances, and why:
 - tokenisation: identical ids.
-- logits: llama.cpp itself is not one number. Its two CPU attention paths (flash attention
-  on/off) differ by up to ~1.7 in max |logit| on SmolLM2-Q4_1 at some positions, because every
-  matmul quantises its input to int8 and a one-ulp change in attention flips some of those
-  roundings. Position 0 attends to itself only and involves no such path difference, so
-  there we require 0.05. At each later position we allow 1.25x llama.cpp's own spread
-  (recorded with the fixture) and at least 0.05, over the reference's top-32 logits.
-- greedy continuation: identical ids for all 32 tokens on FULL_32; on every other prompt
-  identical up to the first step where llama.cpp's top-1/top-2 margin is below 0.1, far
-  inside the noise between llama.cpp's own two attention paths (which themselves disagree
-  within 32 tokens on 3 of the 6 prompts): past such a near-tie either choice is llama.cpp.
+- SmolLM2 (the real file): the native decoder reproduces the order of every floating-point
+  operation of llama.cpp's CPU path (int8-quantised activations with the same lane sums, RoPE
+  with its fused multiply-adds, llama.cpp's vector exp in softmax and SiLU, fp16 K/V/Q and
+  probabilities, and its two attention accumulation orders: tinyBLAS for a multi-token prompt,
+  ggml_vec_dot_f16 for a single decode token). Its logits are bit-identical to llama.cpp's at
+  every prompt position and every decode step (measured: max |diff| 0.0 over full 49152-logit
+  rows). The fixture stores logits rounded to 5 decimals, so we allow 2e-5 over the reference's
+  top-32 logits at every prompt position and every one of the 31 decode steps. That matters: this
+  model amplifies a one-ulp change in attention into ~0.5 logits within a few layers (each
+  matmul re-quantises its input to int8), so anything short of bit-identity shows up as
+  ~0.5-2.0 differences and flipped near-ties.
+- SmolLM2 greedy continuation: identical ids for all 32 tokens on every prompt (ours stops at an
+  end-of-generation token, which must then be llama.cpp's choice at that step too).
+- tiny random-weight models (other tensor types and architectures): within the fixture's
+  rounding for all types but F16, where llama.cpp rounds the activations to fp16 and we keep
+  them in f32 (~0.09 at most); so there we keep the older bound, 1.25x the spread between
+  llama.cpp's own flash/non-flash attention paths (recorded with the fixture) and at least 0.05,
+  and greedy identity up to the first near-tie (top-1/top-2 margin < 0.1).
 """
 import json
 import os
@@ -33,8 +41,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
 import decode_make_fixtures as mk  # noqa: E402
 
 MARGIN = 0.1
-# Prompts whose 32-token greedy continuation must be identical in full.
-FULL_32 = ["Once upon a time", "1, 2, 3, 4,"]
+SMOL_TOL = 2e-5  # fixture rounding (5 decimals) only: the computation is bit-identical
+EOG_PIECES = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>")
 
 
 def _cli():
@@ -76,15 +84,40 @@ def compare_case(model, case, tmp_path, n_greedy):
         assert diff <= tol, f"position {i}: max |diff| {diff:.4f} > {tol:.4f} (llama.cpp's own spread {p['fa_spread']})"
     g = run("--model", model, "--prompt", case["text"], "--greedy-ids", "--max-tokens", str(n_greedy))["completion_ids"]
     ref = case["greedy"][:n_greedy]
-    if case["text"] in FULL_32:
-        n = len(ref)
-    else:
-        n = next((i for i, m in enumerate(case["greedy_margins"][:n_greedy]) if m < MARGIN), len(ref))
+    n = next((i for i, m in enumerate(case["greedy_margins"][:n_greedy]) if m < MARGIN), len(ref))
     # ours stops at an end-of-generation token; llama.cpp's recording does not
     n = min(n, len(g))
     assert g[:n] == ref[:n], f"greedy differs within the first {n}: ours {g} ref {ref}"
     robust = n == len(ref)
     return robust
+
+
+def _eog_ids(model):
+    import gguf
+    r = gguf.GGUFReader(model)
+    f = r.fields["tokenizer.ggml.tokens"]
+    return {i for i, idx in enumerate(f.data) if bytes(f.parts[idx]).decode("utf-8", "replace") in EOG_PIECES}
+
+
+def compare_smol(case, tmp_path):
+    """Every prompt position (one batch) and every decode step (one token per pass), then greedy."""
+    toks, ref = case["tokens"], case["greedy"]
+    path = str(tmp_path / "logits.f32")
+    seq = toks + ref[:-1]
+    out = run("--model", SMOL, "--ids", ",".join(map(str, seq)), "--dump-logits", "1", "--logits-out", path,
+              "--prefill", str(len(toks)))
+    assert out["tokens"] == seq
+    lg = np.fromfile(path, dtype=np.float32).reshape(len(seq), -1)
+    rows = [(f"prompt position {i}", i, p) for i, p in enumerate(case["positions"])]
+    rows += [(f"decode step {k + 1}", len(toks) + k, st) for k, st in enumerate(case["steps"])]
+    assert len(case["positions"]) == len(toks) and len(case["steps"]) == len(ref) - 1
+    for what, r, p in rows:
+        diff = np.abs(lg[r][p["top_ids"]] - np.array(p["top_logits"])).max()
+        assert diff <= SMOL_TOL, f"{what}: max |logit diff| {diff:.3g} > {SMOL_TOL}"
+    g = run("--model", SMOL, "--prompt", case["text"], "--greedy-ids", "--max-tokens", str(len(ref)))["completion_ids"]
+    assert g == ref[:len(g)], f"greedy differs: ours {g} ref {ref}"
+    if len(g) < len(ref):
+        assert g[-1] in _eog_ids(SMOL), f"ours stopped early at {g[-1]}, not an end-of-generation token"
 
 
 @pytest.mark.skipif(not os.path.exists(SMOL), reason="models/SmolLM2-135M-Instruct.Q4_1.gguf not downloaded (ops/setup.sh)")
@@ -96,12 +129,12 @@ class TestSmolLM2:
         assert run("--model", SMOL, "--prompt", case["text"], "--tokenize-only")["tokens"] == case["tokens"]
 
     @pytest.mark.parametrize("case", fx["generate"], ids=lambda c: repr(c["text"][:20]))
-    def test_logits_and_greedy_match_llama_cpp(self, case, tmp_path):
-        compare_case(SMOL, case, tmp_path, 32)
+    def test_logits_at_every_position_and_32_greedy_tokens_match_llama_cpp(self, case, tmp_path):
+        compare_smol(case, tmp_path)
 
-    def test_full_32_token_prompts_are_in_the_fixture(self):
-        texts = [c["text"] for c in self.fx["generate"]]
-        assert all(t in texts for t in FULL_32)
+    def test_fixture_covers_every_prompt_position_and_decode_step(self):
+        for c in self.fx["generate"]:
+            assert len(c["positions"]) == len(c["tokens"]) and len(c["greedy"]) == 32 and len(c["steps"]) == 31
 
     def test_chat_messages_render_like_the_template(self):
         out = run("--model", SMOL, "--chat", "What is 2+2?", "--tokenize-only")

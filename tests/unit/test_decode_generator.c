@@ -62,7 +62,7 @@ static GenRequest sampled(const char *prompt, uint64_t seed, int max_tokens, int
 static void same_seed_same_text_whatever_else_is_in_the_batch(void **state) {
     (void)state;
     Generator *g = open_gen(8, 512, 0);
-    if (!g) skip();
+    assert_non_null(g);
     char err[256];
     GenDone alone[1], mixed[6];
     GenRequest r = sampled("Once upon a time, in a small village,", 42, 24, 0);
@@ -91,7 +91,7 @@ static void same_seed_same_text_whatever_else_is_in_the_batch(void **state) {
 static void max_tokens_finishes_with_length(void **state) {
     (void)state;
     Generator *g = open_gen(2, 256, 0);
-    if (!g) skip();
+    assert_non_null(g);
     char err[256];
     GenDone d[1];
     GenRequest r = {.prompt = "1, 2, 3, 4,", .max_tokens = 5, .sampling = {.top_p = 1, .repeat_penalty = 1}};
@@ -109,7 +109,7 @@ static void max_tokens_finishes_with_length(void **state) {
 static void stop_string_ends_the_text_before_it(void **state) {
     (void)state;
     Generator *g = open_gen(2, 256, 0);
-    if (!g) skip();
+    assert_non_null(g);
     char err[256];
     GenDone d[1];
     GenRequest r = {.prompt = "1, 2, 3, 4,", .max_tokens = 30, .sampling = {.top_p = 1, .repeat_penalty = 1}};
@@ -126,15 +126,17 @@ static void stop_string_ends_the_text_before_it(void **state) {
 static void chat_reply_ends_with_eos(void **state) {
     (void)state;
     Generator *g = open_gen(2, 512, 0);
-    if (!g) skip();
+    assert_non_null(g);
     char err[256];
     GenDone d[1];
-    GenMessage m[1] = {{"user", "What is the capital of France?"}};
+    /* llama.cpp's greedy reply on this file (same bits as ours): "The primary colors are: ..." then
+     * <|im_end|> after 27 tokens. */
+    GenMessage m[1] = {{"user", "List three primary colors."}};
     GenRequest r = {.messages = m, .n_messages = 1, .max_tokens = 64, .sampling = {.top_p = 1, .repeat_penalty = 1}};
     assert_int_equal(g->ops->submit(g, &r, err, sizeof err), 0);
     drain(g, d, 1);
     assert_int_equal(d[0].finish, GEN_FINISH_EOS);
-    assert_non_null(strstr(d[0].text, "Paris"));
+    assert_non_null(strstr(d[0].text, "Yellow"));
     free(d[0].text);
     close_gen(g);
 }
@@ -142,7 +144,7 @@ static void chat_reply_ends_with_eos(void **state) {
 static void prompt_longer_than_context_is_an_error_or_truncated(void **state) {
     (void)state;
     Generator *g = open_gen(2, 64, 0);
-    if (!g) skip();
+    assert_non_null(g);
     char err[256] = "", longp[4000] = "";
     for (int i = 0; i < 100; i++) strcat(longp, "word ");
     GenRequest r = {.prompt = longp, .max_tokens = 8, .sampling = {.top_p = 1, .repeat_penalty = 1}};
@@ -162,7 +164,7 @@ static void prompt_longer_than_context_is_an_error_or_truncated(void **state) {
 static void small_kv_budget_queues_jobs_and_finishes_all(void **state) {
     (void)state;
     Generator *g = open_gen(8, 128, 160); /* room for about one sequence at a time */
-    if (!g) skip();
+    assert_non_null(g);
     char err[256];
     GenDone d[6];
     for (int i = 0; i < 6; i++) {

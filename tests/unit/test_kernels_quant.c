@@ -1,6 +1,8 @@
 /* test_kernels_quant.c: GGUF tensor-type kernels. Dequantisation agrees with the `gguf`
  * Python package (fixture), reference dots agree with dot(dequant(w), dequant(act)), and every
- * SIMD dot agrees with its plain-C reference on random data. */
+ * SIMD kernel (dots, activation quantiser, multi-token tiles, the llama.cpp-order attention and
+ * SwiGLU kernels) gives the same bits as its plain-C reference on random data: the decoder's
+ * agreement with llama.cpp is bit-for-bit, so "close" would not be enough. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -144,7 +146,7 @@ static void simd_dots_match_reference(void **state) {
             quant_quantize_act(quant_act_type(t), x, act, n);
             float r = quant_dot_fn(t, QUANT_ISA_REF)(w, act, n);
             float s = quant_dot_fn(t, QUANT_ISA_AVX2)(w, act, n);
-            if (fabsf(r - s) > 1e-4f * (1.0f + fabsf(r))) fail_msg("%s: ref %g avx2 %g", quant_type_name(t), r, s);
+            if (memcmp(&r, &s, sizeof r) != 0) fail_msg("%s: ref %.9g avx2 %.9g (not bit-identical)", quant_type_name(t), r, s);
         }
     }
     uint16_t a16[300], b16[300];
@@ -167,6 +169,134 @@ static void simd_dots_match_reference(void **state) {
     for (int i = 0; i < 300; i++) c2[i] = quant_f32_to_fp16(src[i]);
     assert_memory_equal(c1, c2, sizeof c1);
     free(x); free(w); free(act);
+}
+
+static void same_bits(const float *a, const float *b, int n, const char *what) {
+    for (int i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof *a) != 0) fail_msg("%s[%d]: ref %.9g simd %.9g", what, i, a[i], b[i]);
+}
+
+static void activation_quantiser_simd_matches_reference_bitwise(void **state) {
+    (void)state;
+    if (quant_best_isa() != QUANT_ISA_AVX2) skip();
+    const int n = 1536;
+    float *x = malloc(n * sizeof *x);
+    uint8_t *a = malloc(quant_row_bytes(QT_Q8_1, n)), *b = malloc(quant_row_bytes(QT_Q8_1, n));
+    for (int rep = 0; rep < 200; rep++) {
+        float sc = rep % 3 == 0 ? 1e-3f : rep % 3 == 1 ? 1.0f : 300.0f;
+        for (int i = 0; i < n; i++) x[i] = rndf() * sc;
+        if (rep % 7 == 0) memset(x, 0, 32 * sizeof *x); /* an all-zero block */
+        for (int k = 0; k < 2; k++) {
+            QuantType at = k ? QT_Q8_1 : QT_Q8_0;
+            quant_quantize_act_ref(at, x, a, n);
+            quant_quantize_act_avx2(at, x, b, n);
+            assert_memory_equal(a, b, quant_row_bytes(at, n));
+        }
+    }
+    free(x); free(a); free(b);
+}
+
+/* The llama.cpp-order kernels: exp, softmax row, SwiGLU, fp16 dots (both orders), attention
+ * scores and P.V, all bit-identical between reference and AVX2. */
+static void llama_order_kernels_simd_match_reference_bitwise(void **state) {
+    (void)state;
+    if (quant_best_isa() != QUANT_ISA_AVX2) skip();
+    enum { N = 300, HD = 64 };
+    float x[N], y1[N], y2[N], g[N], u[N];
+    for (int rep = 0; rep < 50; rep++) {
+        for (int i = 0; i < N; i++) {
+            x[i] = rndf() * (rep % 2 ? 30.0f : 200.0f); /* includes exp underflow (n < -126) */
+            g[i] = rndf() * (rep % 2 ? 8.0f : 120.0f);
+            u[i] = rndf();
+        }
+        float mx = -INFINITY;
+        for (int i = 0; i < N; i++) mx = x[i] > mx ? x[i] : mx;
+        for (int n = 1; n <= N; n += 37) {
+            double s1 = quant_softmax_exp_row_ref(y1, x, mx, n), s2 = quant_softmax_exp_row_avx2(y2, x, mx, n);
+            same_bits(y1, y2, n, "softmax exp");
+            assert_memory_equal(&s1, &s2, sizeof s1);
+            quant_swiglu_row_ref(y1, g, u, n);
+            quant_swiglu_row_avx2(y2, g, u, n);
+            same_bits(y1, y2, n, "swiglu");
+        }
+    }
+    uint16_t q[128], kv[16 * 20 * HD], p16[320];
+    for (int i = 0; i < 128; i++) q[i] = quant_f32_to_fp16(rndf() * 4.0f);
+    for (int i = 0; i < 16 * 20 * HD; i++) kv[i] = quant_f32_to_fp16(rndf() * 4.0f);
+    for (int i = 0; i < 320; i++) p16[i] = quant_f32_to_fp16(fabsf(rndf()) / 40.0f);
+    for (int gemv = 0; gemv < 2; gemv++) {
+        for (int hd = 16; hd <= 128; hd += 16) {
+            float a = quant_dot_f16_order_ref(q, kv, hd, gemv), b = quant_dot_f16_order_avx2(q, kv, hd, gemv);
+            same_bits(&a, &b, 1, "dot_f16_order");
+        }
+        const uint16_t *blk[20];
+        for (int b = 0; b < 20; b++) blk[b] = kv + (size_t)(19 - b) * 16 * HD; /* pages out of order */
+        float acc[64 * HD], o1[HD], o2[HD], sc1[320], sc2[320];
+        for (int n = 1; n <= 320; n += 29) {
+            quant_attn_pv_ref(o1, acc, p16, blk, HD, n, HD, gemv);
+            quant_attn_pv_avx2(o2, acc, p16, blk, HD, n, HD, gemv);
+            same_bits(o1, o2, HD, "attn_pv");
+            quant_attn_scores_ref(sc1, q, blk, HD, n, HD, gemv, 0.125f);
+            quant_attn_scores_avx2(sc2, q, blk, HD, n, HD, gemv, 0.125f);
+            same_bits(sc1, sc2, n, "attn_scores");
+        }
+    }
+}
+
+/* The vector exp is an approximation of exp with llama.cpp's error (< 2 ulp), and the 16-lane
+ * orders are the sums they claim to be. */
+static void llama_order_kernels_compute_what_they_claim(void **state) {
+    (void)state;
+    for (float v = -87.0f; v <= 88.0f; v += 0.0137f) {
+        double e = exp((double)v), got = quant_vexpf_ref(v);
+        if (fabs(got - e) > 2.5e-7 * e) fail_msg("vexpf(%g) = %.9g, exp = %.9g", v, got, e);
+    }
+    assert_true(quant_vexpf_ref(-INFINITY) == 0.0f && quant_vexpf_ref(-200.0f) == 0.0f);
+    assert_true(isinf(quant_vexpf_ref(200.0f)));
+    uint16_t a[192], b[192];
+    double want = 0;
+    for (int i = 0; i < 192; i++) {
+        a[i] = quant_f32_to_fp16(rndf());
+        b[i] = quant_f32_to_fp16(rndf());
+        want += (double)quant_fp16_to_f32(a[i]) * quant_fp16_to_f32(b[i]);
+    }
+    for (int gemv = 0; gemv < 2; gemv++) assert_true(fabs(quant_dot_f16_order_ref(a, b, 192, gemv) - want) < 1e-4);
+}
+
+/* The multi-token tiles give exactly the per-(row, token) dots, for any token count. */
+static void matmul_tiles_equal_per_row_dots_bitwise(void **state) {
+    (void)state;
+    const int types[2] = {QT_Q4_1, QT_Q8_0};
+    for (int k = 0; k < 2; k++) {
+        int t = types[k];
+        QuantMatmulFn mm = quant_matmul_fn(t, QUANT_ISA_BEST);
+        if (!mm) skip();
+        const int rows = 45, cols = 576;
+        size_t rb = quant_row_bytes(t, cols), ab = quant_row_bytes(quant_act_type(t), cols);
+        uint8_t *W = malloc(rb * rows), *A = malloc(ab * 40);
+        void *tile = malloc(quant_matmul_tile_bytes(cols, 40));
+        float *x = malloc(cols * sizeof *x), *out = malloc((size_t)rows * 40 * sizeof *out);
+        for (int r = 0; r < rows; r++) random_row(t, W + r * rb, cols);
+        for (int i = 0; i < 40; i++) {
+            for (int c = 0; c < cols; c++) x[c] = rndf() * (i % 3 ? 1.0f : 50.0f);
+            quant_quantize_act(quant_act_type(t), x, A + i * ab, cols);
+        }
+        QuantDotFn ref = quant_dot_fn(t, QUANT_ISA_REF);
+        const int ntoks[] = {2, 5, 16, 17, 40};
+        for (int j = 0; j < 5; j++) {
+            int nt = ntoks[j];
+            quant_matmul_prep(t, tile, A, ab, nt, cols);
+            mm(out, rows, W, rb, cols, 3, rows, tile, nt);
+            for (int i = 0; i < nt; i++)
+                for (int r = 3; r < rows; r++) {
+                    float want = ref(W + r * rb, A + i * ab, cols);
+                    if (memcmp(&want, &out[i * rows + r], sizeof want) != 0)
+                        fail_msg("%s tile, %d tokens: row %d token %d: %.9g vs dot %.9g", quant_type_name(t), nt, r, i,
+                                 out[i * rows + r], want);
+                }
+        }
+        free(W); free(A); free(tile); free(x); free(out);
+    }
 }
 
 static void matmul_rows_equals_per_row_dots(void **state) {
@@ -203,6 +333,10 @@ int main(void) {
         cmocka_unit_test(reference_dot_is_dot_of_dequantised_values),
         cmocka_unit_test(simd_dots_match_reference),
         cmocka_unit_test(matmul_rows_equals_per_row_dots),
+        cmocka_unit_test(activation_quantiser_simd_matches_reference_bitwise),
+        cmocka_unit_test(llama_order_kernels_simd_match_reference_bitwise),
+        cmocka_unit_test(llama_order_kernels_compute_what_they_claim),
+        cmocka_unit_test(matmul_tiles_equal_per_row_dots_bitwise),
         cmocka_unit_test(type_facts_reject_unknown_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,61 @@
+/* test_decode_pool.c: the decoder's thread pool runs every chunk of a region exactly once, on
+ * any thread count, region after region, including regions with fewer chunks than threads and
+ * regions started after the workers have gone to sleep. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "engine/decode/pool.h"
+
+typedef struct {
+    atomic_int hits[512];
+    atomic_int bad_thread;
+    int nthreads;
+} Ctx;
+
+static void count(void *ctx, int chunk, int nchunks, int thread) {
+    Ctx *c = ctx;
+    (void)nchunks;
+    if (thread < 0 || thread >= c->nthreads) atomic_store(&c->bad_thread, 1);
+    atomic_fetch_add(&c->hits[chunk], 1);
+}
+
+static void every_chunk_runs_exactly_once(void **state) {
+    (void)state;
+    for (int nth = 1; nth <= 4; nth++) {
+        Pool *p = pool_create(nth);
+        assert_non_null(p);
+        assert_int_equal(pool_size(p), nth);
+        Ctx *c = calloc(1, sizeof *c);
+        c->nthreads = nth;
+        for (int rep = 0; rep < 2000; rep++) {
+            int n = rep % 2 ? 1 + rep % 7 : 1 + (rep * 37) % 512;
+            for (int i = 0; i < n; i++) atomic_store(&c->hits[i], 0);
+            pool_run(p, count, c, n);
+            for (int i = 0; i < n; i++) assert_int_equal(atomic_load(&c->hits[i]), 1);
+            if (rep % 500 == 0) { /* let the workers fall asleep, then wake them */
+                struct timespec ts = {0, 5 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        pool_run(p, count, c, 0); /* nothing to do */
+        assert_int_equal(atomic_load(&c->bad_thread), 0);
+        free(c);
+        pool_free(p);
+    }
+    pool_free(NULL);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(every_chunk_runs_exactly_once),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
