@@ -1,5 +1,5 @@
-/* test_decode_generator.c: the native generator backend on the real SmolLM2 file (skipped when
- * models/ has not been set up): continuous batching does not change a job's result, finish
+/* test_decode_generator.c: the native generator backend on the real SmolLM2 file (failing loudly
+ * when models/ has not been set up): continuous batching does not change a job's result, finish
  * reasons and counts, stop strings, context limits, a KV budget smaller than all slots. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,7 +24,7 @@ static int setup(void **state) {
 }
 
 static Generator *open_gen(int slots, int ctx, int budget) {
-    if (access(model_path, R_OK) != 0) return NULL;
+    if (access(model_path, R_OK) != 0) fail_msg("%s is not installed: run ops/setup.sh", model_path);
     DecoderConfig cfg = {.enabled = true, .backend = "native", .model = model_path, .device = "cpu", .threads = 2,
                          .ctx_len = ctx, .max_slots = slots, .kv_budget_tokens = budget};
     Generator *g = calloc(1, sizeof *g);
