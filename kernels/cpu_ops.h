@@ -1,5 +1,5 @@
 /* cpu_ops.h: element-wise and row-wise CPU kernels of the encoder (layernorm, GELU, softmax,
- * bias add, residual). The plain-C reference versions (ops_*_ref) are the specification; the
+ * bias add, residual) and the attention of one sequence and head. The plain-C reference versions (ops_*_ref) are the specification; the
  * AVX2 and AVX-512 versions are tested against them and picked at run time by cpu_ops().
  * GEMMs go through OpenBLAS, not here. Nothing here allocates, logs or exits. */
 #ifndef WEAVER_CPU_OPS_H
@@ -19,7 +19,15 @@ typedef struct CpuOps {
     /* out[r][c] = a[r][c] + bias[c] (+ res[r][c] when res != NULL). out may alias a. */
     void (*add_bias)(float *out, const float *a, const float *bias, const float *res,
                      int rows, int cols);
+    /* Attention of one sequence and one head over its n tokens (no mask: every token sees every
+     * token): ctx[i][:d] = sum_j softmax_j(scale * q[i] . k[j]) v[j], for i < n. q, k, v rows have
+     * stride ld, ctx rows ldc. scratch: CPU_ATTN_SCRATCH(n, d) floats, 64-byte aligned. */
+    void (*attention)(float *ctx, int ldc, const float *q, const float *k, const float *v, int ld,
+                      int n, int d, float scale, float *scratch);
 } CpuOps;
+
+/* Floats of scratch an attention call over n tokens of head size d needs. */
+#define CPU_ATTN_SCRATCH(n, d) ((size_t)((n) + (d)) * (size_t)(((n) + 15) & ~15))
 
 /* Best variant the CPU supports; $WEAVER_CPU_ISA = ref|avx2|avx512 forces a lower one. */
 const CpuOps *cpu_ops(void);

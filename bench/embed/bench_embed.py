@@ -2,17 +2,26 @@
 ONNX Runtime, on the same all-MiniLM-L6-v2 weights, same texts, same threads, fp32.
 
     python3 bench/embed/bench_embed.py --bin build/weaver-engine [--threads 2] [--snapshot DIR]
-                                       [--scale 1.0] [--json results.json]
+                                       [--scale 1.0] [--repeat 5] [--json results.json]
 
 Three fixed corpora (short ~16 tokens, medium ~128, long 256), generated deterministically from
-the model's vocabulary. Each engine runs in its own process (peak RSS from wait4); weaver-engine is
-timed end to end through `weaver-engine embed` (model load included, reported separately), the
-peers on encode() only after loading and warm-up. Vectors from all three are checked to agree
-(cosine >= 0.9999). Prints texts/s and tokens/s per length, peak RSS, and the ratios."""
+the model's vocabulary. Each engine runs in its own process (peak RSS from /usr/bin/time), all
+with the same number of threads (torch.set_num_threads, ORT intra_op_num_threads, weaver
+--threads). weaver-engine runs `weaver-engine embed` and is timed from its own final progress
+line (tokens / tokens-per-second: reading the corpus, tokenizing, encoding and writing the .npy,
+after the model is loaded); the peers are timed on encode() only (tokenizing included), after
+loading and a warm-up batch. CPU seconds (all threads) are reported beside wall time: on a shared
+machine they are the steadier measure of work per token (weaver's: the whole process minus a
+one-line run's, so its load is excluded). Rounds are interleaved (weaver, sentence-transformers, onnxruntime,
+then again), so a busy moment on a shared machine hits every engine; the table shows each
+engine's median over the rounds, and the ratios are the medians of the per-round ratios.
+Vectors from all three are checked to agree (cosine >= 0.9999)."""
 import argparse
 import json
 import os
 import random
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,21 +53,35 @@ def make_corpus(snapshot, target, count, seed):
 
 
 def child_rss_cmd(cmd):
-    # /usr/bin/time -f %M gives the peak RSS of exactly that child (KiB)
-    return ["/usr/bin/time", "-f", "MAXRSS_KB=%M"] + cmd
+    # /usr/bin/time gives the peak RSS (KiB) and CPU seconds of exactly that child
+    return ["/usr/bin/time", "-f", "MAXRSS_KB=%M CPU_S=%U+%S"] + cmd
 
 
 def parse_rss(err):
     for line in err.splitlines():
         if line.startswith("MAXRSS_KB="):
-            return int(line.split("=")[1]) / 1024.0
+            return int(line.split()[0].split("=")[1]) / 1024.0
+    return float("nan")
+
+
+def parse_cpu(err):
+    for line in err.splitlines():
+        if line.startswith("MAXRSS_KB="):
+            u, s = line.split()[1].split("=")[1].split("+")
+            return float(u) + float(s)
     return float("nan")
 
 
 def worker(args):
     """Runs one peer engine on one corpus file; prints {"seconds": s, "load_seconds": l}."""
     import numpy as np
+    import resource
     texts = [json.loads(l)["text"] for l in open(args.corpus, encoding="utf-8")]
+
+    def cpu():
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
     t0 = time.perf_counter()
     if args.worker == "st":
         import torch
@@ -67,9 +90,9 @@ def worker(args):
         m = SentenceTransformer(args.snapshot, device="cpu")
         load = time.perf_counter() - t0
         m.encode(texts[:BATCH], batch_size=BATCH)  # warm-up
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), cpu()
         v = m.encode(texts, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True)
-        secs = time.perf_counter() - t1
+        secs, cpu_secs = time.perf_counter() - t1, cpu() - c1
     else:
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -94,11 +117,11 @@ def worker(args):
             return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
         run(texts[:BATCH])
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), cpu()
         v = np.concatenate([run(texts[i:i + BATCH]) for i in range(0, len(texts), BATCH)])
-        secs = time.perf_counter() - t1
+        secs, cpu_secs = time.perf_counter() - t1, cpu() - c1
     np.save(args.out, v.astype(np.float32))
-    print(json.dumps({"seconds": secs, "load_seconds": load}))
+    print(json.dumps({"seconds": secs, "cpu_seconds": cpu_secs, "load_seconds": load}))
 
 
 def export_onnx(snapshot, path):
@@ -131,8 +154,8 @@ def main():
     ap.add_argument("--snapshot", default=os.path.join(ROOT, "models", "all-MiniLM-L6-v2"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the corpus sizes")
-    ap.add_argument("--repeat", type=int, default=2, help="runs per engine and length; the fastest counts "
-                    "(the machine may be shared)")
+    ap.add_argument("--repeat", type=int, default=5, help="interleaved rounds per length; medians are "
+                    "reported (the machine may be shared)")
     ap.add_argument("--json")
     ap.add_argument("--worker", choices=["st", "ort"])
     ap.add_argument("--corpus")
@@ -156,10 +179,11 @@ def main():
     one = os.path.join(tmp, "one.txt")
     open(one, "w").write("hello\n")
     t = time.perf_counter()
-    subprocess.run([args.bin, "embed", "--snapshot", args.snapshot, "--input", one, "--output",
-                    os.path.join(tmp, "one.npy"), "--threads", str(args.threads), "--no-progress"],
-                   check=True, capture_output=True, env=env)
+    p = subprocess.run(child_rss_cmd([args.bin, "embed", "--snapshot", args.snapshot, "--input", one, "--output",
+                                      os.path.join(tmp, "one.npy"), "--threads", str(args.threads), "--no-progress"]),
+                       check=True, capture_output=True, text=True, env=env)
     startup = time.perf_counter() - t
+    startup_cpu = parse_cpu(p.stderr)
 
     results = []
     for name, target, count in LENGTHS:
@@ -176,6 +200,7 @@ def main():
         ntokens = sum(len(tk.encode(t).ids) for t in texts)
         row = {"length": name, "texts": count, "tokens": ntokens}
         vecs = {}
+        runs = {"weaver": [], "st": [], "ort": []}
         for rep in range(args.repeat):  # engines alternate, so a busy moment hits all of them
             out = os.path.join(tmp, f"w_{name}.npy")
             t = time.perf_counter()
@@ -185,8 +210,11 @@ def main():
             wall = time.perf_counter() - t
             if p.returncode != 0:
                 sys.exit(f"weaver-engine failed: {p.stderr}")
-            if "weaver" not in row or wall - startup < row["weaver"]["seconds"]:
-                row["weaver"] = {"seconds": wall - startup, "seconds_with_load": wall, "rss_mb": parse_rss(p.stderr)}
+            # "embed: N rows (100.0%), R rows/s, T tokens/s, ETA 0s (done)": timed after the load
+            m = re.search(r"rows \(100\.0%\), [0-9.]+ rows/s, ([0-9.]+) tokens/s.*\(done\)", p.stderr)
+            secs = ntokens / float(m.group(1)) if m and float(m.group(1)) > 0 else wall - startup
+            runs["weaver"].append({"seconds": secs, "seconds_with_load": wall, "rss_mb": parse_rss(p.stderr),
+                                   "cpu_seconds": parse_cpu(p.stderr) - startup_cpu})
             vecs["weaver"] = np.load(out)
             for peer in ("st", "ort"):
                 o = os.path.join(tmp, f"{peer}_{name}.npy")
@@ -197,9 +225,18 @@ def main():
                 if p.returncode != 0:
                     sys.exit(f"{peer} failed: {p.stderr[-3000:]}")
                 r = json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][-1])
-                if peer not in row or r["seconds"] < row[peer]["seconds"]:
-                    row[peer] = {"seconds": r["seconds"], "rss_mb": parse_rss(p.stderr)}
+                runs[peer].append({"seconds": r["seconds"], "rss_mb": parse_rss(p.stderr), "cpu_seconds": r["cpu_seconds"]})
                 vecs[peer] = np.load(o)
+            print(f"{name} round {rep + 1}: weaver {runs['weaver'][-1]['seconds']:.2f}s, "
+                  f"st {runs['st'][-1]['seconds']:.2f}s, ort {runs['ort'][-1]['seconds']:.2f}s", file=sys.stderr)
+        for k, rs in runs.items():
+            row[k] = {key: statistics.median(r[key] for r in rs) for key in rs[0]}
+            row[k]["rss_mb"] = max(r["rss_mb"] for r in rs)
+            row[k]["all_seconds"] = [r["seconds"] for r in rs]
+        row["ratio_st"] = statistics.median(s["seconds"] / w["seconds"] for s, w in zip(runs["st"], runs["weaver"]))
+        row["ratio_ort"] = statistics.median(o["seconds"] / w["seconds"] for o, w in zip(runs["ort"], runs["weaver"]))
+        row["cpu_ratio_st"] = statistics.median(r["cpu_seconds"] for r in runs["st"]) / row["weaver"]["cpu_seconds"]
+        row["cpu_ratio_ort"] = statistics.median(r["cpu_seconds"] for r in runs["ort"]) / row["weaver"]["cpu_seconds"]
         for a, b in (("weaver", "st"), ("weaver", "ort"), ("st", "ort")):
             cos = (vecs[a] * vecs[b]).sum(1) / (np.linalg.norm(vecs[a], axis=1) * np.linalg.norm(vecs[b], axis=1))
             row[f"min_cos_{a}_{b}"] = float(cos.min())
@@ -207,22 +244,28 @@ def main():
         results.append(row)
         print(f"{name}: done", file=sys.stderr)
 
+    load = os.getloadavg()
     print(f"\nall-MiniLM-L6-v2, fp32, {args.threads} threads; model file {model_mb:.0f} MiB; "
-          f"weaver start-up (load + snapshot hash) {startup:.2f}s, excluded below")
-    hdr = f"{'length':8} {'engine':22} {'texts/s':>9} {'tokens/s':>10} {'peak RSS':>9}"
+          f"weaver start-up (load + snapshot hash) {startup:.2f}s, excluded below; medians of {args.repeat} "
+          f"interleaved rounds; load average at the end {load[0]:.1f} on {os.cpu_count()} CPUs")
+    hdr = f"{'length':8} {'engine':22} {'texts/s':>9} {'tokens/s':>10} {'peak RSS':>9} {'CPU s':>7} {'tok/CPU-s':>10}"
     print(hdr)
     print("-" * len(hdr))
     names = {"weaver": "weaver-engine", "st": "sentence-transformers", "ort": "onnxruntime"}
     for r in results:
         for k in ("weaver", "st", "ort"):
             s = r[k]["seconds"]
-            print(f"{r['length']:8} {names[k]:22} {r['texts'] / s:9.1f} {r['tokens'] / s:10.0f} {r[k]['rss_mb']:7.0f}MB")
-        w = r["weaver"]["seconds"]
-        print(f"{'':8} ratio: {r['st']['seconds'] / w:.2f}x sentence-transformers, {r['ort']['seconds'] / w:.2f}x "
+            c = r[k]["cpu_seconds"]
+            print(f"{r['length']:8} {names[k]:22} {r['texts'] / s:9.1f} {r['tokens'] / s:10.0f} {r[k]['rss_mb']:7.0f}MB"
+                  f" {c:7.2f} {r['tokens'] / c:10.0f}")
+        print(f"{'':8} ratio (median per round): {r['ratio_st']:.2f}x sentence-transformers, {r['ratio_ort']:.2f}x "
               f"onnxruntime (with weaver load: {r['ort']['seconds'] / r['weaver']['seconds_with_load']:.2f}x); "
               f"min cosine w/st {r['min_cos_weaver_st']:.6f} w/ort {r['min_cos_weaver_ort']:.6f}")
+        print(f"{'':8} CPU time ratio (medians): {r['cpu_ratio_st']:.2f}x sentence-transformers, "
+              f"{r['cpu_ratio_ort']:.2f}x onnxruntime")
     if args.json:
-        json.dump({"threads": args.threads, "startup_s": startup, "results": results}, open(args.json, "w"), indent=1)
+        json.dump({"threads": args.threads, "startup_s": startup, "loadavg_end": load, "results": results},
+                  open(args.json, "w"), indent=1)
 
 
 if __name__ == "__main__":

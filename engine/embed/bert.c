@@ -1,10 +1,9 @@
-/* bert.c: BERT weights and forward pass. Q, K and V weights are packed into one [3H, H] matrix
- * at load so the projection is a single GEMM; biases are pre-filled into the GEMM output (beta =
- * 1) and residuals are folded into the same pre-fill, so no extra pass is needed for them.
- * Must not allocate in bert_forward. */
+/* bert.c: BERT weights and forward pass. The linear layers' weights are packed once at load into
+ * the SGEMM microkernels' panel layout (kernels/gemm.h), Q, K and V side by side so the projection
+ * is a single GEMM; bias, residual and GELU are applied by the GEMM as it stores each tile, so no
+ * extra pass over the activations is needed for them. Must not allocate in bert_forward. */
 #include "engine/embed/bert.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,16 +12,19 @@
 
 #include "engine/embed/safetensors.h"
 #include "kernels/cpu_ops.h"
+#include "kernels/gemm.h"
 
 typedef struct BertLayer {
-    float *wqkv, *bqkv, *wo, *bo, *ln1_w, *ln1_b, *wi, *bi, *wo2, *bo2, *ln2_w, *ln2_b;
+    float *wqkv, *wo, *wi, *wo2; /* packed (gemm_pack) */
+    float *bqkv, *bo, *ln1_w, *ln1_b, *bi, *bo2, *ln2_w, *ln2_b;
 } BertLayer;
 
 struct BertModel {
     BertConfig c;
     float *word, *pos, *type, *eln_w, *eln_b;
     BertLayer *layers;
-    float *blob;
+    float *blob;   /* embeddings, biases, LayerNorms */
+    float *packed; /* the linear layers' weights, 64-byte aligned */
 };
 
 const BertConfig *bert_config(const BertModel *m) { return &m->c; }
@@ -35,25 +37,43 @@ static int rd(const SafeTensors *st, const char *prefix, const char *name, int64
     return st_read_f32(st, full, d0, d1, out, err, errlen);
 }
 
+/* Reads an [n][k] weight through tmp and packs it into dst. */
+static int rd_packed(const SafeTensors *st, const char *prefix, const char *name, int64_t n, int64_t k, float *tmp,
+                     float *dst, char *err, size_t errlen)
+{
+    if (rd(st, prefix, name, n, k, tmp, err, errlen)) return -1;
+    gemm_pack(dst, tmp, (int)k, (int)n, (int)k);
+    return 0;
+}
+
 BertModel *bert_load(const char *path, const BertConfig *cfg, char *err, size_t errlen)
 {
     SafeTensors *st = st_open(path, err, errlen);
     if (!st) return NULL;
+    float *tmp = NULL;
     BertModel *m = calloc(1, sizeof *m);
     if (!m) goto out_close;
     m->c = *cfg;
     const char *pfx = st_find(st, "embeddings.word_embeddings.weight") ? "" : "bert.";
     int64_t H = cfg->hidden, FF = cfg->intermediate, V = cfg->vocab_size, P = cfg->max_positions, TV = cfg->type_vocab;
-    size_t per_layer = (size_t)(3 * H * H + 3 * H + H * H + H + 2 * H + FF * H + FF + H * FF + H + 2 * H);
+    size_t per_layer = (size_t)(3 * H + H + 2 * H + FF + H + 2 * H);
     size_t total = (size_t)(V * H + P * H + TV * H + 2 * H) + per_layer * (size_t)cfg->layers;
+    /* Q, K and V are read into tmp one after the other and packed as one [3H][H] matrix */
+    size_t pk_qkv = gemm_packed_floats((int)(3 * H), (int)H), pk_o = gemm_packed_floats((int)H, (int)H);
+    size_t pk_i = gemm_packed_floats((int)FF, (int)H), pk_o2 = gemm_packed_floats((int)H, (int)FF);
+    size_t per_layer_packed = pk_qkv + pk_o + pk_i + pk_o2;
+    size_t packed_bytes = (per_layer_packed * (size_t)cfg->layers * sizeof(float) + 63) & ~(size_t)63;
     m->blob = malloc(total * sizeof(float));
+    m->packed = aligned_alloc(64, packed_bytes ? packed_bytes : 64);
     m->layers = calloc((size_t)cfg->layers, sizeof *m->layers);
-    if (!m->blob || !m->layers) {
-        snprintf(err, errlen, "%s: out of memory for %zu weights", path, total);
+    tmp = malloc((size_t)(3 * H * H > FF * H ? 3 * H * H : FF * H) * sizeof(float));
+    if (!m->blob || !m->packed || !m->layers || !tmp) {
+        snprintf(err, errlen, "%s: out of memory for %zu weights", path, total + per_layer_packed * (size_t)cfg->layers);
         goto out_free;
     }
-    float *p = m->blob;
+    float *p = m->blob, *q = m->packed;
 #define TAKE(ptr, n) do { (ptr) = p; p += (n); } while (0)
+#define TAKE_PACKED(ptr, n) do { (ptr) = q; q += (n); } while (0)
     TAKE(m->word, V * H);
     TAKE(m->pos, P * H);
     TAKE(m->type, TV * H);
@@ -67,35 +87,45 @@ BertModel *bert_load(const char *path, const BertConfig *cfg, char *err, size_t 
         goto out_free;
     for (int l = 0; l < cfg->layers; l++) {
         BertLayer *L = &m->layers[l];
-        TAKE(L->wqkv, 3 * H * H);
+        TAKE_PACKED(L->wqkv, pk_qkv);
+        TAKE_PACKED(L->wo, pk_o);
+        TAKE_PACKED(L->wi, pk_i);
+        TAKE_PACKED(L->wo2, pk_o2);
         TAKE(L->bqkv, 3 * H);
-        TAKE(L->wo, H * H);
         TAKE(L->bo, H);
         TAKE(L->ln1_w, H);
         TAKE(L->ln1_b, H);
-        TAKE(L->wi, FF * H);
         TAKE(L->bi, FF);
-        TAKE(L->wo2, H * FF);
         TAKE(L->bo2, H);
         TAKE(L->ln2_w, H);
         TAKE(L->ln2_b, H);
         char b[128];
-#define R(name, d0, d1, dst) (snprintf(b, sizeof b, "encoder.layer.%d.%s", l, name), rd(st, pfx, b, d0, d1, dst, err, errlen))
-        if (R("attention.self.query.weight", H, H, L->wqkv) || R("attention.self.key.weight", H, H, L->wqkv + H * H) ||
-            R("attention.self.value.weight", H, H, L->wqkv + 2 * H * H) || R("attention.self.query.bias", H, -1, L->bqkv) ||
+#define NAME(name) (snprintf(b, sizeof b, "encoder.layer.%d.%s", l, name), b)
+#define R(name, d0, d1, dst) rd(st, pfx, NAME(name), d0, d1, dst, err, errlen)
+#define RP(name, d0, d1, dst) rd_packed(st, pfx, NAME(name), d0, d1, tmp, dst, err, errlen)
+        if (R("attention.self.query.weight", H, H, tmp) || R("attention.self.key.weight", H, H, tmp + H * H) ||
+            R("attention.self.value.weight", H, H, tmp + 2 * H * H))
+            goto out_free;
+        gemm_pack(L->wqkv, tmp, (int)H, (int)(3 * H), (int)H);
+        if (R("attention.self.query.bias", H, -1, L->bqkv) ||
             R("attention.self.key.bias", H, -1, L->bqkv + H) || R("attention.self.value.bias", H, -1, L->bqkv + 2 * H) ||
-            R("attention.output.dense.weight", H, H, L->wo) || R("attention.output.dense.bias", H, -1, L->bo) ||
+            RP("attention.output.dense.weight", H, H, L->wo) || R("attention.output.dense.bias", H, -1, L->bo) ||
             R("attention.output.LayerNorm.weight", H, -1, L->ln1_w) || R("attention.output.LayerNorm.bias", H, -1, L->ln1_b) ||
-            R("intermediate.dense.weight", FF, H, L->wi) || R("intermediate.dense.bias", FF, -1, L->bi) ||
-            R("output.dense.weight", H, FF, L->wo2) || R("output.dense.bias", H, -1, L->bo2) ||
+            RP("intermediate.dense.weight", FF, H, L->wi) || R("intermediate.dense.bias", FF, -1, L->bi) ||
+            RP("output.dense.weight", H, FF, L->wo2) || R("output.dense.bias", H, -1, L->bo2) ||
             R("output.LayerNorm.weight", H, -1, L->ln2_w) || R("output.LayerNorm.bias", H, -1, L->ln2_b))
             goto out_free;
+#undef RP
 #undef R
+#undef NAME
     }
+#undef TAKE_PACKED
 #undef TAKE
+    free(tmp);
     st_close(st); /* weights are copied; the mapping's pages go back */
     return m;
 out_free:
+    free(tmp);
     bert_free(m);
 out_close:
     st_close(st);
@@ -106,6 +136,7 @@ void bert_free(BertModel *m)
 {
     if (!m) return;
     free(m->blob);
+    free(m->packed);
     free(m->layers);
     free(m);
 }
@@ -114,16 +145,17 @@ int bert_scratch_init(BertScratch *s, const BertConfig *c, int max_tokens, int m
 {
     memset(s, 0, sizeof *s);
     size_t T = (size_t)max_tokens, H = (size_t)c->hidden, FF = (size_t)c->intermediate;
-    size_t sizes[6] = {T * H, T * 3 * H, T * H, T * H, T * FF, (size_t)max_seq * (size_t)max_seq};
+    size_t sizes[7] = {T * H, T * 3 * H, T * H, T * H, T * FF, CPU_ATTN_SCRATCH(max_seq, c->hidden / c->heads),
+                         gemm_work_floats()};
     size_t total = 0;
-    for (int i = 0; i < 6; i++) total += (sizes[i] + 15) & ~(size_t)15; /* 64-byte aligned slices */
+    for (int i = 0; i < 7; i++) total += (sizes[i] + 15) & ~(size_t)15; /* 64-byte aligned slices */
     float *p = aligned_alloc(64, total * sizeof(float));
     if (!p) return -1;
     s->block = p;
     s->max_tokens = max_tokens;
     s->max_seq = max_seq;
-    float **dst[6] = {&s->x, &s->qkv, &s->ctx, &s->tmp, &s->ffn, &s->scores};
-    for (int i = 0; i < 6; i++) {
+    float **dst[7] = {&s->x, &s->qkv, &s->ctx, &s->tmp, &s->ffn, &s->scores, &s->work};
+    for (int i = 0; i < 7; i++) {
         *dst[i] = p;
         p += (sizes[i] + 15) & ~(size_t)15;
     }
@@ -136,20 +168,11 @@ void bert_scratch_free(BertScratch *s)
     memset(s, 0, sizeof *s);
 }
 
-/* out[T][n] = bias broadcast (+ res[T][n]); the GEMM then accumulates into it. */
-static void prefill(const CpuOps *ops, float *out, const float *bias, const float *res, int T, int n)
-{
-    if (res) {
-        ops->add_bias(out, res, bias, NULL, T, n);
-    } else {
-        for (int t = 0; t < T; t++) memcpy(out + (size_t)t * n, bias, (size_t)n * sizeof(float));
-    }
-}
-
 void bert_forward(const BertModel *m, BertScratch *s, const int32_t *ids, const int *lens, int nseq,
                   EmbedPooling pooling, float *out)
 {
     const CpuOps *ops = cpu_ops();
+    const GemmOps *gemm = gemm_ops();
     const BertConfig *c = &m->c;
     const int H = c->hidden, FF = c->intermediate, NH = c->heads, D = H / NH;
     const float scale = 1.0f / sqrtf((float)D);
@@ -169,30 +192,24 @@ void bert_forward(const BertModel *m, BertScratch *s, const int32_t *ids, const 
     for (int l = 0; l < c->layers; l++) {
         const BertLayer *L = &m->layers[l];
         /* qkv = x Wqkv^T + b */
-        prefill(ops, s->qkv, L->bqkv, NULL, T, 3 * H);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 3 * H, H, 1.0f, s->x, H, L->wqkv, H, 1.0f, s->qkv, 3 * H);
+        GemmEpilogue ep_qkv = {.bias = L->bqkv};
+        gemm->sgemm(s->qkv, 3 * H, s->x, H, L->wqkv, T, 3 * H, H, &ep_qkv, s->work);
         /* attention, one sequence and head at a time, over that sequence's tokens only */
         for (int i = 0, t0 = 0; i < nseq; t0 += lens[i], i++) {
-            int n = lens[i];
             const float *q = s->qkv + (size_t)t0 * 3 * H;
-            for (int h = 0; h < NH; h++) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, scale, q + h * D, 3 * H,
-                            q + H + h * D, 3 * H, 0.0f, s->scores, n);
-                ops->softmax(s->scores, n, n, n);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, n, 1.0f, s->scores, n,
-                            q + 2 * H + h * D, 3 * H, 0.0f, s->ctx + (size_t)t0 * H + h * D, H);
-            }
+            for (int h = 0; h < NH; h++)
+                ops->attention(s->ctx + (size_t)t0 * H + h * D, H, q + h * D, q + H + h * D, q + 2 * H + h * D, 3 * H,
+                               lens[i], D, scale, s->scores);
         }
         /* x = LN(x + ctx Wo^T + bo) */
-        prefill(ops, s->tmp, L->bo, s->x, T, H);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H, H, 1.0f, s->ctx, H, L->wo, H, 1.0f, s->tmp, H);
+        GemmEpilogue ep_o = {.bias = L->bo, .res = s->x, .ldres = H};
+        gemm->sgemm(s->tmp, H, s->ctx, H, L->wo, T, H, H, &ep_o, s->work);
         ops->layernorm(s->x, s->tmp, L->ln1_w, L->ln1_b, T, H, c->ln_eps);
         /* x = LN(x + gelu(x Wi^T + bi) Wo2^T + bo2) */
-        prefill(ops, s->ffn, L->bi, NULL, T, FF);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, FF, H, 1.0f, s->x, H, L->wi, H, 1.0f, s->ffn, FF);
-        ops->gelu(s->ffn, (size_t)T * FF);
-        prefill(ops, s->tmp, L->bo2, s->x, T, H);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H, FF, 1.0f, s->ffn, FF, L->wo2, FF, 1.0f, s->tmp, H);
+        GemmEpilogue ep_i = {.bias = L->bi, .gelu = 1};
+        gemm->sgemm(s->ffn, FF, s->x, H, L->wi, T, FF, H, &ep_i, s->work);
+        GemmEpilogue ep_o2 = {.bias = L->bo2, .res = s->x, .ldres = H};
+        gemm->sgemm(s->tmp, H, s->ffn, FF, L->wo2, T, H, FF, &ep_o2, s->work);
         ops->layernorm(s->x, s->tmp, L->ln2_w, L->ln2_b, T, H, c->ln_eps);
     }
 

@@ -1,5 +1,5 @@
-/* bert.h: BERT encoder weights and forward pass on the CPU (OpenBLAS sgemm for the GEMMs,
- * cpu_ops kernels for the rest). Sequences are packed without padding: each sequence attends
+/* bert.h: BERT encoder weights and forward pass on the CPU (kernels/gemm.h for the linear layers,
+ * cpu_ops kernels for attention and the rest). Sequences are packed without padding: each sequence attends
  * only to its own tokens, which is what the padding mask means. No allocation in bert_forward,
  * no logging. */
 #ifndef WEAVER_BERT_H
@@ -15,7 +15,9 @@ typedef struct BertModel BertModel;
 typedef struct BertScratch {
     int max_tokens;  /* packed tokens per forward */
     int max_seq;     /* longest sequence */
-    float *x, *qkv, *ctx, *tmp, *ffn, *scores;
+    float *x, *qkv, *ctx, *tmp, *ffn;
+    float *scores;   /* attention scratch: CPU_ATTN_SCRATCH(max_seq, head size) */
+    float *work;     /* GEMM packing buffer: gemm_work_floats() */
     void *block;     /* one allocation behind all of the above */
 } BertScratch;
 

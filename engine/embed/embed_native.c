@@ -4,10 +4,9 @@
  * without padding up to the budget, run the encoder, scatter pooled vectors back to input
  * order. Each workspace owns `threads` encoder lanes (one scratch each, helper threads parked
  * on a condition variable): a sub-batch's sequences are split between lanes, each lane runs the
- * whole encoder on its share with single-threaded OpenBLAS, so there is no synchronisation inside
+ * whole encoder on its share with single-threaded kernels, so there is no synchronisation inside
  * a forward pass. Workspaces are sized once from the batch config; embed allocates nothing.
  * Must not normalise (embed_postprocess does that), log or exit. */
-#include <cblas.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,9 +152,7 @@ static int native_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig
     int threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1) threads = 1;
     if (threads > NATIVE_MAX_THREADS) threads = NATIVE_MAX_THREADS;
-    n->threads = threads;
-    /* parallelism comes from the lanes; BLAS calls inside a lane stay on that lane's thread */
-    openblas_set_num_threads(1);
+    n->threads = threads; /* parallelism comes from the lanes; the kernels inside a lane are single-threaded */
     e->impl = n;
     return 0;
 fail:

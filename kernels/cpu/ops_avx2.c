@@ -149,12 +149,69 @@ static void add_bias_avx2(float *out, const float *a, const float *bias, const f
     }
 }
 
+void cpu_attention_ref(float *ctx, int ldc, const float *q, const float *k, const float *v, int ld, int n, int d,
+                       float scale, float *scratch);
+
+/* K^T into scratch (zero past n), scores 4 rows x 16 keys at a time, softmax, then P V with
+ * four ymm accumulators per row. Head sizes that are not a multiple of 32 go to the reference. */
+static void attention_avx2(float *ctx, int ldc, const float *q, const float *k, const float *v, int ld, int n, int d,
+                           float scale, float *scratch)
+{
+    if (d % 32 != 0) {
+        cpu_attention_ref(ctx, ldc, q, k, v, ld, n, d, scale, scratch);
+        return;
+    }
+    const int np = (n + 15) & ~15;
+    float *s = scratch, *kt = scratch + (size_t)n * np;
+    for (int e = 0; e < d; e++) {
+        float *row = kt + (size_t)e * np;
+        for (int j = 0; j < n; j++) row[j] = k[(size_t)j * ld + e];
+        for (int j = n; j < np; j++) row[j] = 0.0f;
+    }
+    const __m256 vscale = _mm256_set1_ps(scale);
+    for (int i0 = 0; i0 < n; i0 += 4) {
+        const float *qr[4];
+        for (int r = 0; r < 4; r++) qr[r] = q + (size_t)(i0 + r < n ? i0 + r : n - 1) * ld;
+        for (int c0 = 0; c0 < np; c0 += 16) {
+            __m256 acc[4][2];
+            for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+            for (int e = 0; e < d; e++) {
+                __m256 k0 = _mm256_loadu_ps(kt + (size_t)e * np + c0), k1 = _mm256_loadu_ps(kt + (size_t)e * np + c0 + 8);
+                for (int r = 0; r < 4; r++) {
+                    __m256 qb = _mm256_broadcast_ss(qr[r] + e);
+                    acc[r][0] = _mm256_fmadd_ps(qb, k0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(qb, k1, acc[r][1]);
+                }
+            }
+            for (int r = 0; r < 4 && i0 + r < n; r++) {
+                _mm256_storeu_ps(s + (size_t)(i0 + r) * np + c0, _mm256_mul_ps(acc[r][0], vscale));
+                _mm256_storeu_ps(s + (size_t)(i0 + r) * np + c0 + 8, _mm256_mul_ps(acc[r][1], vscale));
+            }
+        }
+    }
+    softmax_avx2(s, n, n, np);
+    for (int i = 0; i < n; i++) {
+        const float *p = s + (size_t)i * np;
+        for (int e0 = 0; e0 < d; e0 += 32) {
+            __m256 acc[4];
+            for (int c = 0; c < 4; c++) acc[c] = _mm256_setzero_ps();
+            for (int j = 0; j < n; j++) {
+                __m256 pb = _mm256_broadcast_ss(p + j);
+                const float *vr = v + (size_t)j * ld + e0;
+                for (int c = 0; c < 4; c++) acc[c] = _mm256_fmadd_ps(pb, _mm256_loadu_ps(vr + c * 8), acc[c]);
+            }
+            for (int c = 0; c < 4; c++) _mm256_storeu_ps(ctx + (size_t)i * ldc + e0 + c * 8, acc[c]);
+        }
+    }
+}
+
 static const CpuOps ops_avx2 = {
     .isa = "avx2",
     .layernorm = layernorm_avx2,
     .gelu = gelu_avx2,
     .softmax = softmax_avx2,
     .add_bias = add_bias_avx2,
+    .attention = attention_avx2,
 };
 
 const CpuOps *cpu_ops_avx2_table(void) { return &ops_avx2; }

@@ -56,12 +56,41 @@ static void add_bias_ref(float *out, const float *a, const float *bias, const fl
     }
 }
 
+static void attention_ref(float *ctx, int ldc, const float *q, const float *k, const float *v, int ld,
+                          int n, int d, float scale, float *scratch)
+{
+    float *p = scratch; /* n x n probabilities */
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < n; j++) {
+            double dot = 0.0;
+            for (int e = 0; e < d; e++) dot += (double)q[(size_t)i * ld + e] * k[(size_t)j * ld + e];
+            p[(size_t)i * n + j] = (float)(dot * scale);
+        }
+    }
+    softmax_ref(p, n, n, n);
+    for (int i = 0; i < n; i++) {
+        for (int e = 0; e < d; e++) {
+            double acc = 0.0;
+            for (int j = 0; j < n; j++) acc += (double)p[(size_t)i * n + j] * v[(size_t)j * ld + e];
+            ctx[(size_t)i * ldc + e] = (float)acc;
+        }
+    }
+}
+
+/* Shared with the SIMD tables for head sizes their kernels do not cover. */
+void cpu_attention_ref(float *ctx, int ldc, const float *q, const float *k, const float *v, int ld, int n, int d,
+                       float scale, float *scratch)
+{
+    attention_ref(ctx, ldc, q, k, v, ld, n, d, scale, scratch);
+}
+
 static const CpuOps ops_ref = {
     .isa = "ref",
     .layernorm = layernorm_ref,
     .gelu = gelu_ref,
     .softmax = softmax_ref,
     .add_bias = add_bias_ref,
+    .attention = attention_ref,
 };
 
 const CpuOps *cpu_ops_ref(void) { return &ops_ref; }

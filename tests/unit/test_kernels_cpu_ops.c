@@ -142,6 +142,37 @@ static void add_bias_variants_match_reference(void **state)
     }
 }
 
+/* One head of a packed qkv buffer: rows of 3 * d * heads floats, the head at column offsets. */
+static void attention_variants_match_reference_for_every_length(void **state)
+{
+    (void)state;
+    static const int lens[] = {1, 2, 7, 8, 9, 16, 17, 31, 33, 64, 100, 256};
+    static const int dims[] = {32, 64, 24};
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        int d = dims[di], heads = 3, ld = 3 * d * heads, ldc = d * heads + 1;
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            int n = lens[li];
+            float *qkv = malloc((size_t)n * ld * 4), *ref = malloc((size_t)n * ldc * 4), *got = malloc((size_t)n * ldc * 4);
+            float *scratch = aligned_alloc(64, (CPU_ATTN_SCRATCH(n, d) * 4 + 63) & ~(size_t)63);
+            fill(qkv, (size_t)n * ld, 2.0f);
+            int h = 1; /* a head in the middle: q at h*d, k at heads*d + h*d, v at 2*heads*d + h*d */
+            const float *q = qkv + h * d, *k = qkv + heads * d + h * d, *v = qkv + 2 * heads * d + h * d;
+            float scale = 1.0f / sqrtf((float)d);
+            for (size_t i = 0; i < (size_t)n * ldc; i++) ref[i] = got[i] = 99.0f; /* guards */
+            cpu_ops_ref()->attention(ref, ldc, q, k, v, ld, n, d, scale, scratch);
+            for (int r = 0; r < n; r++) assert_true(ref[(size_t)r * ldc + d] == 99.0f);
+            for (int var = 0; var < nvariants; var++) {
+                for (size_t i = 0; i < (size_t)n * ldc; i++) got[i] = 99.0f;
+                variants[var]->attention(got, ldc, q, k, v, ld, n, d, scale, scratch);
+                char what[64];
+                snprintf(what, sizeof what, "attention n=%d d=%d", n, d);
+                assert_true(close_enough(what, variants[var]->isa, ref, got, (size_t)n * ldc, 1e-5f, 1e-4f));
+            }
+            free(qkv); free(ref); free(got); free(scratch);
+        }
+    }
+}
+
 static void half_conversions_round_trip_and_round_to_nearest_even(void **state)
 {
     (void)state;
@@ -174,6 +205,7 @@ int main(void)
         cmocka_unit_test(gelu_variants_match_reference_over_the_whole_range),
         cmocka_unit_test(softmax_variants_match_reference_and_sum_to_one),
         cmocka_unit_test(add_bias_variants_match_reference),
+        cmocka_unit_test(attention_variants_match_reference_for_every_length),
         cmocka_unit_test(half_conversions_round_trip_and_round_to_nearest_even),
         cmocka_unit_test(dispatcher_picks_a_variant_this_cpu_runs),
     };

@@ -1,0 +1,136 @@
+/* gemm_avx512.c: AVX-512F variant of the packed-weight SGEMM (compiled with -mavx512f etc. by
+ * CMake; only reached after gemm_ops() checked the CPU). A kc-deep slice of up to GEMM_MC rows of
+ * A is packed into the work buffer as micro-panels of MR rows ([kk][MR]); each W panel (32
+ * columns, [kk][32]) is swept over them by a 12x32 register tile (24 zmm accumulators, one FMA
+ * per accumulator per kk). Bias, residual and GELU are applied when a tile is stored. Must agree
+ * with gemm_ref.c within the kernel tests' tolerance. */
+#include "kernels/gemm.h"
+
+#include <immintrin.h>
+
+#include "kernels/cpu_ops.h"
+
+#define MR 12
+
+const CpuOps *cpu_ops_avx512_table(void);
+
+/* ap[r0 / MR][kk][MR] = a[r0 + r][kk], rows past mc zero; 4 x 4 blocks are transposed in
+ * registers, the ragged edges copied one value at a time. */
+static void pack_a(float *ap, const float *a, int lda, int mc, int kc)
+{
+    for (int r0 = 0; r0 < mc; r0 += MR) {
+        float *d = ap + (size_t)r0 * kc;
+        int rows = mc - r0 < MR ? mc - r0 : MR, r = 0;
+        for (; r + 4 <= rows; r += 4) {
+            const float *s0 = a + (size_t)(r0 + r) * lda, *s1 = s0 + lda, *s2 = s1 + lda, *s3 = s2 + lda;
+            int kk = 0;
+            for (; kk + 4 <= kc; kk += 4) {
+                __m128 x0 = _mm_loadu_ps(s0 + kk), x1 = _mm_loadu_ps(s1 + kk), x2 = _mm_loadu_ps(s2 + kk),
+                       x3 = _mm_loadu_ps(s3 + kk);
+                _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+                _mm_storeu_ps(d + (size_t)kk * MR + r, x0);
+                _mm_storeu_ps(d + (size_t)(kk + 1) * MR + r, x1);
+                _mm_storeu_ps(d + (size_t)(kk + 2) * MR + r, x2);
+                _mm_storeu_ps(d + (size_t)(kk + 3) * MR + r, x3);
+            }
+            for (; kk < kc; kk++) {
+                d[(size_t)kk * MR + r] = s0[kk];
+                d[(size_t)kk * MR + r + 1] = s1[kk];
+                d[(size_t)kk * MR + r + 2] = s2[kk];
+                d[(size_t)kk * MR + r + 3] = s3[kk];
+            }
+        }
+        for (; r < rows; r++) {
+            const float *s = a + (size_t)(r0 + r) * lda;
+            for (int kk = 0; kk < kc; kk++) d[(size_t)kk * MR + r] = s[kk];
+        }
+        for (; r < MR; r++)
+            for (int kk = 0; kk < kc; kk++) d[(size_t)kk * MR + r] = 0.0f;
+    }
+}
+
+/* One tile of R (<= MR) rows x 32 columns over kc. first: c = acc + bias + res; else c += acc. */
+static inline __attribute__((always_inline)) void tile(const int R, int kc, const float *ap, const float *bp,
+                                                       float *c, int ldc, int rows, __mmask16 m0, __mmask16 m1,
+                                                       int first, const float *bias, const float *res, int ldres)
+{
+    __m512 acc[MR][2];
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int kk = 0; kk < kc; kk++) {
+        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+#pragma GCC unroll 12
+        for (int i = 0; i < R; i++) {
+            __m512 av = _mm512_set1_ps(ap[i]);
+            acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+        }
+        ap += MR;
+        bp += GEMM_NR;
+    }
+    __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
+    if (first && bias) {
+        bias0 = _mm512_maskz_loadu_ps(m0, bias);
+        bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++) {
+        if (i >= rows) break;
+        float *ci = c + (size_t)i * ldc;
+        __m512 v0 = acc[i][0], v1 = acc[i][1];
+        if (first) {
+            v0 = _mm512_add_ps(v0, bias0);
+            v1 = _mm512_add_ps(v1, bias1);
+            if (res) {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, res + (size_t)i * ldres));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, res + (size_t)i * ldres + 16));
+            }
+        } else {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci + 16));
+        }
+        _mm512_mask_storeu_ps(ci, m0, v0);
+        _mm512_mask_storeu_ps(ci + 16, m1, v1);
+    }
+}
+
+static void sgemm_avx512(float *c, int ldc, const float *a, int lda, const float *wp, int m, int n, int k,
+                         const GemmEpilogue *ep, float *work)
+{
+    const float *bias = ep ? ep->bias : NULL, *res = ep ? ep->res : NULL;
+    int ldres = ep ? ep->ldres : 0, gelu = ep && ep->gelu;
+    void (*gelu_fn)(float *, size_t) = gelu ? cpu_ops_avx512_table()->gelu : NULL;
+    for (int i0 = 0; i0 < m; i0 += GEMM_MC) {
+        int mc = m - i0 < GEMM_MC ? m - i0 : GEMM_MC;
+        for (int k0 = 0; k0 < k; k0 += GEMM_KC) {
+            int kc = k - k0 < GEMM_KC ? k - k0 : GEMM_KC;
+            int first = k0 == 0, last = k0 + kc >= k;
+            pack_a(work, a + (size_t)i0 * lda + k0, lda, mc, kc);
+            for (int j0 = 0; j0 < n; j0 += GEMM_NR) {
+                int cols = n - j0 < GEMM_NR ? n - j0 : GEMM_NR;
+                __mmask16 m0 = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cols) - 1);
+                __mmask16 m1 = cols >= 32 ? (__mmask16)0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+                const float *bp = wp + (size_t)(j0 / GEMM_NR) * k * GEMM_NR + (size_t)k0 * GEMM_NR;
+                const float *bj = bias ? bias + j0 : NULL;
+                for (int r0 = 0; r0 < mc; r0 += MR) {
+                    int rows = mc - r0 < MR ? mc - r0 : MR;
+                    float *ct = c + (size_t)(i0 + r0) * ldc + j0;
+                    const float *rt = res ? res + (size_t)(i0 + r0) * ldres + j0 : NULL;
+                    const float *at = work + (size_t)r0 * kc;
+                    if (rows > 8)
+                        tile(12, kc, at, bp, ct, ldc, rows, m0, m1, first, bj, rt, ldres);
+                    else if (rows > 4)
+                        tile(8, kc, at, bp, ct, ldc, rows, m0, m1, first, bj, rt, ldres);
+                    else
+                        tile(4, kc, at, bp, ct, ldc, rows, m0, m1, first, bj, rt, ldres);
+                    if (last && gelu_fn)
+                        for (int i = 0; i < rows; i++) gelu_fn(ct + (size_t)i * ldc, (size_t)cols);
+                }
+            }
+        }
+    }
+}
+
+static const GemmOps gemm_avx512 = {.isa = "avx512", .sgemm = sgemm_avx512};
+
+const GemmOps *gemm_avx512_table(void) { return &gemm_avx512; }
