@@ -6,7 +6,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 apt_pkgs=(build-essential cmake pkg-config libhiredis-dev libcjson-dev libconfig-dev
-          libcmocka-dev redis-server libopenblas-dev libutf8proc-dev libpcre2-dev
+          libcmocka-dev redis-server libutf8proc-dev libpcre2-dev
           libcurl4-openssl-dev libmicrohttpd-dev libssl-dev clang)
 missing=()
 for p in "${apt_pkgs[@]}"; do
