@@ -2,7 +2,8 @@
 ONNX Runtime, on the same all-MiniLM-L6-v2 weights, same texts, same threads, fp32.
 
     python3 bench/embed/bench_embed.py --bin build/weaver-engine [--threads 2] [--snapshot DIR]
-                                       [--scale 1.0] [--repeat 5] [--json results.json]
+                                       [--scale 1.0] [--repeat 5] [--lengths short,medium,long]
+                                       [--json results.json]
 
 Three fixed corpora (short ~16 tokens, medium ~128, long 256), generated deterministically from
 the model's vocabulary. Each engine runs in its own process (peak RSS from /usr/bin/time), all
@@ -156,6 +157,7 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the corpus sizes")
     ap.add_argument("--repeat", type=int, default=5, help="interleaved rounds per length; medians are "
                     "reported (the machine may be shared)")
+    ap.add_argument("--lengths", default="short,medium,long", help="which corpora to run, comma-separated")
     ap.add_argument("--json")
     ap.add_argument("--worker", choices=["st", "ort"])
     ap.add_argument("--corpus")
@@ -186,7 +188,12 @@ def main():
     startup_cpu = parse_cpu(p.stderr)
 
     results = []
+    wanted = set(args.lengths.split(","))
+    if not wanted <= {n for n, _, _ in LENGTHS}:
+        sys.exit(f"--lengths: choose from {','.join(n for n, _, _ in LENGTHS)}")
     for name, target, count in LENGTHS:
+        if name not in wanted:
+            continue
         count = max(BATCH, int(count * args.scale))
         texts = make_corpus(args.snapshot, target, count, seed=target)
         corpus = os.path.join(tmp, f"{name}.jsonl")

@@ -1,13 +1,14 @@
 /* embed_native.c: the `native` embedder backend on the CPU (embedder_native_ops). Opens a
  * sentence-transformers snapshot (snapshot.c, wordpiece.c, bert.c), and embeds texts in
- * token-budget sub-batches: tokenize a window of texts, sort it by length, pack sequences
- * without padding up to the budget, run the encoder, scatter pooled vectors back to input
- * order. Each workspace owns `threads` encoder lanes (one scratch each, helper threads parked
- * on a condition variable): a sub-batch's sequences are split between lanes, each lane runs the
- * whole encoder on its share with single-threaded kernels, so there is no synchronisation inside
- * a forward pass. Workspaces are sized once from the batch config; embed allocates nothing.
+ * packs: tokenize a window of texts, sort it by length, cut it into packs of consecutive
+ * sequences (no padding, at most pack_tokens tokens each), run the encoder on every pack,
+ * scatter pooled vectors back to input order. Each workspace owns `threads` encoder lanes (one
+ * scratch each, helper threads parked on a condition variable): the lanes take packs from a
+ * shared atomic counter and run the whole encoder on each with single-threaded kernels, so there
+ * is no synchronisation inside a forward pass and a descheduled lane holds nobody up. Workspaces are sized once from the batch config; embed allocates nothing.
  * Must not normalise (embed_postprocess does that), log or exit. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,10 @@
 #define NATIVE_DEFAULT_TOKEN_BUDGET 8192
 #define NATIVE_DEFAULT_MAX_TEXTS 256
 #define NATIVE_MAX_THREADS 64
+/* Tokens per pack, the unit of work a lane takes (a text longer than this is a pack of its own):
+ * small enough that a pack's activations stay in cache between the encoder's steps and that lanes
+ * balance, big enough that each weight panel is reused over many rows. */
+#define NATIVE_PACK_TOKENS 512
 
 typedef struct Native {
     Snapshot snap;
@@ -35,18 +40,14 @@ typedef struct Native {
 typedef struct Lane {
     struct EmbedWorkspace *ws;
     BertScratch s;
-    int32_t *packed;  /* this lane's slice of the packed ids */
-    int *lens;        /* this lane's sequence lengths */
-    int nseq, used;
-    float *pooled;    /* this lane's output rows */
-    int *dest;        /* window position of each of its sequences */
+    int32_t *packed;  /* this lane's packed ids (pack_tokens) */
     pthread_t th;
     int started;
 } Lane;
 
 struct EmbedWorkspace {
     Embedder *e;
-    int nlanes, lane_tokens;
+    int nlanes, pack_tokens;
     Lane lanes[NATIVE_MAX_THREADS];
     pthread_mutex_t mu;
     pthread_cond_t go, done;
@@ -54,15 +55,34 @@ struct EmbedWorkspace {
     int pending;      /* helper lanes still running this round */
     int quit;
     int32_t *ids;     /* max_texts x max_seq_len */
-    int *lens, *order, *batch_lens, *dest;
-    int32_t *packed;  /* token_budget */
-    float *pooled;    /* max_texts x hidden */
+    int *lens, *order, *batch_lens;
+    int *pack_start;  /* this round's packs: sorted positions pack_start[p] .. pack_start[p + 1] */
+    int npacks;
+    atomic_int next_pack; /* packs taken so far this round */
+    int32_t *packed;  /* nlanes x pack_tokens */
+    float *pooled;    /* max_texts x hidden, in sorted order */
 };
 
+/* Takes packs from the shared counter until none is left, biggest (last) first, and encodes each:
+ * a lane that is descheduled simply takes fewer packs, nobody waits for its share. */
 static void lane_run(Lane *l)
 {
-    Native *n = l->ws->e->impl;
-    if (l->nseq > 0) bert_forward(n->model, &l->s, l->packed, l->lens, l->nseq, n->snap.pooling, l->pooled);
+    EmbedWorkspace *ws = l->ws;
+    Native *n = ws->e->impl;
+    const int L = n->snap.max_seq_len, H = n->snap.dim;
+    for (;;) {
+        int p = atomic_fetch_add_explicit(&ws->next_pack, 1, memory_order_relaxed);
+        if (p >= ws->npacks) return;
+        p = ws->npacks - 1 - p;
+        int j0 = ws->pack_start[p], j1 = ws->pack_start[p + 1], used = 0;
+        for (int j = j0; j < j1; j++) {
+            int k = ws->order[j];
+            memcpy(l->packed + used, ws->ids + (size_t)k * L, (size_t)ws->lens[k] * sizeof(int32_t));
+            used += ws->lens[k];
+        }
+        bert_forward(n->model, &l->s, l->packed, ws->batch_lens + j0, j1 - j0, n->snap.pooling,
+                     ws->pooled + (size_t)j0 * H);
+    }
 }
 
 static void *lane_main(void *arg)
@@ -86,10 +106,11 @@ static void *lane_main(void *arg)
     }
 }
 
-/* Runs every lane's share: lane 0 on the calling thread, the others on their helpers. */
+/* Runs this round's packs on every lane: lane 0 on the calling thread, the others on their helpers. */
 static void lanes_run(EmbedWorkspace *ws)
 {
-    if (ws->nlanes == 1) {
+    atomic_store(&ws->next_pack, 0);
+    if (ws->nlanes == 1 || ws->npacks == 1) {
         lane_run(&ws->lanes[0]);
         return;
     }
@@ -191,7 +212,7 @@ static void native_workspace_free(EmbedWorkspace *ws)
     free(ws->lens);
     free(ws->order);
     free(ws->batch_lens);
-    free(ws->dest);
+    free(ws->pack_start);
     free(ws->packed);
     free(ws->pooled);
     free(ws);
@@ -207,20 +228,22 @@ static EmbedWorkspace *native_workspace_new(Embedder *e)
     pthread_cond_init(&ws->go, NULL);
     pthread_cond_init(&ws->done, NULL);
     size_t W = (size_t)n->max_texts, L = (size_t)n->snap.max_seq_len;
-    /* the token budget is shared between lanes; each lane must still hold one longest text */
+    /* the token budget is shared between lanes, and cut into packs of at most NATIVE_PACK_TOKENS;
+     * each lane must still hold one longest text */
     int lanes = n->threads;
     int per = (n->token_budget + lanes - 1) / lanes;
+    if (per > NATIVE_PACK_TOKENS) per = NATIVE_PACK_TOKENS;
     if (per < n->snap.max_seq_len) per = n->snap.max_seq_len;
     ws->nlanes = lanes;
-    ws->lane_tokens = per;
+    ws->pack_tokens = per;
     ws->ids = malloc(W * L * sizeof *ws->ids);
     ws->lens = malloc(W * sizeof *ws->lens);
     ws->order = malloc(W * sizeof *ws->order);
     ws->batch_lens = malloc(W * sizeof *ws->batch_lens);
-    ws->dest = malloc(W * sizeof *ws->dest);
+    ws->pack_start = malloc((W + 1) * sizeof *ws->pack_start);
     ws->packed = malloc((size_t)per * lanes * sizeof *ws->packed);
     ws->pooled = malloc(W * (size_t)n->snap.dim * sizeof *ws->pooled);
-    int ok = ws->ids && ws->lens && ws->order && ws->batch_lens && ws->dest && ws->packed && ws->pooled;
+    int ok = ws->ids && ws->lens && ws->order && ws->batch_lens && ws->pack_start && ws->packed && ws->pooled;
     for (int i = 0; ok && i < lanes; i++) {
         Lane *l = &ws->lanes[i];
         l->ws = ws;
@@ -289,50 +312,21 @@ static int native_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts,
             ws->order[ready++] = k;
         }
         sort_by_len(ws->order, ws->lens, ready);
-        /* deal the next sequences to the least-loaded lane while they fit; run the lanes; repeat */
-        for (int b0 = 0; b0 < ready;) {
-            for (int li = 0; li < ws->nlanes; li++) {
-                ws->lanes[li].nseq = 0;
-                ws->lanes[li].used = 0;
+        /* cut the sorted window into packs of consecutive sequences; the lanes take them in turn */
+        ws->npacks = 0;
+        for (int j = 0, used = 0; j < ready; j++) {
+            int len = ws->lens[ws->order[j]];
+            if (j == 0 || used + len > ws->pack_tokens) {
+                ws->pack_start[ws->npacks++] = j;
+                used = 0;
             }
-            int nb = 0;
-            while (b0 + nb < ready) {
-                int k = ws->order[b0 + nb];
-                Lane *l = &ws->lanes[0];
-                for (int li = 1; li < ws->nlanes; li++)
-                    if (ws->lanes[li].used < l->used) l = &ws->lanes[li];
-                if (l->used + ws->lens[k] > ws->lane_tokens) break;
-                memcpy(l->packed + l->used, ws->ids + (size_t)k * L, (size_t)ws->lens[k] * sizeof(int32_t));
-                l->used += ws->lens[k];
-                l->nseq++;
-                nb++;
-            }
-            /* lane li's sequences are, in order, the positions b0.. assigned to it: lay out per lane */
-            int at = 0;
-            for (int li = 0; li < ws->nlanes; li++) {
-                Lane *l = &ws->lanes[li];
-                l->lens = ws->batch_lens + at;
-                l->dest = ws->dest + at;
-                l->pooled = ws->pooled + (size_t)at * H;
-                at += l->nseq;
-                l->nseq = 0;
-                l->used = 0;
-            }
-            for (int j = 0; j < nb; j++) { /* replay the same dealing to record lengths and destinations */
-                int k = ws->order[b0 + j];
-                Lane *l = &ws->lanes[0];
-                for (int li = 1; li < ws->nlanes; li++)
-                    if (ws->lanes[li].used < l->used) l = &ws->lanes[li];
-                l->lens[l->nseq] = ws->lens[k];
-                l->dest[l->nseq] = k;
-                l->used += ws->lens[k];
-                l->nseq++;
-            }
-            lanes_run(ws);
-            for (int j = 0; j < nb; j++)
-                memcpy(out + (size_t)(w0 + ws->dest[j]) * H, ws->pooled + (size_t)j * H, (size_t)H * sizeof(float));
-            b0 += nb;
+            used += len;
+            ws->batch_lens[j] = len;
         }
+        ws->pack_start[ws->npacks] = ready;
+        if (ready > 0) lanes_run(ws);
+        for (int j = 0; j < ready; j++)
+            memcpy(out + (size_t)(w0 + ws->order[j]) * H, ws->pooled + (size_t)j * H, (size_t)H * sizeof(float));
     }
     return 0;
 }

@@ -2,17 +2,15 @@
  * CMake; only reached after gemm_ops() checked the CPU). A kc-deep slice of up to GEMM_MC rows of
  * A is packed into the work buffer as micro-panels of MR rows ([kk][MR]); each W panel (32
  * columns, [kk][32]) is swept over them by a 12x32 register tile (24 zmm accumulators, one FMA
- * per accumulator per kk). Bias, residual and GELU are applied when a tile is stored. Must agree
+ * per accumulator per kk). Bias, residual and GELU are applied in registers when a tile is stored. Must agree
  * with gemm_ref.c within the kernel tests' tolerance. */
 #include "kernels/gemm.h"
 
 #include <immintrin.h>
 
-#include "kernels/cpu_ops.h"
+#include "kernels/cpu/ops_avx512_math.h"
 
 #define MR 12
-
-const CpuOps *cpu_ops_avx512_table(void);
 
 /* ap[r0 / MR][kk][MR] = a[r0 + r][kk], rows past mc zero; 4 x 4 blocks are transposed in
  * registers, the ragged edges copied one value at a time. */
@@ -49,10 +47,12 @@ static void pack_a(float *ap, const float *a, int lda, int mc, int kc)
     }
 }
 
-/* One tile of R (<= MR) rows x 32 columns over kc. first: c = acc + bias + res; else c += acc. */
+/* One tile of R (<= MR) rows x 32 columns over kc. first: c = acc + bias + res; else c += acc.
+ * gelu (only on the last k block): GELU in registers before the store. */
 static inline __attribute__((always_inline)) void tile(const int R, int kc, const float *ap, const float *bp,
                                                        float *c, int ldc, int rows, __mmask16 m0, __mmask16 m1,
-                                                       int first, const float *bias, const float *res, int ldres)
+                                                       int first, int gelu, const float *bias, const float *res,
+                                                       int ldres)
 {
     __m512 acc[MR][2];
 #pragma GCC unroll 12
@@ -89,6 +89,10 @@ static inline __attribute__((always_inline)) void tile(const int R, int kc, cons
             v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
             v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci + 16));
         }
+        if (gelu) {
+            v0 = gelu16(v0);
+            v1 = gelu16(v1);
+        }
         _mm512_mask_storeu_ps(ci, m0, v0);
         _mm512_mask_storeu_ps(ci + 16, m1, v1);
     }
@@ -99,12 +103,11 @@ static void sgemm_avx512(float *c, int ldc, const float *a, int lda, const float
 {
     const float *bias = ep ? ep->bias : NULL, *res = ep ? ep->res : NULL;
     int ldres = ep ? ep->ldres : 0, gelu = ep && ep->gelu;
-    void (*gelu_fn)(float *, size_t) = gelu ? cpu_ops_avx512_table()->gelu : NULL;
     for (int i0 = 0; i0 < m; i0 += GEMM_MC) {
         int mc = m - i0 < GEMM_MC ? m - i0 : GEMM_MC;
         for (int k0 = 0; k0 < k; k0 += GEMM_KC) {
             int kc = k - k0 < GEMM_KC ? k - k0 : GEMM_KC;
-            int first = k0 == 0, last = k0 + kc >= k;
+            int first = k0 == 0, g = gelu && k0 + kc >= k;
             pack_a(work, a + (size_t)i0 * lda + k0, lda, mc, kc);
             for (int j0 = 0; j0 < n; j0 += GEMM_NR) {
                 int cols = n - j0 < GEMM_NR ? n - j0 : GEMM_NR;
@@ -118,13 +121,11 @@ static void sgemm_avx512(float *c, int ldc, const float *a, int lda, const float
                     const float *rt = res ? res + (size_t)(i0 + r0) * ldres + j0 : NULL;
                     const float *at = work + (size_t)r0 * kc;
                     if (rows > 8)
-                        tile(12, kc, at, bp, ct, ldc, rows, m0, m1, first, bj, rt, ldres);
+                        tile(12, kc, at, bp, ct, ldc, rows, m0, m1, first, g, bj, rt, ldres);
                     else if (rows > 4)
-                        tile(8, kc, at, bp, ct, ldc, rows, m0, m1, first, bj, rt, ldres);
+                        tile(8, kc, at, bp, ct, ldc, rows, m0, m1, first, g, bj, rt, ldres);
                     else
-                        tile(4, kc, at, bp, ct, ldc, rows, m0, m1, first, bj, rt, ldres);
-                    if (last && gelu_fn)
-                        for (int i = 0; i < rows; i++) gelu_fn(ct + (size_t)i * ldc, (size_t)cols);
+                        tile(4, kc, at, bp, ct, ldc, rows, m0, m1, first, g, bj, rt, ldres);
                 }
             }
         }

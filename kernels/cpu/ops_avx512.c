@@ -6,45 +6,9 @@
 #include <immintrin.h>
 #include <math.h>
 
+#include "kernels/cpu/ops_avx512_math.h"
+
 static inline __mmask16 tail_mask(int left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1); }
-
-static inline __m512 exp16(__m512 x)
-{
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
-static inline __m512 erf16(__m512 x)
-{
-    __m512 ax = _mm512_abs_ps(x);
-    /* t = 1 / den: the 14-bit reciprocal and one Newton step (~2^-28 relative) instead of a divide */
-    __m512 den = _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), ax, _mm512_set1_ps(1.0f));
-    __m512 t = _mm512_rcp14_ps(den);
-    t = _mm512_fmadd_ps(t, _mm512_fnmadd_ps(den, t, _mm512_set1_ps(1.0f)), t);
-    __m512 p = _mm512_set1_ps(1.061405429f);
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
-    p = _mm512_mul_ps(p, t);
-    __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(ax, ax)));
-    __m512 y = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.0f));
-    /* copy x's sign onto y */
-    __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u));
-    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y), sign));
-}
 
 static void layernorm_avx512(float *out, const float *x, const float *w, const float *b,
                              int rows, int cols, float eps)
@@ -76,13 +40,9 @@ static void layernorm_avx512(float *out, const float *x, const float *w, const f
 
 static void gelu_avx512(float *x, size_t n)
 {
-    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f),
-                 isq2 = _mm512_set1_ps(0.70710678118654752f);
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 m = tail_mask((int)(n - i < 16 ? n - i : 16));
-        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        __m512 e = erf16(_mm512_mul_ps(v, isq2));
-        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, e)));
+        _mm512_mask_storeu_ps(x + i, m, gelu16(_mm512_maskz_loadu_ps(m, x + i)));
     }
 }
 
@@ -192,7 +152,8 @@ static inline __attribute__((always_inline)) void attn_context_tile(const int R,
     }
 }
 
-/* K^T into scratch (zero past n), scores by register tiles, softmax, then P V by register tiles.
+/* K^T into scratch (zero past n); then per block of 8 queries: scores by register tiles, softmax,
+ * P V by register tiles.
  * Head sizes other than 32 and 64 go to the reference. */
 static void attention_avx512(float *ctx, int ldc, const float *q, const float *k, const float *v, int ld, int n,
                              int d, float scale, float *scratch)
@@ -209,16 +170,18 @@ static void attention_avx512(float *ctx, int ldc, const float *q, const float *k
         for (int j = n; j < np; j++) row[j] = 0.0f;
     }
     const __m512 vscale = _mm512_set1_ps(scale);
+    /* 8 query rows at a time: their scores, softmax and context while the 8 score rows are in L1 */
     for (int i0 = 0; i0 < n; i0 += 8) {
         int c0 = 0;
         for (; c0 + 2 <= nch; c0 += 2) attn_scores_tile(8, 2, s, np, q, ld, kt, n, d, i0, c0, vscale);
         if (c0 < nch) attn_scores_tile(8, 1, s, np, q, ld, kt, n, d, i0, c0, vscale);
-    }
-    softmax_avx512(s, n, n, np);
-    if (d == 32) {
-        for (int i0 = 0; i0 < n; i0 += 8) attn_context_tile(8, 2, ctx, ldc, s, np, v, ld, n, i0);
-    } else {
-        for (int i0 = 0; i0 < n; i0 += 4) attn_context_tile(4, 4, ctx, ldc, s, np, v, ld, n, i0);
+        softmax_avx512(s + (size_t)i0 * np, n - i0 < 8 ? n - i0 : 8, n, np);
+        if (d == 32) {
+            attn_context_tile(8, 2, ctx, ldc, s, np, v, ld, n, i0);
+        } else {
+            attn_context_tile(4, 4, ctx, ldc, s, np, v, ld, n, i0);
+            if (i0 + 4 < n) attn_context_tile(4, 4, ctx, ldc, s, np, v, ld, n, i0 + 4);
+        }
     }
 }
 
