@@ -118,6 +118,12 @@ float quant_vexpf(float x);
 double quant_softmax_exp_row(float *y, const float *x, float max, int n);
 /* y[i] = gate[i] / (1 + vexpf(-gate[i])) * up[i]; n % 16 leftovers use libm expf, as llama.cpp. */
 void quant_swiglu_row(float *y, const float *gate, const float *up, int n);
+/* y[i] = expf(x[i]) for i < n, bit for bit what the C library's expf returns (in place is
+ * fine): glibc's algorithm vectorised; on first use it is checked against expf over a spread of
+ * arguments and, should this libm round differently, expf is called instead. For the sampler,
+ * which must keep libm's numbers. */
+void quant_expf_row(float *y, const float *x, int n);
+void quant_expf_row_avx2(float *y, const float *x, int n);
 /* Dot of two fp16 rows in the gemm (gemv = 0) or gemv order; gemm needs n % 16 == 0, else gemv. */
 float quant_dot_f16_order(const uint16_t *x, const uint16_t *y, int n, int gemv);
 /* out[d] = sum_p p16[p] * V[p][d] for d < hd over positions p < n, in the gemm or gemv order

@@ -1,6 +1,7 @@
 /* chat.c: recognition and rendering of common chat templates (see chat.h). Recognition looks
- * for each family's marker tokens in the Jinja source, as llama.cpp does; rendering follows
- * the family's published format. Must not evaluate Jinja. */
+ * for each family's marker text in the Jinja source in llama.cpp's order (llm_chat_detect_template)
+ * and rendering reproduces llama.cpp's llm_chat_apply_template byte for byte (fixtures recorded
+ * by tests/reference/decode_make_fixtures.py). Must not evaluate Jinja. */
 #include "engine/decode/chat.h"
 
 #include <stdarg.h>
@@ -19,7 +20,10 @@ static const char *find_n(const char *h, size_t n, const char *needle) {
 void chat_detect(const char *tmpl, size_t len, ChatTemplate *out) {
     memset(out, 0, sizeof *out);
     if (!tmpl || len == 0) return;
-    if (find_n(tmpl, len, "<|im_start|>")) {
+#define HAS(m) (find_n(tmpl, len, (m)) != NULL)
+    if (HAS("<|im_start|>")) {
+        /* Phi-4 and SmolVLM use <|im_start|> but are not ChatML: not supported, so refused. */
+        if (HAS("<|im_sep|>") || HAS("<end_of_utterance>")) return;
         out->kind = CHAT_CHATML;
         /* A default system turn written as a literal, emitted when the first message is not
          * a system message (SmolLM2, Qwen2.5): '<|im_start|>system\n...<|im_end|>\n'. */
@@ -44,16 +48,35 @@ void chat_detect(const char *tmpl, size_t len, ChatTemplate *out) {
         }
         return;
     }
-    if (find_n(tmpl, len, "<|start_header_id|>") && find_n(tmpl, len, "<|end_header_id|>")) {
+    if ((len >= 7 && memcmp(tmpl, "mistral", 7) == 0) || HAS("[INST]")) {
+        if (HAS("[SYSTEM_PROMPT]")) out->kind = CHAT_MISTRAL_V7;
+        else if (HAS("' [INST] ' + system_message") || HAS("[AVAILABLE_TOOLS]"))
+            out->kind = HAS(" [INST]") ? CHAT_MISTRAL_V1 : HAS("\"[INST]\"") ? CHAT_MISTRAL_V3_TEKKEN : CHAT_MISTRAL_V3;
+        else if (HAS("content.strip()")) out->kind = CHAT_LLAMA2_SYS_STRIP;
+        else if (HAS("bos_token + '[INST]")) out->kind = CHAT_LLAMA2_SYS_BOS;
+        else if (HAS("<<SYS>>")) out->kind = CHAT_LLAMA2_SYS;
+        else out->kind = CHAT_LLAMA2;
+        return;
+    }
+    if (HAS("<|start_header_id|>") && HAS("<|end_header_id|>")) {
         out->kind = CHAT_LLAMA3;
         return;
     }
+#undef HAS
 }
 
 const char *chat_kind_name(ChatKind k) {
     switch (k) {
     case CHAT_CHATML: return "chatml";
     case CHAT_LLAMA3: return "llama3";
+    case CHAT_LLAMA2: return "llama2";
+    case CHAT_LLAMA2_SYS: return "llama2-sys";
+    case CHAT_LLAMA2_SYS_BOS: return "llama2-sys-bos";
+    case CHAT_LLAMA2_SYS_STRIP: return "llama2-sys-strip";
+    case CHAT_MISTRAL_V1: return "mistral-v1";
+    case CHAT_MISTRAL_V3: return "mistral-v3";
+    case CHAT_MISTRAL_V3_TEKKEN: return "mistral-v3-tekken";
+    case CHAT_MISTRAL_V7: return "mistral-v7";
     default: return "none";
     }
 }
@@ -83,17 +106,91 @@ static void put(Buf *b, const char *s, size_t n) {
 }
 static void puts_(Buf *b, const char *s) { put(b, s, strlen(s)); }
 
-/* Llama 3's template strips surrounding whitespace from message content. */
+/* llama.cpp's trim(): drops surrounding isspace() bytes in the C locale. */
+static int is_space(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
 static void put_trimmed(Buf *b, const char *s) {
     size_t n = strlen(s);
-    while (n && (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r')) { s++; n--; }
-    while (n && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\t' || s[n - 1] == '\r')) n--;
+    while (n && is_space(*s)) { s++; n--; }
+    while (n && is_space(s[n - 1])) n--;
     put(b, s, n);
+}
+
+/* Llama 2 and variants (llama.cpp: LLM_CHAT_TEMPLATE_LLAMA_2*). Adds no generation prompt: the
+ * text already ends in [/INST]. */
+static void render_llama2(Buf *b, ChatKind k, const GenMessage *msgs, int n) {
+    int inside = 1; /* the opening [INST] carries no <s>: the tokenizer adds BOS */
+    puts_(b, "[INST] ");
+    for (int i = 0; i < n; i++) {
+        const char *role = msgs[i].role, *c = msgs[i].content;
+        if (!inside) {
+            inside = 1;
+            puts_(b, k == CHAT_LLAMA2_SYS_BOS ? "<s>[INST] " : "[INST] ");
+        }
+        void (*body)(Buf *, const char *) = k == CHAT_LLAMA2_SYS_STRIP ? put_trimmed : puts_;
+        if (strcmp(role, "system") == 0) {
+            if (k != CHAT_LLAMA2) {
+                puts_(b, "<<SYS>>\n");
+                body(b, c);
+                puts_(b, "\n<</SYS>>\n\n");
+            } else { /* no <<SYS>> support: the text joins the first turn */
+                body(b, c);
+                puts_(b, "\n");
+            }
+        } else if (strcmp(role, "user") == 0) {
+            body(b, c);
+            puts_(b, " [/INST]");
+        } else {
+            body(b, c);
+            puts_(b, "</s>");
+            inside = 0;
+        }
+    }
+}
+
+/* Mistral's official templates (llama.cpp: LLM_CHAT_TEMPLATE_MISTRAL_V1/V3/V3_TEKKEN/V7). */
+static void render_mistral(Buf *b, ChatKind k, const GenMessage *msgs, int n) {
+    if (k == CHAT_MISTRAL_V7) {
+        for (int i = 0; i < n; i++) {
+            const char *role = msgs[i].role;
+            if (strcmp(role, "system") == 0) puts_(b, "[SYSTEM_PROMPT] ");
+            else if (strcmp(role, "user") == 0) puts_(b, "[INST] ");
+            else puts_(b, " ");
+            puts_(b, msgs[i].content);
+            puts_(b, strcmp(role, "system") == 0 ? "[/SYSTEM_PROMPT]" : strcmp(role, "user") == 0 ? "[/INST]" : "</s>");
+        }
+        return;
+    }
+    const char *lead = k == CHAT_MISTRAL_V1 ? " " : "";
+    const char *trail = k == CHAT_MISTRAL_V3_TEKKEN ? "" : " ";
+    int inside = 0;
+    for (int i = 0; i < n; i++) {
+        const char *role = msgs[i].role, *c = msgs[i].content;
+        if (!inside) {
+            puts_(b, lead);
+            puts_(b, "[INST]");
+            puts_(b, trail);
+            inside = 1;
+        }
+        if (strcmp(role, "system") == 0) {
+            puts_(b, c);
+            puts_(b, "\n\n");
+        } else if (strcmp(role, "user") == 0) {
+            puts_(b, c);
+            puts_(b, lead);
+            puts_(b, "[/INST]");
+        } else {
+            puts_(b, trail);
+            if (k == CHAT_MISTRAL_V3) put_trimmed(b, c);
+            else puts_(b, c);
+            puts_(b, "</s>");
+            inside = 0;
+        }
+    }
 }
 
 char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, char *err, size_t errlen) {
     if (ct->kind == CHAT_NONE) {
-        snprintf(err, errlen, "the model's chat template is not one this engine recognises (chatml, llama3); send a raw prompt instead");
+        snprintf(err, errlen, "the model's chat template is not one this engine recognises (chatml, llama3, llama2, mistral); send a raw prompt instead");
         return NULL;
     }
     if (n < 1) {
@@ -121,6 +218,10 @@ char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, char *e
             puts_(&b, "<|im_end|>\n");
         }
         puts_(&b, "<|im_start|>assistant\n");
+    } else if (ct->kind >= CHAT_LLAMA2 && ct->kind <= CHAT_LLAMA2_SYS_STRIP) {
+        render_llama2(&b, ct->kind, msgs, n);
+    } else if (ct->kind >= CHAT_MISTRAL_V1 && ct->kind <= CHAT_MISTRAL_V7) {
+        render_mistral(&b, ct->kind, msgs, n);
     } else {
         for (int i = 0; i < n; i++) {
             puts_(&b, "<|start_header_id|>");

@@ -1,5 +1,6 @@
-/* chat.h: chat templates recognised from tokenizer.chat_template (ChatML, Llama 3) and
- * rendered in C; an unrecognised template is an error, never a guess. No Jinja engine. */
+/* chat.h: chat templates recognised from tokenizer.chat_template (ChatML, Llama 3, Llama 2 and
+ * its variants, Mistral v1/v3/v3-tekken/v7) and rendered in C exactly as llama.cpp renders them;
+ * an unrecognised template is an error, never a guess. No Jinja engine. */
 #ifndef WEAVER_DECODE_CHAT_H
 #define WEAVER_DECODE_CHAT_H
 
@@ -7,7 +8,19 @@
 
 #include "engine/generator.h"
 
-typedef enum ChatKind { CHAT_NONE = 0, CHAT_CHATML, CHAT_LLAMA3 } ChatKind;
+typedef enum ChatKind {
+    CHAT_NONE = 0,
+    CHAT_CHATML,
+    CHAT_LLAMA3,
+    CHAT_LLAMA2,           /* [INST] ... [/INST], system text folded into the first turn */
+    CHAT_LLAMA2_SYS,       /* + <<SYS>> block */
+    CHAT_LLAMA2_SYS_BOS,   /* + <s> before every later [INST] */
+    CHAT_LLAMA2_SYS_STRIP, /* + message text stripped of surrounding whitespace */
+    CHAT_MISTRAL_V1,
+    CHAT_MISTRAL_V3,
+    CHAT_MISTRAL_V3_TEKKEN,
+    CHAT_MISTRAL_V7,
+} ChatKind;
 
 typedef struct ChatTemplate {
     ChatKind kind;

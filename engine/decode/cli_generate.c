@@ -292,6 +292,11 @@ int cli_generate_main(int argc, char **argv) {
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddItemToObject(o, "tokens", ids_json(tv.v, tv.n));
                 cJSON_AddStringToObject(o, "chat_template", chat_kind_name(d->chat.kind));
+                if (req.messages) { /* the rendered conversation, to compare with llama.cpp's */
+                    char *txt = chat_render(&d->chat, req.messages, req.n_messages, err, sizeof err);
+                    if (txt) cJSON_AddStringToObject(o, "prompt_text", txt);
+                    free(txt);
+                }
                 print_json(o);
                 rc = 0;
             } else if (tv.n == 0) {

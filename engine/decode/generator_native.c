@@ -46,7 +46,9 @@ typedef struct Native {
     Decoder *dec;
     KvCache kv;
     Forward *fwd;
-    SamplerScratch scratch;
+    SamplerScratch *scratch; /* one per pool thread: sequences are sampled in parallel */
+    int n_scratch;
+    int *sampled;            /* [max_slots] this step's token of each sampling slot */
     int ctx_len, max_slots, max_batch;
     int pages_per_seq;
     Seq *slots;
@@ -111,10 +113,18 @@ static int native_open(Generator *g, const DecoderConfig *cfg) {
     n->logits = malloc((size_t)n->max_slots * hp->n_vocab * sizeof *n->logits);
     n->done_cap = n->max_slots * 2 + 16;
     n->done_q = calloc((size_t)n->done_cap, sizeof *n->done_q);
-    if (!n->slots || !n->batch || !n->logits || !n->done_q || sampler_scratch_init(&n->scratch, hp->n_vocab)) {
+    n->n_scratch = pool_size(forward_pool(n->fwd));
+    n->scratch = calloc((size_t)n->n_scratch, sizeof *n->scratch);
+    n->sampled = calloc((size_t)n->max_slots, sizeof *n->sampled);
+    if (!n->slots || !n->batch || !n->logits || !n->done_q || !n->scratch || !n->sampled) {
         snprintf(g->errstr, sizeof g->errstr, "out of memory allocating decoder buffers");
         return -1;
     }
+    for (int i = 0; i < n->n_scratch; i++)
+        if (sampler_scratch_init(&n->scratch[i], hp->n_vocab)) {
+            snprintf(g->errstr, sizeof g->errstr, "out of memory allocating decoder buffers");
+            return -1;
+        }
     for (int i = 0; i < n->max_slots; i++) {
         n->slots[i].pages = malloc((size_t)n->pages_per_seq * sizeof(int));
         if (!n->slots[i].pages) {
@@ -148,7 +158,9 @@ static void native_close(Generator *g) {
     free(n->slots);
     free(n->batch);
     free(n->logits);
-    sampler_scratch_free(&n->scratch);
+    for (int i = 0; n->scratch && i < n->n_scratch; i++) sampler_scratch_free(&n->scratch[i]);
+    free(n->scratch);
+    free(n->sampled);
     forward_free(n->fwd);
     kv_free(&n->kv);
     decoder_free(n->dec);
@@ -335,11 +347,26 @@ static int check_stop(Seq *s, size_t old_len) {
     return 0;
 }
 
+/* Samples the sequences with logits this step, one chunk per sequence on the forward pass's
+ * pool. A sequence's draw uses only its own logits, history and RNG, so the result does not
+ * depend on which thread ran it. */
+static void sample_region(void *ctx, int chunk, int nchunks, int thread) {
+    (void)nchunks;
+    Native *n = ctx;
+    int seen = -1;
+    for (int i = 0; i < n->max_slots; i++) {
+        Seq *s = &n->slots[i];
+        if (!s->req || s->logits_row < 0 || ++seen != chunk) continue;
+        float *lg = n->logits + (size_t)s->logits_row * n->dec->model->hp.n_vocab;
+        n->sampled[i] = sampler_sample(&s->req->samp, &s->rng, &n->scratch[thread], lg, s->toks.v, s->toks.n);
+        return;
+    }
+}
+
 static int native_step(Generator *g, GenDone *done, int max_done) {
     Native *n = g->impl;
     admit(n);
     int nb = 0, nl = 0;
-    const int V = n->dec->model->hp.n_vocab;
     /* Decode tokens first: every running sequence past its prompt advances by one. */
     for (int i = 0; i < n->max_slots && nb < n->max_batch; i++) {
         Seq *s = &n->slots[i];
@@ -378,13 +405,13 @@ static int native_step(Generator *g, GenDone *done, int max_done) {
             for (int i = 0; i < n->max_slots; i++)
                 if (n->slots[i].req) seq_finish(n, &n->slots[i], GEN_FINISH_ERROR, "forward pass failed");
         } else {
+            pool_run(forward_pool(n->fwd), sample_region, n, nl);
             double t = now_ms();
             for (int i = 0; i < n->max_slots; i++) {
                 Seq *s = &n->slots[i];
                 if (!s->req || s->logits_row < 0) continue;
                 if (s->in_decode) s->n_past++; /* the fed token is now cached */
-                float *lg = n->logits + (size_t)s->logits_row * V;
-                int tok = sampler_sample(&s->req->samp, &s->rng, &n->scratch, lg, s->toks.v, s->toks.n);
+                int tok = n->sampled[i];
                 if (s->t_first == 0) s->t_first = t;
                 if (tok_is_eog(n->dec->tok, tok)) {
                     seq_finish(n, s, GEN_FINISH_EOS, NULL);

@@ -279,7 +279,25 @@ struct Forward {
     const BatchTok *toks;
     const KvCache *kv;
     int layer;
+    /* token-parallel regions: the quantiser's input and its per-slot jobs */
+    const float *qsrc;
+    int n_qjobs, qjob[MM_MAX];
+    KvCache *kv_w;
+    int rn_add;          /* resid_norm_region: x += xn first */
+    const float *rn_w;   /* then xn = rmsnorm(x) with these weights (NULL: no norm) */
 };
+
+/* Tokens [t0, t1) of chunk `chunk` of `nchunks` over f->ntok. */
+static void tok_range(const Forward *f, int chunk, int nchunks, int *t0, int *t1) {
+    *t0 = (int)((long)f->ntok * chunk / nchunks);
+    *t1 = (int)((long)f->ntok * (chunk + 1) / nchunks);
+}
+
+/* Chunks for a per-token region: each token's work is independent and identical whichever
+ * thread runs it, so splitting never changes a number. */
+static int tok_chunks(const Forward *f) { return f->ntok < 8 ? f->ntok : 8; }
+
+Pool *forward_pool(Forward *f) { return f->pool; }
 
 Forward *forward_create(const Model *m, int max_tokens, int max_ctx, int n_threads, char *err, size_t errlen) {
     Forward *f = calloc(1, sizeof *f);
@@ -377,8 +395,33 @@ static void mm_region(void *ctx, int chunk, int nchunks, int thread) {
 }
 
 /* Multiplies the activation rows src[ntok][cols] by up to three matrices sharing the input. */
+static void quant_region(void *ctx, int chunk, int nchunks, int thread) {
+    Forward *f = ctx;
+    (void)thread;
+    int t0, t1;
+    tok_range(f, chunk, nchunks, &t0, &t1);
+    for (int j = 0; j < f->n_qjobs; j++) {
+        const WMat *w = f->mm[f->qjob[j]].w;
+        size_t stride = quant_row_bytes(w->act, w->cols);
+        for (int t = t0; t < t1; t++)
+            quant_quantize_act(w->act, f->qsrc + (size_t)t * w->cols, f->act[f->qjob[j]] + (size_t)t * stride, w->cols);
+    }
+}
+
 static void matmul_group(Forward *f, const float *src, int ntok, const WMat **ws, float **outs, int n) {
     int slot_of[MM_MAX];
+    f->n_qjobs = 0;
+    for (int i = 0; i < n; i++) {
+        int shared = 0;
+        for (int j = 0; j < i && !shared; j++) shared = ws[j]->act == ws[i]->act && ws[j]->cols == ws[i]->cols;
+        if (!shared) {
+            f->mm[i].w = ws[i];
+            f->qjob[f->n_qjobs++] = i;
+        }
+    }
+    f->qsrc = src;
+    f->ntok = ntok;
+    pool_run(f->pool, quant_region, f, tok_chunks(f));
     for (int i = 0; i < n; i++) {
         const WMat *w = ws[i];
         size_t stride = quant_row_bytes(w->act, w->cols);
@@ -388,10 +431,7 @@ static void matmul_group(Forward *f, const float *src, int ntok, const WMat **ws
                 slot = slot_of[j];
                 break;
             }
-        slot_of[i] = slot;
-        if (slot == i)
-            for (int t = 0; t < ntok; t++)
-                quant_quantize_act(w->act, src + (size_t)t * w->cols, f->act[i] + (size_t)t * stride, w->cols);
+        slot_of[i] = slot; /* slot == i: quantised above (quant_region) */
         const void *tile = NULL;
         if (w->mm && ntok > 1) {
             /* one prepared tile per slot and weight type (Q4_1 and Q8_0 never share a slot) */
@@ -477,11 +517,77 @@ static void attn_region(void *ctx, int chunk, int nchunks, int ith) {
     }
 }
 
+/* Per token after the Q/K/V matmuls: biases, Q/K norms, RoPE, fp16 Q, K and V into the cache. */
+static void qkv_region(void *ctx, int chunk, int nchunks, int thread) {
+    Forward *f = ctx;
+    (void)thread;
+    const ModelHparams *hp = &f->m->hp;
+    const ModelLayer *L = &f->m->layers[f->layer];
+    KvCache *kv = f->kv_w;
+    const BatchTok *toks = f->toks;
+    int l = f->layer, hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
+    int t0, t1;
+    tok_range(f, chunk, nchunks, &t0, &t1);
+    for (int t = t0; t < t1; t++) {
+        float *q = f->q + (size_t)t * qd, *k = f->k + (size_t)t * kvd, *v = f->v + (size_t)t * kvd;
+        if (L->bq) {
+            for (int i = 0; i < qd; i++) q[i] += L->bq[i];
+            for (int i = 0; i < kvd; i++) k[i] += L->bk[i];
+            for (int i = 0; i < kvd; i++) v[i] += L->bv[i];
+        }
+        const float *cs = f->rope_cs + (size_t)t * hp->rope_dim;
+        for (int h = 0; h < hp->n_head; h++) {
+            if (L->q_norm) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, hp->eps);
+            rope_apply(hp, q + h * hd, cs);
+        }
+        for (int h = 0; h < hp->n_head_kv; h++) {
+            if (L->k_norm) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, hp->eps);
+            rope_apply(hp, k + h * hd, cs);
+        }
+        quant_f32_to_fp16_row(f->q16 + (size_t)t * qd, q, qd);
+        int pos = toks[t].pos;
+        size_t row = ((size_t)toks[t].pages[pos / KV_PAGE] * KV_PAGE + (size_t)(pos % KV_PAGE)) * kvd;
+        quant_f32_to_fp16_row(kv->k + (size_t)l * kv->layer_stride + row, k, kvd);
+        quant_f32_to_fp16_row(kv->v + (size_t)l * kv->layer_stride + row, v, kvd);
+    }
+}
+
+/* Per token: the residual add (x += xn) and/or the next RMSNorm (xn = norm(x)). */
+static void resid_norm_region(void *ctx, int chunk, int nchunks, int thread) {
+    Forward *f = ctx;
+    (void)thread;
+    int t0, t1, d = f->m->hp.n_embd;
+    tok_range(f, chunk, nchunks, &t0, &t1);
+    for (int t = t0; t < t1; t++) {
+        float *x = f->x + (size_t)t * d, *xn = f->xn + (size_t)t * d;
+        if (f->rn_add)
+            for (int i = 0; i < d; i++) x[i] += xn[i];
+        if (f->rn_w) rmsnorm(xn, x, f->rn_w, d, f->m->hp.eps);
+    }
+}
+
+static void resid_norm(Forward *f, int add, const float *w) {
+    f->rn_add = add;
+    f->rn_w = w;
+    pool_run(f->pool, resid_norm_region, f, tok_chunks(f));
+}
+
+static void swiglu_region(void *ctx, int chunk, int nchunks, int thread) {
+    Forward *f = ctx;
+    (void)thread;
+    int t0, t1, nff = f->m->hp.n_ff;
+    tok_range(f, chunk, nchunks, &t0, &t1);
+    for (int t = t0; t < t1; t++) {
+        size_t o = (size_t)t * nff;
+        quant_swiglu_row(f->gate + o, f->gate + o, f->up + o, nff);
+    }
+}
+
 int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *logits) {
     const Model *m = f->m;
     const ModelHparams *hp = &m->hp;
     if (n < 1 || n > f->max_tokens) return -1;
-    int d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
+    int d = hp->n_embd;
     for (int t = 0; t < n; t++) {
         if (toks[t].token < 0 || toks[t].token >= hp->n_vocab || toks[t].pos < 0 || toks[t].pos >= f->max_ctx) return -1;
         quant_dequant_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)toks[t].token * m->tok_embd.row_bytes,
@@ -498,50 +604,28 @@ int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *log
     f->ntok = n;
     for (int l = 0; l < hp->n_layer; l++) {
         const ModelLayer *L = &m->layers[l];
-        for (int t = 0; t < n; t++) rmsnorm(f->xn + (size_t)t * d, f->x + (size_t)t * d, L->attn_norm, d, hp->eps);
+        f->ntok = n;
+        resid_norm(f, l > 0, L->attn_norm); /* the previous layer's FFN residual, then this norm */
         const WMat *w3[3] = {&L->wq, &L->wk, &L->wv};
         float *o3[3] = {f->q, f->k, f->v};
         matmul_group(f, f->xn, n, w3, o3, 3);
-        for (int t = 0; t < n; t++) {
-            float *q = f->q + (size_t)t * qd, *k = f->k + (size_t)t * kvd, *v = f->v + (size_t)t * kvd;
-            if (L->bq) {
-                for (int i = 0; i < qd; i++) q[i] += L->bq[i];
-                for (int i = 0; i < kvd; i++) k[i] += L->bk[i];
-                for (int i = 0; i < kvd; i++) v[i] += L->bv[i];
-            }
-            const float *cs = f->rope_cs + (size_t)t * hp->rope_dim;
-            for (int h = 0; h < hp->n_head; h++) {
-                if (L->q_norm) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, hp->eps);
-                rope_apply(hp, q + h * hd, cs);
-            }
-            for (int h = 0; h < hp->n_head_kv; h++) {
-                if (L->k_norm) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, hp->eps);
-                rope_apply(hp, k + h * hd, cs);
-            }
-            quant_f32_to_fp16_row(f->q16 + (size_t)t * qd, q, qd);
-            int pos = toks[t].pos;
-            size_t row = ((size_t)toks[t].pages[pos / KV_PAGE] * KV_PAGE + (size_t)(pos % KV_PAGE)) * kvd;
-            quant_f32_to_fp16_row(kv->k + (size_t)l * kv->layer_stride + row, k, kvd);
-            quant_f32_to_fp16_row(kv->v + (size_t)l * kv->layer_stride + row, v, kvd);
-        }
         f->layer = l;
+        f->kv_w = kv;
+        pool_run(f->pool, qkv_region, f, tok_chunks(f));
         pool_run(f->pool, attn_region, f, n * hp->n_head < 64 ? n * hp->n_head : 64);
         const WMat *wo[1] = {&L->wo};
         float *oo[1] = {f->xn};
         matmul_group(f, f->att, n, wo, oo, 1);
-        for (size_t i = 0; i < (size_t)n * d; i++) f->x[i] += f->xn[i];
-        for (int t = 0; t < n; t++) rmsnorm(f->xn + (size_t)t * d, f->x + (size_t)t * d, L->ffn_norm, d, hp->eps);
+        resid_norm(f, 1, L->ffn_norm);
         const WMat *wgu[2] = {&L->wgate, &L->wup};
         float *ogu[2] = {f->gate, f->up};
         matmul_group(f, f->xn, n, wgu, ogu, 2);
-        for (int t = 0; t < n; t++) {
-            size_t o = (size_t)t * hp->n_ff;
-            quant_swiglu_row(f->gate + o, f->gate + o, f->up + o, hp->n_ff);
-        }
+        pool_run(f->pool, swiglu_region, f, tok_chunks(f));
         const WMat *wd[1] = {&L->wdown};
         matmul_group(f, f->gate, n, wd, oo, 1);
-        for (size_t i = 0; i < (size_t)n * d; i++) f->x[i] += f->xn[i];
     }
+    f->ntok = n;
+    resid_norm(f, 1, NULL); /* the last layer's FFN residual */
     int nl = 0;
     for (int t = 0; t < n; t++) {
         if (toks[t].logits_row < 0) continue;

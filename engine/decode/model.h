@@ -82,6 +82,8 @@ typedef struct BatchTok {
 typedef struct Forward Forward;
 Forward *forward_create(const Model *m, int max_tokens, int max_ctx, int n_threads, char *err, size_t errlen);
 void forward_free(Forward *f);
+/* The forward pass's thread pool, for other per-step work (sampling) between passes. */
+Pool *forward_pool(Forward *f);
 /* Runs the batch; writes logits[logits_row * n_vocab ...] for tokens that ask for them. */
 int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *logits);
 

@@ -1,6 +1,9 @@
 /* sampler.c: token sampling (see sampler.h). Order as llama.cpp's default chain: penalties,
- * top_k, top_p, min_p, temperature, draw. Greedy when temperature <= 0 (after penalties). */
+ * top_k, top_p, min_p, temperature, draw. Greedy when temperature <= 0 (after penalties).
+ * exp is libm's expf, evaluated 4 at a time by quant_expf_row with identical results. */
 #include "engine/decode/sampler.h"
+
+#include "kernels/quant.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -121,7 +124,11 @@ int sampler_sample(const GenSampling *p, SamplerRng *rng, SamplerScratch *s, flo
     /* Temperature-1 probabilities, only when top_p or min_p will look at them. */
     int filter = (p->top_p > 0.0f && p->top_p < 1.0f) || (p->min_p > 0.0f && p->min_p <= 1.0f);
     for (int i = 0; i < n && filter; i++) mx = fmaxf(mx, logits[s->idx[i]]);
-    for (int i = 0; i < n && filter; i++) z += (s->prob[i] = expf(logits[s->idx[i]] - mx));
+    if (filter) {
+        for (int i = 0; i < n; i++) s->prob[i] = logits[s->idx[i]] - mx;
+        quant_expf_row(s->prob, s->prob, n); /* libm's expf, bit for bit, 4 at a time */
+        for (int i = 0; i < n; i++) z += s->prob[i];
+    }
     if (p->top_p > 0.0f && p->top_p < 1.0f) {
         double cum = 0.0;
         int keep = n;
@@ -150,7 +157,9 @@ int sampler_sample(const GenSampling *p, SamplerRng *rng, SamplerScratch *s, flo
     for (int i = 0; i < n; i++)
         if (logits[s->idx[i]] > mx) mx = logits[s->idx[i]];
     z = 0.0;
-    for (int i = 0; i < n; i++) z += (s->prob[i] = expf((logits[s->idx[i]] - mx) / p->temperature));
+    for (int i = 0; i < n; i++) s->prob[i] = (logits[s->idx[i]] - mx) / p->temperature;
+    quant_expf_row(s->prob, s->prob, n);
+    for (int i = 0; i < n; i++) z += s->prob[i];
     double u = sampler_rng_uniform(rng) * z, cum = 0.0;
     for (int i = 0; i < n; i++) {
         cum += s->prob[i];

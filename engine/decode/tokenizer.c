@@ -284,7 +284,8 @@ Tokenizer *tok_load(const GgufFile *f, char *err, size_t errlen) {
         if (id >= 0 && t->type[id] == TOK_CONTROL) t->eog[id] = true;
     }
     for (int i = 0; i < t->n_vocab; i++)
-        if ((t->type[i] == TOK_CONTROL || t->type[i] == TOK_USER_DEFINED) && t->text[i].len > 0)
+        /* As llama.cpp: control, user-defined and unknown tokens are matched in prompt text. */
+        if ((t->type[i] == TOK_CONTROL || t->type[i] == TOK_USER_DEFINED || t->type[i] == TOK_UNKNOWN) && t->text[i].len > 0)
             t->special[t->n_special++] = i;
     qsort_r(t->special, (size_t)t->n_special, sizeof *t->special, cmp_len_desc, t);
     for (int b = 0; b < 256; b++) t->byte_tok[b] = -1;

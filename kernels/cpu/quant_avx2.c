@@ -445,3 +445,49 @@ void quant_attn_scores_avx2(float *s, const uint16_t *q, const uint16_t *const *
         s[p] = r * scale;
     }
 }
+
+/* ---- expf as glibc computes it (sysdeps/ieee754/flt-32/e_expf.c, glibc >= 2.27), 4 lanes in
+ * double: k = round(x * 32/ln2), r = x * 32/ln2 - k, 2^(k/32) from a 32-entry table,
+ * s * (C0 r^3 + C1 r^2 + C2 r + 1) with the fused multiply-adds of its FMA build, rounded to
+ * float once. Only for |x| < 88 (glibc's fast path); other lanes go to expf itself. */
+static const uint64_t EXPF_TAB[32] = {
+    0x3ff0000000000000ull, 0x3fefd9b0d3158574ull, 0x3fefb5586cf9890full, 0x3fef9301d0125b51ull,
+    0x3fef72b83c7d517bull, 0x3fef54873168b9aaull, 0x3fef387a6e756238ull, 0x3fef1e9df51fdee1ull,
+    0x3fef06fe0a31b715ull, 0x3feef1a7373aa9cbull, 0x3feedea64c123422ull, 0x3feece086061892dull,
+    0x3feebfdad5362a27ull, 0x3feeb42b569d4f82ull, 0x3feeab07dd485429ull, 0x3feea47eb03a5585ull,
+    0x3feea09e667f3bcdull, 0x3fee9f75e8ec5f74ull, 0x3feea11473eb0187ull, 0x3feea589994cce13ull,
+    0x3feeace5422aa0dbull, 0x3feeb737b0cdc5e5ull, 0x3feec49182a3f090ull, 0x3feed503b23e255dull,
+    0x3feee89f995ad3adull, 0x3feeff76f2fb5e47ull, 0x3fef199bdd85529cull, 0x3fef3720dcef9069ull,
+    0x3fef5818dcfba487ull, 0x3fef7c97337b9b5full, 0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull
+};
+
+void quant_expf_row_avx2(float *y, const float *x, int n) {
+    const __m256d invln2n = _mm256_set1_pd(0x1.71547652b82fep+0 * 32), shift = _mm256_set1_pd(0x1.8p+52);
+    const __m256d c0 = _mm256_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32), c1 = _mm256_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32),
+                  c2 = _mm256_set1_pd(0x1.62e42ff0c52d6p-1 / 32), one = _mm256_set1_pd(1.0);
+    const __m128 lim = _mm_set1_ps(88.0f), absmask = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m128 xf = _mm_loadu_ps(x + i);
+        /* not |x| < 88 (large, NaN): glibc's slow path, so expf itself */
+        if (_mm_movemask_ps(_mm_cmp_ps(_mm_and_ps(xf, absmask), lim, _CMP_NLT_UQ))) {
+            for (int k = 0; k < 4; k++) y[i + k] = expf(x[i + k]);
+            continue;
+        }
+        __m256d xd = _mm256_cvtps_pd(xf);
+        __m256d z = _mm256_mul_pd(invln2n, xd);
+        __m256d kd = _mm256_add_pd(z, shift);
+        __m256i ki = _mm256_castpd_si256(kd);
+        kd = _mm256_sub_pd(kd, shift);
+        __m256d r = _mm256_sub_pd(z, kd);
+        __m256i t = _mm256_i64gather_epi64((const long long *)EXPF_TAB, _mm256_and_si256(ki, _mm256_set1_epi64x(31)), 8);
+        t = _mm256_add_epi64(t, _mm256_slli_epi64(ki, 52 - 5));
+        __m256d s = _mm256_castsi256_pd(t);
+        __m256d p = _mm256_fmadd_pd(c0, r, c1);
+        __m256d r2 = _mm256_mul_pd(r, r);
+        __m256d q = _mm256_fmadd_pd(c2, r, one);
+        q = _mm256_fmadd_pd(p, r2, q);
+        _mm_storeu_ps(y + i, _mm256_cvtpd_ps(_mm256_mul_pd(q, s)));
+    }
+    for (; i < n; i++) y[i] = expf(x[i]);
+}

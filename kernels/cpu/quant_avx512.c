@@ -92,6 +92,13 @@ VNNI void quant_matmul_prep_vnni(int wtype, void *tile, const void *act, size_t 
  * accumulators stay in registers. */
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
+/* The weight rows stream from memory once per step: each row loop prefetches the row PF_ROWS
+ * ahead (one hint per block, so every cache line of it), which the hardware prefetcher alone
+ * does not keep up with. Prefetching changes no arithmetic. */
+#ifndef PF_ROWS
+#define PF_ROWS 4
+#endif
+
 VNNI static ALWAYS_INLINE void q41_rows(float *out, size_t ldo, const void *W, size_t rb, int nb, int r0, int r1,
                                         const uint8_t *qs, const float *dp, const float *sy, int t0, int nt, const int NP) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
@@ -101,7 +108,9 @@ VNNI static ALWAYS_INLINE void q41_rows(float *out, size_t ldo, const void *W, s
 #pragma GCC unroll 8
         for (int p = 0; p < NP; p++) acc[p] = _mm512_setzero_ps();
         __m512 summ = _mm512_setzero_ps();
+        const char *pf = r + PF_ROWS < r1 ? (const char *)W + (size_t)(r + PF_ROWS) * rb : NULL;
         for (int b = 0; b < nb; b++) {
+            if (pf) _mm_prefetch(pf + (size_t)b * sizeof(BlockQ4_1), _MM_HINT_T0);
             __m128i t = _mm_loadu_si128((const __m128i *)x[b].qs);
             __m512i w = _mm512_and_si512(_mm512_broadcast_i64x4(_mm256_set_m128i(_mm_srli_epi16(t, 4), t)), m4);
             __m512 dw = _mm512_set1_ps(h2f(x[b].d));
@@ -136,7 +145,9 @@ VNNI static ALWAYS_INLINE void q80_rows(float *out, size_t ldo, const void *W, s
         __m512 acc[PAIRS];
 #pragma GCC unroll 8
         for (int p = 0; p < NP; p++) acc[p] = _mm512_setzero_ps();
+        const char *pf = r + PF_ROWS < r1 ? (const char *)W + (size_t)(r + PF_ROWS) * rb : NULL;
         for (int b = 0; b < nb; b++) {
+            if (pf) _mm_prefetch(pf + (size_t)b * sizeof(BlockQ8_0), _MM_HINT_T0);
             /* w + 128 as unsigned; the per-lane correction -128 * sum(a) restores w * a exactly */
             __m512i w = _mm512_xor_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x[b].qs)), bias);
             __m512 dw = _mm512_set1_ps(h2f(x[b].d));

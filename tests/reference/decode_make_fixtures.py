@@ -4,6 +4,7 @@
 Run once, outside CI (needs llama-cpp-python, which builds llama.cpp from source):
     python3 tests/reference/decode_make_fixtures.py            # all fixtures
     python3 tests/reference/decode_make_fixtures.py --smol-only   # SmolLM2 only (or --tiny-only)
+    python3 tests/reference/decode_make_fixtures.py --spm-only    # SentencePiece + chat templates
 It writes tests/fixtures/decode/*.json. The tiny random-weight GGUF files are not stored:
 `tiny_model(name, path)` regenerates them bit-identically (seeded) at test time, and the
 fixture stores their sha256 so a drift in the generator is caught.
@@ -14,6 +15,12 @@ positions (the whole prompt as one batch), a 32-token greedy continuation decode
 a time with the top-K logits of every step ("steps", SmolLM2 only) and the top-1/top-2 margin,
 and, for information, the max |diff| between llama.cpp's own two attention paths (flash on vs
 off) at each prompt position and the flash-attention greedy continuation.
+
+tiny_spm.json: a tiny llama model with a SentencePiece vocabulary (tokenizer.ggml.model "llama":
+scores with ties, <0xXX> byte fallback, control, unknown and user-defined tokens), tokenised by
+llama.cpp on prompts with accents, CJK, emoji, leading spaces and digits, plus its logits and
+greedy continuation. chat_templates.json: conversations rendered by llama.cpp's
+llama_chat_apply_template for Llama 2 / Mistral family templates (and one it does not know).
 """
 import hashlib
 import json
@@ -117,12 +124,17 @@ def _random_kquant(rng, qtype, rows, cols):
     return raw.reshape(rows, cols // bs * ts)
 
 
-def tiny_model(name, path):
-    """Writes the tiny model `name` to path, deterministically. Returns its sha256."""
+def tiny_model(name, path, chat_template=None):
+    """Writes the tiny model `name` to path, deterministically. Returns its sha256.
+    chat_template replaces the default tokenizer.chat_template."""
     import gguf
-    arch, qt = TINY[name]
+    spm = name == SPM_NAME
+    arch, qt = ("llama", "Q8_0") if spm else TINY[name]
     rng = np.random.default_rng(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
-    toks, types, merges = _byte_vocab()
+    if spm:
+        toks, types, scores = _spm_vocab()
+    else:
+        toks, types, merges = _byte_vocab()
     V, D, F, L, H, HKV, HD = len(toks), 256, 512, 2, 4, 2, 64
     w = gguf.GGUFWriter(path, arch)
     w.add_block_count(L)
@@ -136,15 +148,27 @@ def tiny_model(name, path):
     if arch == "qwen3":
         w.add_key_length(HD)
         w.add_value_length(HD)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("qwen2" if arch != "llama" else "gpt-2")
-    w.add_token_list(toks)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(0)
-    w.add_eos_token_id(2)
-    w.add_add_bos_token(False)
-    w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+    if spm:
+        w.add_tokenizer_model("llama")
+        w.add_token_list(toks)
+        w.add_token_types(types)
+        w.add_token_scores(scores)
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(2)
+        w.add_unk_token_id(0)
+        w.add_add_bos_token(True)
+        w.add_chat_template(chat_template or CHAT_TEMPLATES["llama2-chat"])
+    else:
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("qwen2" if arch != "llama" else "gpt-2")
+        w.add_token_list(toks)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
+        w.add_bos_token_id(0)
+        w.add_eos_token_id(2)
+        w.add_add_bos_token(False)
+        w.add_chat_template(chat_template or
+                            "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
     qtype = getattr(gguf.GGMLQuantizationType, qt)
 
     def mat(tname, rows, cols, scale):
@@ -192,6 +216,153 @@ def tiny_model(name, path):
     w.close()
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
+
+
+# ---------------------------------------------------------------- SentencePiece vocabulary
+
+SPM_CORPUS = (
+    "The quick brown fox jumps over the lazy dog. Hello world, hello there! "
+    "the cat sat on the mat and the dog sat on the log. [INST] <<SYS>> <</SYS>> [/INST] "
+    "You are a helpful assistant. What is the meaning of life? Write a haiku about the sea. "
+    "café naïve Straße déjà vu über résumé crème brûlée. 東京 東京都 京都 "
+    "1234567890 3.14159 2024 100 42 "
+)
+SPM_SPECIAL = ["<unk>", "<s>", "</s>"]
+SPM_USER = ["<|sep|>"]
+N_SPM_PIECES = 360
+
+
+def _spm_vocab():
+    """llama-style vocab: <unk> <s> </s>, 256 <0xXX> byte tokens, one user-defined token, then
+    the N_SPM_PIECES most frequent substrings (up to 6 characters) of SPM_CORPUS with spaces as
+    U+2581, scored -(rank // 3) so that groups of three tie (the merge order must break ties by
+    position, as llama.cpp does). Substrings of a frequent piece are at least as frequent, so
+    long pieces are reachable by merges. Deterministic; no randomness."""
+    text = "▁" + SPM_CORPUS.replace(" ", "▁")
+    freq = {}
+    for i in range(len(text)):
+        for k in range(1, 7):
+            if i + k <= len(text):
+                sub = text[i:i + k]
+                freq[sub] = freq.get(sub, 0) + 1
+    chars = sorted({c for c in text})
+    multi = sorted((p for p in freq if len(p) > 1), key=lambda p: (-freq[p], -len(p), p))[:N_SPM_PIECES]
+    toks = SPM_SPECIAL + [f"<0x{b:02X}>" for b in range(256)] + SPM_USER
+    types = [2, 3, 3] + [6] * 256 + [4]
+    scores = [0.0] * len(toks)
+    for rank, p in enumerate(multi):
+        toks.append(p)
+        types.append(1)
+        scores.append(-float(rank // 3))
+    for c in chars:  # single characters last, lowest scores, as SentencePiece does
+        if c not in toks:
+            toks.append(c)
+            types.append(1)
+            scores.append(-1000.0)
+    while len(toks) % 32:
+        toks.append(f"<unused{len(toks)}>")
+        types.append(5)
+        scores.append(-1e9)
+    return toks, types, scores
+
+
+SPM_TOKENIZE = [
+    "Hello world",
+    "The quick brown fox jumps over the lazy dog.",
+    "  leading spaces",
+    "trailing spaces   ",
+    "   ",
+    "café naïve Straße déjà vu",
+    "Ünïcödé ÀÉÎÕÜ",
+    "東京 日本語 한국어 中文",
+    "emoji 👍🏽 and 🧑‍🚀 and ✨",
+    "digits 1234567890 3.14159 -42 007",
+    "tabs\tand\nnewlines\n\nend",
+    "<s>[INST] hello [/INST] hi</s>",
+    "<|sep|>after a user-defined token<|sep|>",
+    "<unk> is special too",
+    "literal <0x41> byte text",
+    "the the the thethe",
+    "",
+]
+
+SPM_NAME = "tiny_llama_spm"
+
+# Chat templates in the families llama.cpp recognises by marker text (abridged from the
+# published ones; detection only looks for markers). llama.cpp decides the rendering.
+CHAT_TEMPLATES = {
+    "llama2-chat": (
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+        "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+        "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+        "{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
+        "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}"
+        "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+        "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"),
+    "mistral-instruct-v0.2": (
+        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+        "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+        "{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}"
+        "{% endif %}{% endfor %}"),
+    "llama2-sys-bos": (
+        "{%- for idx in range(0, messages|length) -%}{%- if messages[idx]['role'] == 'user' -%}{%- if idx > 1 -%}"
+        "{{- bos_token + '[INST] ' + messages[idx]['content'] + ' [/INST]' -}}{%- else -%}"
+        "{{- messages[idx]['content'] + ' [/INST]' -}}{%- endif -%}{% elif messages[idx]['role'] == 'system' %}"
+        "{{- '[INST] <<SYS>>\\n' + messages[idx]['content'] + '\\n<</SYS>>\\n\\n' -}}"
+        "{%- elif messages[idx]['role'] == 'assistant' -%}{{- ' '  + messages[idx]['content'] + ' ' + eos_token -}}"
+        "{% endif %}{% endfor %}"),
+    "llama2-sys": (
+        "{% for message in messages %}{% if message['role'] == 'system' %}{{ '[INST] <<SYS>>\\n' + message['content'] + "
+        "'\\n<</SYS>>\\n\\n' }}{% elif message['role'] == 'user' %}{{ message['content'] + ' [/INST]' }}"
+        "{% else %}{{ ' ' + message['content'] + ' </s><s>[INST] ' }}{% endif %}{% endfor %}"),
+    "mistral-v1": (
+        "{{ bos_token }}{% for message in loop_messages %}{% if message['role'] == 'user' %}"
+        "{% if loop.first and system_message is defined %}{{ ' [INST] ' + system_message + '\\n\\n' + message['content'] + ' [/INST]' }}"
+        "{% else %}{{ ' [INST] ' + message['content'] + ' [/INST]' }}{% endif %}{% elif message['role'] == 'assistant' %}"
+        "{{ ' ' + message['content'] + eos_token}}{% endif %}{% endfor %}"),
+    "mistral-v3": (
+        "{{ bos_token }}{% for message in loop_messages %}{% if message['role'] == 'user' %}"
+        "{% if tools is not none and (message == user_messages[-1]) %}{{ '[AVAILABLE_TOOLS] [' }}{% endif %}"
+        "{% if loop.last and system_message is defined %}{{ '[INST] ' + system_message + '\\n\\n' + message['content'] + '[/INST]' }}"
+        "{% else %}{{ '[INST] ' + message['content'] + '[/INST]' }}{% endif %}{% elif message['role'] == 'assistant' %}"
+        "{{ ' ' + message['content']|trim + eos_token}}{% endif %}{% endfor %}"),
+    "mistral-v3-tekken": (
+        "{{ bos_token }}{% for message in loop_messages %}{% if message['role'] == 'user' %}"
+        "{% if tools is not none and (message == user_messages[-1]) %}{{ \"[AVAILABLE_TOOLS][\" }}{% endif %}"
+        "{{ \"[INST]\" + message['content'] + \"[/INST]\" }}{% elif message['role'] == 'assistant' %}"
+        "{{ message['content'] + eos_token }}{% endif %}{% endfor %}"),
+    "mistral-v7": (
+        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+        "{{ '[INST] ' + message['content'] + '[/INST]' }}{% elif message['role'] == 'system' %}"
+        "{{ '[SYSTEM_PROMPT] ' + message['content'] + '[/SYSTEM_PROMPT]' }}{% elif message['role'] == 'assistant' %}"
+        "{{ ' ' + message['content'] + eos_token }}{% endif %}{% endfor %}"),
+    "unrecognised": "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}### assistant:",
+}
+
+CHAT_CONVERSATIONS = [
+    [("system", "You are a helpful assistant."), ("user", "Hello there"), ("assistant", "Hi! How can I help?"),
+     ("user", "What is the meaning of life?")],
+    [("system", "  Be terse.\n"), ("user", " Write a haiku about the sea. "), ("assistant", "\nWaves fold into foam \n"),
+     ("user", "Another, about café Straße 東京.")],
+    [("user", "Hello world")],
+    [("user", "hi"), ("assistant", "hello"), ("user", "the dog sat on the log")],
+]
+
+
+def render_chat(tmpl, msgs):
+    """llama.cpp's rendering (llama_chat_apply_template, add_ass true), or None if it refuses."""
+    import ctypes
+    import llama_cpp
+    arr = (llama_cpp.llama_chat_message * len(msgs))()
+    keep = []
+    for i, (r, c) in enumerate(msgs):
+        rb, cb = r.encode(), c.encode()
+        keep += [rb, cb]
+        arr[i].role = rb
+        arr[i].content = cb
+    buf = ctypes.create_string_buffer(1 << 16)
+    n = llama_cpp.llama_chat_apply_template(tmpl.encode(), arr, len(msgs), True, buf, len(buf))
+    return None if n < 0 else buf.raw[:n].decode()
 
 
 TINY_PROMPTS = ["the cat sat on the mat", "<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n"]
@@ -248,8 +419,40 @@ def record(model_path, tokenize_prompts, gen_prompts, n_pos, n_greedy, steps=Fal
     return out
 
 
+def record_spm():
+    """tiny_spm.json (tokenisation + logits + greedy) and chat_templates.json."""
+    import tempfile
+    import llama_cpp
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, SPM_NAME + ".gguf")
+        sha = tiny_model(SPM_NAME, path)
+        fx = record(path, SPM_TOKENIZE, TINY_PROMPTS[:1] + ["Hello world, the quick brown fox"], 6, 16)
+        fx["sha256"] = sha
+        fx["n_vocab"] = len(_spm_vocab()[0])
+        voc = llama_cpp.Llama(path, vocab_only=True, verbose=False)
+        chats = []
+        for tname, tmpl in CHAT_TEMPLATES.items():
+            convs = []
+            for conv in CHAT_CONVERSATIONS:
+                text = render_chat(tmpl, conv)
+                c = {"messages": [{"role": r, "content": t} for r, t in conv], "rendered": text}
+                if text is not None:
+                    c["tokens"] = voc.tokenize(text.encode(), add_bos=True, special=True)
+                convs.append(c)
+            chats.append({"name": tname, "template": tmpl, "conversations": convs})
+    with open(os.path.join(FIX, "tiny_spm.json"), "w") as f:
+        json.dump(fx, f, indent=0, ensure_ascii=False)
+    with open(os.path.join(FIX, "chat_templates.json"), "w") as f:
+        json.dump({"llama_cpp_version": getattr(llama_cpp, "__version__", "?"), "templates": chats}, f, indent=1,
+                  ensure_ascii=False)
+    print("wrote tiny_spm.json, chat_templates.json")
+
+
 def main():
     os.makedirs(FIX, exist_ok=True)
+    if "--spm-only" in sys.argv:
+        record_spm()
+        return
     if os.path.exists(SMOL) and "--tiny-only" not in sys.argv:
         fx = record(SMOL, SMOL_TOKENIZE, SMOL_GENERATE, N_LOGIT_POS, N_GREEDY, steps=True)
         fx["model"] = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -272,6 +475,7 @@ def main():
             print("recorded", name)
     with open(os.path.join(FIX, "tiny_models.json"), "w") as f:
         json.dump(tiny, f, indent=0, ensure_ascii=False)
+    record_spm()
 
 
 if __name__ == "__main__":

@@ -317,6 +317,43 @@ static void matmul_rows_equals_per_row_dots(void **state) {
     free(W); free(A); free(x); free(out);
 }
 
+/* The sampler's exp must be libm's expf bit for bit (a job's draw must not depend on the CPU
+ * path): every 61st float bit pattern of [-104, 104] plus the edges, through the dispatcher
+ * and, where the CPU has AVX2, the vector kernel itself over the range it claims (|x| < 88). */
+static void expf_row_is_libm_expf_bitwise(void **state) {
+    (void)state;
+    enum { B = 4096 };
+    static float x[B], y[B], yv[B];
+    const uint32_t big = 0x42d00000u; /* 104.0f */
+    long bad = 0, n_checked = 0;
+    int n = 0, avx2 = quant_best_isa() == QUANT_ISA_AVX2;
+    for (uint32_t sgn = 0; sgn < 2; sgn++)
+        for (uint32_t u = 0; u <= big + 61; u += 61) {
+            uint32_t v = (u > big ? big : u) | (sgn << 31);
+            memcpy(&x[n++], &v, 4);
+            if (n == B || u + 61 > big + 61) {
+                quant_expf_row(y, x, n);
+                if (avx2) quant_expf_row_avx2(yv, x, n);
+                for (int i = 0; i < n; i++) {
+                    float e = expf(x[i]);
+                    if (memcmp(&e, &y[i], 4) || (avx2 && fabsf(x[i]) < 88.0f && memcmp(&e, &yv[i], 4))) {
+                        if (bad++ < 5) print_message("expf(%a): libm %a, row %a, avx2 %a\n", x[i], e, y[i], yv[i]);
+                    }
+                }
+                n_checked += n;
+                n = 0;
+            }
+        }
+    float edge[7] = {-INFINITY, INFINITY, NAN, -0.0f, 0.0f, 88.72283f, -103.97208f}, ey[7];
+    quant_expf_row(ey, edge, 7);
+    for (int i = 0; i < 7; i++) {
+        float e = expf(edge[i]);
+        if (isnan(e) ? !isnan(ey[i]) : memcmp(&e, &ey[i], 4) != 0) bad++;
+    }
+    assert_true(n_checked > 1000000);
+    assert_int_equal(bad, 0);
+}
+
 static void type_facts_reject_unknown_types(void **state) {
     (void)state;
     assert_int_equal(quant_row_bytes(QT_Q4_K, 255), 0);
@@ -337,6 +374,7 @@ int main(void) {
         cmocka_unit_test(llama_order_kernels_simd_match_reference_bitwise),
         cmocka_unit_test(llama_order_kernels_compute_what_they_claim),
         cmocka_unit_test(matmul_tiles_equal_per_row_dots_bitwise),
+        cmocka_unit_test(expf_row_is_libm_expf_bitwise),
         cmocka_unit_test(type_facts_reject_unknown_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

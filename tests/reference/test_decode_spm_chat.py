@@ -1,0 +1,69 @@
+"""test_decode_spm_chat.py: SentencePiece tokenisation and the Llama 2 / Mistral chat templates
+against fixtures recorded from llama.cpp (tests/reference/decode_make_fixtures.py --spm-only:
+tiny_spm.json, chat_templates.json). Needs numpy and gguf only, never llama.cpp.
+
+- tokenisation of a tiny llama model with a SentencePiece vocabulary (scores with ties, <0xXX>
+  byte fallback, control, unknown and user-defined tokens): identical ids on accents, CJK, emoji,
+  leading/trailing spaces, digits and special-token text;
+- its logits and greedy continuation: within the fixture's 5-decimal rounding (Q8_0 weights,
+  computed in llama.cpp's order) and identical up to the first near-tie;
+- chat templates: the same tiny model carrying each template as tokenizer.chat_template; the
+  text we render for system+user+assistant+user conversations is llama.cpp's, byte for byte,
+  and so are its tokens; a template llama.cpp does not know is a clear error for `messages`.
+"""
+import json
+import os
+import subprocess
+
+import pytest
+
+from test_decode_llamacpp import FIX, _cli, compare_case, mk, run
+
+SPM = json.load(open(os.path.join(FIX, "tiny_spm.json")))
+CHAT = json.load(open(os.path.join(FIX, "chat_templates.json")))
+
+
+@pytest.fixture(scope="module")
+def spm_model(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("spm") / (mk.SPM_NAME + ".gguf"))
+    assert mk.tiny_model(mk.SPM_NAME, path) == SPM["sha256"], "tiny SPM model generator drifted from the fixture"
+    return path
+
+
+@pytest.mark.parametrize("case", SPM["tokenize"], ids=lambda c: repr(c["text"][:24]))
+def test_sentencepiece_tokenization_matches_llama_cpp(spm_model, case):
+    assert run("--model", spm_model, "--prompt", case["text"], "--tokenize-only")["tokens"] == case["tokens"]
+
+
+@pytest.mark.parametrize("i", range(len(SPM["generate"])))
+def test_sentencepiece_llama_model_logits_and_greedy_match_llama_cpp(spm_model, i, tmp_path):
+    compare_case(spm_model, SPM["generate"][i], tmp_path, 16)
+
+
+def _conv_id(c):
+    return "+".join(m["role"][0] for m in c["messages"])
+
+
+@pytest.mark.parametrize("tmpl", CHAT["templates"], ids=lambda t: t["name"])
+def test_chat_template_renders_conversations_like_llama_cpp(tmpl, tmp_path):
+    path = str(tmp_path / "chat.gguf")
+    mk.tiny_model(mk.SPM_NAME, path, chat_template=tmpl["template"])
+    for conv in tmpl["conversations"]:
+        msgs = json.dumps(conv["messages"], ensure_ascii=False)
+        r = subprocess.run(_cli() + ["--model", path, "--messages", msgs, "--tokenize-only"], capture_output=True,
+                           text=True, timeout=120)
+        if conv["rendered"] is None:  # llama.cpp does not know it: a clear error, not a guess
+            assert r.returncode != 0 and "chat template is not one this engine recognises" in r.stderr, r.stderr
+            continue
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["prompt_text"] == conv["rendered"], f"{tmpl['name']} {_conv_id(conv)} ({out['chat_template']})"
+        assert out["tokens"] == conv["tokens"]
+
+
+def test_fixture_covers_system_user_assistant_user_for_every_known_template():
+    for t in CHAT["templates"]:
+        roles = [[m["role"] for m in c["messages"]] for c in t["conversations"]]
+        assert ["system", "user", "assistant", "user"] in roles
+        if t["name"] != "unrecognised":
+            assert all(c["rendered"] for c in t["conversations"])
