@@ -110,11 +110,12 @@ def llama_aggregate(model, threads, n_seq, n_gen, prompt_len):
 
 
 def _default_cli():
-    for b in ("build-dec3", "build-dec2", "build-dec", "build"):
-        t = os.path.join(ROOT, b, "tests", "test_decode_cli")
+    # The product binary's generate-local command (README build, or the test script's build).
+    for b in ("build", "build-test"):
+        t = os.path.join(ROOT, b, "weaver-engine")
         if os.path.exists(t):
             return [t, "generate-local"]
-    return [os.path.join(ROOT, "build", "tests", "test_decode_cli"), "generate-local"]
+    return [os.path.join(ROOT, "build", "weaver-engine"), "generate-local"]
 
 
 def _median(xs):
@@ -126,7 +127,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cli", default=None, help="generate-local command (default: build-dec3|build-dec2|build-dec|build test_decode_cli)")
+    ap.add_argument("--cli", default=None, help="generate-local command (default: build/weaver-engine generate-local)")
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure; medians are reported")
     ap.add_argument("--no-llama", action="store_true")
