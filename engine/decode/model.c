@@ -376,16 +376,23 @@ static void rmsnorm(float *y, const float *x, const float *w, int n, float eps) 
 /* Rows per chunk of a matmul region: small enough for two threads to balance on a loaded
  * machine, large enough that claiming a chunk costs nothing next to it. */
 enum { MM_CHUNK_ROWS = 32 };
+/* A single-token step (one activation row) does 1/16 of a tile's work per row: its chunks are
+ * MM_ROWS_1TOK rows, or claiming them (two contended atomics each, ~6400 a token at 32 rows on
+ * SmolLM2) costs more than the threads gain. */
+#ifndef MM_ROWS_1TOK
+#define MM_ROWS_1TOK 256
+#endif
 
-static int mm_chunks(const MMPart *p) { return (p->w->rows + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS; }
+static int mm_rows(const Forward *f) { return f->ntok == 1 ? MM_ROWS_1TOK : MM_CHUNK_ROWS; }
+static int mm_chunks(const Forward *f, const MMPart *p) { return (p->w->rows + mm_rows(f) - 1) / mm_rows(f); }
 
 static void mm_region(void *ctx, int chunk, int nchunks, int thread) {
     Forward *f = ctx;
     (void)nchunks;
     int i = 0;
-    while (chunk >= mm_chunks(&f->mm[i])) chunk -= mm_chunks(&f->mm[i++]);
+    while (chunk >= mm_chunks(f, &f->mm[i])) chunk -= mm_chunks(f, &f->mm[i++]);
     const MMPart *p = &f->mm[i];
-    int rows = p->w->rows, r0 = chunk * MM_CHUNK_ROWS, r1 = r0 + MM_CHUNK_ROWS < rows ? r0 + MM_CHUNK_ROWS : rows;
+    int rows = p->w->rows, cr = mm_rows(f), r0 = chunk * cr, r1 = r0 + cr < rows ? r0 + cr : rows;
     (void)thread;
     if (p->tile)
         p->w->mm(p->out, (size_t)rows, p->w->data, p->w->row_bytes, p->w->cols, r0, r1, p->tile, f->ntok);
@@ -444,7 +451,7 @@ static void matmul_group(Forward *f, const float *src, int ntok, const WMat **ws
     f->n_mm = n;
     f->ntok = ntok;
     int chunks = 0;
-    for (int i = 0; i < n; i++) chunks += mm_chunks(&f->mm[i]);
+    for (int i = 0; i < n; i++) chunks += mm_chunks(f, &f->mm[i]);
     pool_run(f->pool, mm_region, f, chunks);
 }
 
