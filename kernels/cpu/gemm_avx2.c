@@ -6,46 +6,14 @@
 
 #include <immintrin.h>
 
+#include "kernels/cpu/gemm_pack.h"
+
 #include "kernels/cpu_ops.h"
 
 #define MR 6
 
 const CpuOps *cpu_ops_avx2_table(void);
 
-/* ap[r0 / MR][kk][MR] = a[r0 + r][kk], rows past mc zero; 4 x 4 blocks are transposed in
- * registers, the ragged edges copied one value at a time. */
-static void pack_a(float *ap, const float *a, int lda, int mc, int kc)
-{
-    for (int r0 = 0; r0 < mc; r0 += MR) {
-        float *d = ap + (size_t)r0 * kc;
-        int rows = mc - r0 < MR ? mc - r0 : MR, r = 0;
-        for (; r + 4 <= rows; r += 4) {
-            const float *s0 = a + (size_t)(r0 + r) * lda, *s1 = s0 + lda, *s2 = s1 + lda, *s3 = s2 + lda;
-            int kk = 0;
-            for (; kk + 4 <= kc; kk += 4) {
-                __m128 x0 = _mm_loadu_ps(s0 + kk), x1 = _mm_loadu_ps(s1 + kk), x2 = _mm_loadu_ps(s2 + kk),
-                       x3 = _mm_loadu_ps(s3 + kk);
-                _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
-                _mm_storeu_ps(d + (size_t)kk * MR + r, x0);
-                _mm_storeu_ps(d + (size_t)(kk + 1) * MR + r, x1);
-                _mm_storeu_ps(d + (size_t)(kk + 2) * MR + r, x2);
-                _mm_storeu_ps(d + (size_t)(kk + 3) * MR + r, x3);
-            }
-            for (; kk < kc; kk++) {
-                d[(size_t)kk * MR + r] = s0[kk];
-                d[(size_t)kk * MR + r + 1] = s1[kk];
-                d[(size_t)kk * MR + r + 2] = s2[kk];
-                d[(size_t)kk * MR + r + 3] = s3[kk];
-            }
-        }
-        for (; r < rows; r++) {
-            const float *s = a + (size_t)(r0 + r) * lda;
-            for (int kk = 0; kk < kc; kk++) d[(size_t)kk * MR + r] = s[kk];
-        }
-        for (; r < MR; r++)
-            for (int kk = 0; kk < kc; kk++) d[(size_t)kk * MR + r] = 0.0f;
-    }
-}
 
 static inline __m256i lane_mask(int cols) /* first cols (0..8) lanes set */
 {
@@ -107,7 +75,7 @@ static void sgemm_avx2(float *c, int ldc, const float *a, int lda, const float *
         for (int k0 = 0; k0 < k; k0 += GEMM_KC) {
             int kc = k - k0 < GEMM_KC ? k - k0 : GEMM_KC;
             int first = k0 == 0, last = k0 + kc >= k;
-            pack_a(work, a + (size_t)i0 * lda + k0, lda, mc, kc);
+            gemm_pack_a(work, a + (size_t)i0 * lda + k0, lda, mc, kc, MR);
             for (int j0 = 0; j0 < n; j0 += 16) {
                 int cols = n - j0 < 16 ? n - j0 : 16;
                 const float *bp = wp + (size_t)(j0 / GEMM_NR) * k * GEMM_NR + (size_t)k0 * GEMM_NR + j0 % GEMM_NR;

@@ -8,44 +8,12 @@
 
 #include <immintrin.h>
 
+#include "kernels/cpu/gemm_pack.h"
+
 #include "kernels/cpu/ops_avx512_math.h"
 
 #define MR 12
 
-/* ap[r0 / MR][kk][MR] = a[r0 + r][kk], rows past mc zero; 4 x 4 blocks are transposed in
- * registers, the ragged edges copied one value at a time. */
-static void pack_a(float *ap, const float *a, int lda, int mc, int kc)
-{
-    for (int r0 = 0; r0 < mc; r0 += MR) {
-        float *d = ap + (size_t)r0 * kc;
-        int rows = mc - r0 < MR ? mc - r0 : MR, r = 0;
-        for (; r + 4 <= rows; r += 4) {
-            const float *s0 = a + (size_t)(r0 + r) * lda, *s1 = s0 + lda, *s2 = s1 + lda, *s3 = s2 + lda;
-            int kk = 0;
-            for (; kk + 4 <= kc; kk += 4) {
-                __m128 x0 = _mm_loadu_ps(s0 + kk), x1 = _mm_loadu_ps(s1 + kk), x2 = _mm_loadu_ps(s2 + kk),
-                       x3 = _mm_loadu_ps(s3 + kk);
-                _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
-                _mm_storeu_ps(d + (size_t)kk * MR + r, x0);
-                _mm_storeu_ps(d + (size_t)(kk + 1) * MR + r, x1);
-                _mm_storeu_ps(d + (size_t)(kk + 2) * MR + r, x2);
-                _mm_storeu_ps(d + (size_t)(kk + 3) * MR + r, x3);
-            }
-            for (; kk < kc; kk++) {
-                d[(size_t)kk * MR + r] = s0[kk];
-                d[(size_t)kk * MR + r + 1] = s1[kk];
-                d[(size_t)kk * MR + r + 2] = s2[kk];
-                d[(size_t)kk * MR + r + 3] = s3[kk];
-            }
-        }
-        for (; r < rows; r++) {
-            const float *s = a + (size_t)(r0 + r) * lda;
-            for (int kk = 0; kk < kc; kk++) d[(size_t)kk * MR + r] = s[kk];
-        }
-        for (; r < MR; r++)
-            for (int kk = 0; kk < kc; kk++) d[(size_t)kk * MR + r] = 0.0f;
-    }
-}
 
 /* One tile of R (<= MR) rows x 32 columns over kc. first: c = acc + bias + res; else c += acc.
  * gelu (only on the last k block): GELU in registers before the store. */
@@ -108,7 +76,7 @@ static void sgemm_avx512(float *c, int ldc, const float *a, int lda, const float
         for (int k0 = 0; k0 < k; k0 += GEMM_KC) {
             int kc = k - k0 < GEMM_KC ? k - k0 : GEMM_KC;
             int first = k0 == 0, g = gelu && k0 + kc >= k;
-            pack_a(work, a + (size_t)i0 * lda + k0, lda, mc, kc);
+            gemm_pack_a(work, a + (size_t)i0 * lda + k0, lda, mc, kc, MR);
             for (int j0 = 0; j0 < n; j0 += GEMM_NR) {
                 int cols = n - j0 < GEMM_NR ? n - j0 : GEMM_NR;
                 __mmask16 m0 = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cols) - 1);
