@@ -15,6 +15,8 @@ import time
 import pytest
 import redis
 
+# The daemon's readiness line: logged after the cohort pin passed and every worker runs.
+READY = "info  ready: "
 SOURCE_DIR = os.environ.get("WEAVER_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "../..")))
 BIN = os.environ.get("WEAVER_BIN", os.path.join(SOURCE_DIR, "build", "weaver-engine"))
 
@@ -105,21 +107,28 @@ class Engine:
         self.log_path = log or config + ".log"
         self.proc = None
 
-    def start(self, wait_ready=True):
+    def start(self, wait_ready=True, timeout=20):
+        """Starts the engine; with wait_ready, waits for the daemon's READY line (logged only after
+        the pin passed and the workers run) and raises with the log if it exits first."""
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BIN, "--config", self.config, "--workers", str(self.workers)],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         if wait_ready:
-            deadline = time.time() + 20
+            deadline = time.time() + timeout
             while time.time() < deadline:
-                # the daemon's "ready: N workers" line, logged after the pin and the workers
-                if b"info  ready: " in open(self.log_path, "rb").read():
+                if READY in self.read_log():
                     return self
                 if self.proc.poll() is not None:
                     raise RuntimeError("engine exited early:\n" + self.read_log())
                 time.sleep(0.02)
             raise RuntimeError("engine not ready:\n" + self.read_log())
         return self
+
+    def run_to_exit(self, timeout=20):
+        """Starts an engine that is expected to stop by itself (refused); returns (exit code, log)."""
+        self.start(wait_ready=False)
+        rc = self.proc.wait(timeout=timeout)
+        return rc, self.read_log()
 
     def read_log(self):
         return open(self.log_path, "rb").read().decode(errors="replace")

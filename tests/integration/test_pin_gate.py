@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import BIN, Engine, hash_vector, run_cli, wait_for, write_config, xadd_jobs
+from conftest import READY, BIN, Engine, hash_vector, run_cli, wait_for, write_config, xadd_jobs
 
 PROBE_TEXT = "weaver-engine cohort probe: the quick brown fox jumps over the lazy dog 0123456789"
 EXIT_PIN_MISMATCH = 65
@@ -24,23 +24,14 @@ def pin_command_is_wired():
         "and engine/daemon.c call pin_gate (see engine/pin.h)")
 
 
-READY = "info  ready: "  # the daemon's readiness line, logged only after the pin passed
 
 
 def start(engine, timeout=30):
-    """Starts an engine and waits until it is ready (workers running, past the pin)."""
-    engine.start(wait_ready=False)
-    wait_for(lambda: READY in engine.read_log() or engine.proc.poll() is not None, timeout=timeout,
-             what="engine ready")
-    assert READY in engine.read_log(), engine.read_log()
-    return engine
+    return engine.start(timeout=timeout)
 
 
 def boot(engine, timeout=20):
-    """Starts an engine that is expected to exit (refused); returns (exit code, log)."""
-    engine.start(wait_ready=False)
-    rc = engine.proc.wait(timeout=timeout)
-    return rc, engine.read_log()
+    return engine.run_to_exit(timeout)
 
 
 def pin_of(r, cohort="default", prefix="it"):

@@ -16,10 +16,9 @@ from remote_service import RemoteService  # before numpy: it pins the BLAS threa
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from conftest import SOURCE_DIR, run_cli, wait_for, write_config  # noqa: E402
+from conftest import READY, SOURCE_DIR, run_cli, wait_for, write_config  # noqa: E402
 
 MODEL = os.path.join(SOURCE_DIR, "models", "all-MiniLM-L6-v2")
-READY = "info  ready: "
 EXIT_PIN_MISMATCH = 65
 TENSOR = "encoder.layer.0.attention.output.dense.weight"
 
@@ -40,17 +39,11 @@ def native_ok(redis_server, workdir, model_dir):
 
 
 def start(engine, timeout=120):
-    engine.start(wait_ready=False)
-    wait_for(lambda: READY in engine.read_log() or engine.proc.poll() is not None, timeout=timeout,
-             what="engine ready")
-    assert READY in engine.read_log(), engine.read_log()
-    return engine
+    return engine.start(timeout=timeout)
 
 
 def refused(engine, timeout=120):
-    engine.start(wait_ready=False)
-    rc = engine.proc.wait(timeout=timeout)
-    return rc, engine.read_log()
+    return engine.run_to_exit(timeout)
 
 
 def copy_with_one_tensor_changed(src, workdir, noise):

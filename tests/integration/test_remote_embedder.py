@@ -15,11 +15,10 @@ from remote_service import RemoteService  # before numpy: it pins the BLAS threa
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from conftest import SOURCE_DIR, free_port, wait_for, xadd_jobs  # noqa: E402
+from conftest import READY, SOURCE_DIR, free_port, wait_for, xadd_jobs  # noqa: E402
 
 MODEL = os.path.join(SOURCE_DIR, "models", "all-MiniLM-L6-v2")
 SERVICE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "remote_service.py")
-READY = "info  ready: "
 
 assert os.path.isfile(os.path.join(MODEL, "model.safetensors")), \
     "models/all-MiniLM-L6-v2 is not unpacked (ops/setup.sh installs it)"
@@ -37,11 +36,7 @@ def service():
 
 
 def start(engine, timeout=60):
-    engine.start(wait_ready=False)
-    wait_for(lambda: READY in engine.read_log() or engine.proc.poll() is not None, timeout=timeout,
-             what="engine ready")
-    assert READY in engine.read_log(), engine.read_log()
-    return engine
+    return engine.start(timeout=timeout)
 
 
 def remote_engine(engine_factory, url, api="tei", name="remote.conf", workers=1, **embedder):
