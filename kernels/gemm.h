@@ -13,8 +13,9 @@
  * past n. So panel p starts at p * k * GEMM_NR floats. */
 #define GEMM_NR 32
 /* Cache blocking shared by the variants: a kc-deep slice of mc rows of A is packed into the work
- * buffer (mc * kc floats, about 288 KiB: half a Zen/Skylake L2) and swept by every W panel. */
-#define GEMM_MC 192
+ * buffer (mc * kc floats, about 400 KiB) and swept by every W panel. 264 rows cover a whole
+ * 256-token encoder pack, so each weight panel streams from memory once per GEMM. */
+#define GEMM_MC 264
 #define GEMM_KC 384
 
 /* Epilogue of one GEMM. bias may be NULL; res (row stride ldres) may be NULL and may alias

@@ -83,8 +83,15 @@ static void sgemm_avx512(float *c, int ldc, const float *a, int lda, const float
                 __mmask16 m1 = cols >= 32 ? (__mmask16)0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
                 const float *bp = wp + (size_t)(j0 / GEMM_NR) * k * GEMM_NR + (size_t)k0 * GEMM_NR;
                 const float *bj = bias ? bias + j0 : NULL;
+                /* prefetch the next W panel into L2, a slice per tile, so no tile waits on memory
+                 * at a panel's start (weights are too big for the L3 and stream every GEMM) */
+                const char *nb = (const char *)(bp + (size_t)k * GEMM_NR);
+                const size_t nbytes = j0 + GEMM_NR < n ? (size_t)kc * GEMM_NR * sizeof(float) : 0;
+                const size_t per = (nbytes / (size_t)((mc + MR - 1) / MR) + 63) & ~(size_t)63;
                 for (int r0 = 0; r0 < mc; r0 += MR) {
                     int rows = mc - r0 < MR ? mc - r0 : MR;
+                    for (size_t o = (size_t)(r0 / MR) * per; o < (size_t)(r0 / MR + 1) * per && o < nbytes; o += 64)
+                        _mm_prefetch(nb + o, _MM_HINT_T1);
                     float *ct = c + (size_t)(i0 + r0) * ldc + j0;
                     const float *rt = res ? res + (size_t)(i0 + r0) * ldres + j0 : NULL;
                     const float *at = work + (size_t)r0 * kc;
