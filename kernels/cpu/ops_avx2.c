@@ -152,8 +152,141 @@ static void add_bias_avx2(float *out, const float *a, const float *bias, const f
 void cpu_attention_ref(float *ctx, int ldc, const float *q, const float *k, const float *v, int ld, int n, int d,
                        float scale, float *scratch);
 
-/* K^T into scratch (zero past n), scores 4 rows x 16 keys at a time, softmax, then P V with
- * four ymm accumulators per row. Head sizes that are not a multiple of 32 go to the reference. */
+/* qt[e][c*8 + t] = scale * q[i0 + c*8 + t][e] for W/8 chunks of 8 queries: 8x8 transposes in
+ * registers. Rows past n read row n - 1 (their results are never stored). */
+static inline __attribute__((always_inline)) void attn_load_qt(const int W, float *qt, const float *q, int ld,
+                                                               int n, int d, int i0, __m256 vscale)
+{
+#pragma GCC unroll 2
+    for (int c = 0; c < W / 8; c++) {
+        for (int e0 = 0; e0 < d; e0 += 8) {
+            __m256 a[8], b[8];
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) {
+                int i = i0 + c * 8 + t;
+                a[t] = _mm256_loadu_ps(q + (size_t)(i < n ? i : n - 1) * ld + e0);
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < 8; t += 2) {
+                b[t] = _mm256_unpacklo_ps(a[t], a[t + 1]);
+                b[t + 1] = _mm256_unpackhi_ps(a[t], a[t + 1]);
+            }
+            /* a[4i + k], 128-bit lane l: column 4l + k of rows 4i .. 4i + 3 */
+#pragma GCC unroll 2
+            for (int t = 0; t < 8; t += 4) {
+                a[t] = _mm256_shuffle_ps(b[t], b[t + 2], 0x44);
+                a[t + 1] = _mm256_shuffle_ps(b[t], b[t + 2], 0xee);
+                a[t + 2] = _mm256_shuffle_ps(b[t + 1], b[t + 3], 0x44);
+                a[t + 3] = _mm256_shuffle_ps(b[t + 1], b[t + 3], 0xee);
+            }
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                b[k] = _mm256_permute2f128_ps(a[k], a[4 + k], 0x20);
+                b[4 + k] = _mm256_permute2f128_ps(a[k], a[4 + k], 0x31);
+            }
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) _mm256_store_ps(qt + (size_t)(e0 + t) * W + c * 8, _mm256_mul_ps(b[t], vscale));
+        }
+    }
+}
+
+/* pt[j0 + r][:W] = scores of keys j0 + r against the W = 8*CW queries of qt, for R keys; mx keeps
+ * the running max per query. Keys past n read key n - 1 (a real score, so the max is unchanged) and
+ * are not stored. */
+static inline __attribute__((always_inline)) void attn_scores_tile(const int R, const int CW, float *pt,
+                                                                   const float *qt, const float *k, int ld, int n,
+                                                                   int d, int j0, __m256 mx[2])
+{
+    __m256 acc[8][2];
+    const float *kr[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        kr[r] = k + (size_t)(j0 + r < n ? j0 + r : n - 1) * ld;
+    }
+    for (int e = 0; e < d; e++) {
+        __m256 qe[2];
+#pragma GCC unroll 2
+        for (int c = 0; c < CW; c++) qe[c] = _mm256_load_ps(qt + (size_t)e * 8 * CW + c * 8);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m256 kb = _mm256_broadcast_ss(kr[r] + e);
+#pragma GCC unroll 2
+            for (int c = 0; c < CW; c++) acc[r][c] = _mm256_fmadd_ps(kb, qe[c], acc[r][c]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+#pragma GCC unroll 2
+        for (int c = 0; c < CW; c++) mx[c] = _mm256_max_ps(mx[c], acc[r][c]);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        if (j0 + r >= n) break;
+#pragma GCC unroll 2
+        for (int c = 0; c < CW; c++) _mm256_store_ps(pt + (size_t)(j0 + r) * 8 * CW + c * 8, acc[r][c]);
+    }
+}
+
+/* ctx[i0 + r][e0 .. e0 + 16] = inv[r] * sum_j pt[j][r] v[j][e0 ..] for 4 queries; pt rows have W
+ * floats. */
+static inline __attribute__((always_inline)) void attn_context_tile(const int W, float *ctx, int ldc,
+                                                                    const float *pt, const float *inv,
+                                                                    const float *v, int ld, int n, int i0, int e0)
+{
+    __m256 acc[4][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int j = 0; j < n; j++) {
+        __m256 v0 = _mm256_loadu_ps(v + (size_t)j * ld + e0), v1 = _mm256_loadu_ps(v + (size_t)j * ld + e0 + 8);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            __m256 pb = _mm256_broadcast_ss(pt + (size_t)j * W + r);
+            acc[r][0] = _mm256_fmadd_ps(pb, v0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(pb, v1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) {
+        if (i0 + r >= n) break;
+        __m256 vi = _mm256_broadcast_ss(inv + r);
+        _mm256_storeu_ps(ctx + (size_t)(i0 + r) * ldc + e0, _mm256_mul_ps(acc[r][0], vi));
+        _mm256_storeu_ps(ctx + (size_t)(i0 + r) * ldc + e0 + 8, _mm256_mul_ps(acc[r][1], vi));
+    }
+}
+
+/* A block of 8*CW queries from i0: scores to scratch with the max per query kept in registers, exp
+ * and sum in one pass, P V with 1 / sum applied as the context is stored. */
+static inline __attribute__((always_inline)) void attn_block(const int CW, float *ctx, int ldc, const float *q,
+                                                             const float *k, const float *v, int ld, int n, int d,
+                                                             int i0, __m256 vscale, float *scratch)
+{
+    const int W = 8 * CW, R = 8 / CW; /* R x CW accumulators: 8, enough to cover the FMA latency */
+    float *pt = scratch, *qt = scratch + (size_t)n * W;
+    float inv[16] __attribute__((aligned(32)));
+    attn_load_qt(W, qt, q, ld, n, d, i0, vscale);
+    __m256 mx[2] = {_mm256_set1_ps(-INFINITY), _mm256_set1_ps(-INFINITY)};
+    for (int j0 = 0; j0 < n; j0 += R) attn_scores_tile(R, CW, pt, qt, k, ld, n, d, j0, mx);
+    __m256 sum[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int j = 0; j < n; j++) {
+#pragma GCC unroll 2
+        for (int c = 0; c < CW; c++) {
+            float *pj = pt + (size_t)j * W + c * 8;
+            __m256 p = exp8(_mm256_sub_ps(_mm256_load_ps(pj), mx[c]));
+            _mm256_store_ps(pj, p);
+            sum[c] = _mm256_add_ps(sum[c], p);
+        }
+    }
+#pragma GCC unroll 2
+    for (int c = 0; c < CW; c++) _mm256_store_ps(inv + c * 8, _mm256_div_ps(_mm256_set1_ps(1.0f), sum[c]));
+    for (int r = 0; r < W && i0 + r < n; r += 4) {
+        for (int e0 = 0; e0 < d; e0 += 16) attn_context_tile(W, ctx, ldc, pt + r, inv + r, v, ld, n, i0 + r, e0);
+    }
+}
+
+/* Queries are the vector lanes, so the softmax needs no horizontal reductions: per block of 16
+ * queries (8 for the last one when that is enough), Q^T times scale into scratch, then scores,
+ * softmax and P V by register tiles. Head sizes that are not a multiple of 32 go to the reference. */
 static void attention_avx2(float *ctx, int ldc, const float *q, const float *k, const float *v, int ld, int n, int d,
                            float scale, float *scratch)
 {
@@ -161,47 +294,13 @@ static void attention_avx2(float *ctx, int ldc, const float *q, const float *k, 
         cpu_attention_ref(ctx, ldc, q, k, v, ld, n, d, scale, scratch);
         return;
     }
-    const int np = (n + 15) & ~15;
-    float *s = scratch, *kt = scratch + (size_t)n * np;
-    for (int e = 0; e < d; e++) {
-        float *row = kt + (size_t)e * np;
-        for (int j = 0; j < n; j++) row[j] = k[(size_t)j * ld + e];
-        for (int j = n; j < np; j++) row[j] = 0.0f;
-    }
     const __m256 vscale = _mm256_set1_ps(scale);
-    for (int i0 = 0; i0 < n; i0 += 4) {
-        const float *qr[4];
-        for (int r = 0; r < 4; r++) qr[r] = q + (size_t)(i0 + r < n ? i0 + r : n - 1) * ld;
-        for (int c0 = 0; c0 < np; c0 += 16) {
-            __m256 acc[4][2];
-            for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-            for (int e = 0; e < d; e++) {
-                __m256 k0 = _mm256_loadu_ps(kt + (size_t)e * np + c0), k1 = _mm256_loadu_ps(kt + (size_t)e * np + c0 + 8);
-                for (int r = 0; r < 4; r++) {
-                    __m256 qb = _mm256_broadcast_ss(qr[r] + e);
-                    acc[r][0] = _mm256_fmadd_ps(qb, k0, acc[r][0]);
-                    acc[r][1] = _mm256_fmadd_ps(qb, k1, acc[r][1]);
-                }
-            }
-            for (int r = 0; r < 4 && i0 + r < n; r++) {
-                _mm256_storeu_ps(s + (size_t)(i0 + r) * np + c0, _mm256_mul_ps(acc[r][0], vscale));
-                _mm256_storeu_ps(s + (size_t)(i0 + r) * np + c0 + 8, _mm256_mul_ps(acc[r][1], vscale));
-            }
-        }
-    }
-    softmax_avx2(s, n, n, np);
-    for (int i = 0; i < n; i++) {
-        const float *p = s + (size_t)i * np;
-        for (int e0 = 0; e0 < d; e0 += 32) {
-            __m256 acc[4];
-            for (int c = 0; c < 4; c++) acc[c] = _mm256_setzero_ps();
-            for (int j = 0; j < n; j++) {
-                __m256 pb = _mm256_broadcast_ss(p + j);
-                const float *vr = v + (size_t)j * ld + e0;
-                for (int c = 0; c < 4; c++) acc[c] = _mm256_fmadd_ps(pb, _mm256_loadu_ps(vr + c * 8), acc[c]);
-            }
-            for (int c = 0; c < 4; c++) _mm256_storeu_ps(ctx + (size_t)i * ldc + e0 + c * 8, acc[c]);
-        }
+    /* scratch holds (n + d) * 16 floats */
+    for (int i0 = 0; i0 < n; i0 += 16) {
+        if (n - i0 > 8)
+            attn_block(2, ctx, ldc, q, k, v, ld, n, d, i0, vscale, scratch);
+        else
+            attn_block(1, ctx, ldc, q, k, v, ld, n, d, i0, vscale, scratch);
     }
 }
 

@@ -87,51 +87,119 @@ static void add_bias_avx512(float *out, const float *a, const float *bias, const
 void cpu_attention_ref(float *ctx, int ldc, const float *q, const float *k, const float *v, int ld, int n, int d,
                        float scale, float *scratch);
 
-/* scores[i0 + r][c0*16 ..] for R rows x CC chunks of 16 keys: kt is K^T ([d][np]). Rows past n
- * read row n - 1 and are not stored. */
-static inline __attribute__((always_inline)) void attn_scores_tile(const int R, const int CC, float *s, int np,
-                                                                   const float *q, int ld, const float *kt, int n,
-                                                                   int d, int i0, int c0, __m512 vscale)
+/* qt[e][c*16 + t] = scale * q[i0 + c*16 + t][e] for W/16 chunks of 16 queries: 16x16 transposes in
+ * registers. Rows past n read row n - 1 (their results are never stored). */
+static inline __attribute__((always_inline)) void attn_load_qt(const int W, float *qt, const float *q, int ld,
+                                                               int n, int d, int i0, __m512 vscale)
+{
+#pragma GCC unroll 2
+    for (int c = 0; c < W / 16; c++) {
+        for (int e0 = 0; e0 < d; e0 += 16) {
+            __m512 a[16], b[16];
+#pragma GCC unroll 16
+            for (int t = 0; t < 16; t++) {
+                int i = i0 + c * 16 + t;
+                a[t] = _mm512_loadu_ps(q + (size_t)(i < n ? i : n - 1) * ld + e0);
+            }
+#pragma GCC unroll 8
+            for (int t = 0; t < 16; t += 2) {
+                b[t] = _mm512_unpacklo_ps(a[t], a[t + 1]);
+                b[t + 1] = _mm512_unpackhi_ps(a[t], a[t + 1]);
+            }
+            /* a[4i + k], 128-bit lane l: column 4l + k of rows 4i .. 4i + 3 */
+#pragma GCC unroll 4
+            for (int t = 0; t < 16; t += 4) {
+                a[t] = _mm512_shuffle_ps(b[t], b[t + 2], 0x44);
+                a[t + 1] = _mm512_shuffle_ps(b[t], b[t + 2], 0xee);
+                a[t + 2] = _mm512_shuffle_ps(b[t + 1], b[t + 3], 0x44);
+                a[t + 3] = _mm512_shuffle_ps(b[t + 1], b[t + 3], 0xee);
+            }
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                __m512 c0 = _mm512_shuffle_f32x4(a[k], a[4 + k], 0x88);
+                __m512 c1 = _mm512_shuffle_f32x4(a[k], a[4 + k], 0xdd);
+                __m512 c2 = _mm512_shuffle_f32x4(a[8 + k], a[12 + k], 0x88);
+                __m512 c3 = _mm512_shuffle_f32x4(a[8 + k], a[12 + k], 0xdd);
+                b[k] = _mm512_shuffle_f32x4(c0, c2, 0x88);
+                b[4 + k] = _mm512_shuffle_f32x4(c1, c3, 0x88);
+                b[8 + k] = _mm512_shuffle_f32x4(c0, c2, 0xdd);
+                b[12 + k] = _mm512_shuffle_f32x4(c1, c3, 0xdd);
+            }
+#pragma GCC unroll 16
+            for (int t = 0; t < 16; t++)
+                _mm512_store_ps(qt + (size_t)(e0 + t) * W + c * 16, _mm512_mul_ps(b[t], vscale));
+        }
+    }
+}
+
+/* exp(x) for x <= 0: exp16 without its clamps. x <= 0 cannot overflow, and below -87 scalef gives the
+ * true denormal or zero where exp16 gave exp(-87); the same values on [-87, 0]. */
+static inline __m512 exp16_nonpos(__m512 x)
+{
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* pt[j0 + r][:W] = scores of keys j0 + r against the W = 16*CW queries of qt, for R keys; mx keeps
+ * the running max per query. Keys past n read key n - 1 (a real score, so the max is unchanged) and
+ * are not stored. */
+static inline __attribute__((always_inline)) void attn_scores_tile(const int R, const int CW, float *pt,
+                                                                   const float *qt, const float *k, int ld, int n,
+                                                                   int d, int j0, __m512 mx[2])
 {
     __m512 acc[8][2];
-    const float *qr[8];
+    const float *kr[8];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
         acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-        qr[r] = q + (size_t)(i0 + r < n ? i0 + r : n - 1) * ld;
+        kr[r] = k + (size_t)(j0 + r < n ? j0 + r : n - 1) * ld;
     }
     for (int e = 0; e < d; e++) {
-        __m512 kv[2];
+        __m512 qe[2];
 #pragma GCC unroll 2
-        for (int c = 0; c < CC; c++) kv[c] = _mm512_load_ps(kt + (size_t)e * np + (size_t)(c0 + c) * 16);
+        for (int c = 0; c < CW; c++) qe[c] = _mm512_load_ps(qt + (size_t)e * 16 * CW + c * 16);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            __m512 qb = _mm512_set1_ps(qr[r][e]);
+            __m512 kb = _mm512_set1_ps(kr[r][e]);
 #pragma GCC unroll 2
-            for (int c = 0; c < CC; c++) acc[r][c] = _mm512_fmadd_ps(qb, kv[c], acc[r][c]);
+            for (int c = 0; c < CW; c++) acc[r][c] = _mm512_fmadd_ps(kb, qe[c], acc[r][c]);
         }
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
-        if (i0 + r >= n) break;
 #pragma GCC unroll 2
-        for (int c = 0; c < CC; c++)
-            _mm512_store_ps(s + (size_t)(i0 + r) * np + (size_t)(c0 + c) * 16, _mm512_mul_ps(acc[r][c], vscale));
+        for (int c = 0; c < CW; c++) mx[c] = _mm512_max_ps(mx[c], acc[r][c]);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        if (j0 + r >= n) break;
+#pragma GCC unroll 2
+        for (int c = 0; c < CW; c++) _mm512_store_ps(pt + (size_t)(j0 + r) * 16 * CW + c * 16, acc[r][c]);
     }
 }
 
-/* ctx[i0 + r][:DV*16] = sum_j p[i0 + r][j] v[j] for R rows. */
-static inline __attribute__((always_inline)) void attn_context_tile(const int R, const int DV, float *ctx, int ldc,
-                                                                    const float *p, int np, const float *v, int ld,
+/* ctx[i0 + r][:DV*16] = inv[r] * sum_j pt[j][r] v[j] for R queries; pt rows have W floats. */
+static inline __attribute__((always_inline)) void attn_context_tile(const int R, const int DV, const int W,
+                                                                    float *ctx, int ldc, const float *pt,
+                                                                    const float *inv, const float *v, int ld,
                                                                     int n, int i0)
 {
     __m512 acc[8][4];
-    const float *pr[8];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
 #pragma GCC unroll 4
         for (int c = 0; c < DV; c++) acc[r][c] = _mm512_setzero_ps();
-        pr[r] = p + (size_t)(i0 + r < n ? i0 + r : n - 1) * np;
     }
     for (int j = 0; j < n; j++) {
         __m512 vv[4];
@@ -139,7 +207,7 @@ static inline __attribute__((always_inline)) void attn_context_tile(const int R,
         for (int c = 0; c < DV; c++) vv[c] = _mm512_loadu_ps(v + (size_t)j * ld + c * 16);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            __m512 pb = _mm512_set1_ps(pr[r][j]);
+            __m512 pb = _mm512_set1_ps(pt[(size_t)j * W + r]);
 #pragma GCC unroll 4
             for (int c = 0; c < DV; c++) acc[r][c] = _mm512_fmadd_ps(pb, vv[c], acc[r][c]);
         }
@@ -147,14 +215,105 @@ static inline __attribute__((always_inline)) void attn_context_tile(const int R,
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
         if (i0 + r >= n) break;
+        __m512 vi = _mm512_set1_ps(inv[r]);
 #pragma GCC unroll 4
-        for (int c = 0; c < DV; c++) _mm512_storeu_ps(ctx + (size_t)(i0 + r) * ldc + c * 16, acc[r][c]);
+        for (int c = 0; c < DV; c++)
+            _mm512_storeu_ps(ctx + (size_t)(i0 + r) * ldc + c * 16, _mm512_mul_ps(acc[r][c], vi));
     }
 }
 
-/* K^T into scratch (zero past n); then per block of 8 queries: scores by register tiles, softmax,
- * P V by register tiles.
- * Head sizes other than 32 and 64 go to the reference. */
+/* The context of the W queries from i0, whose probabilities are in pt (transposed). */
+static inline __attribute__((always_inline)) void attn_context(const int W, float *ctx, int ldc, const float *pt,
+                                                               const float *inv, const float *v, int ld, int n,
+                                                               int d, int i0)
+{
+    for (int r = 0; r < W && i0 + r < n; r += 8) {
+        if (d == 32) {
+            attn_context_tile(8, 2, W, ctx, ldc, pt + r, inv + r, v, ld, n, i0 + r);
+        } else {
+            attn_context_tile(4, 4, W, ctx, ldc, pt + r, inv + r, v, ld, n, i0 + r);
+            if (i0 + r + 4 < n)
+                attn_context_tile(4, 4, W, ctx, ldc, pt + r + 4, inv + r + 4, v, ld, n, i0 + r + 4);
+        }
+    }
+}
+
+/* n <= 16: one block of 16 queries whose 16 key scores stay in registers through the softmax. */
+static void attention_small(float *ctx, int ldc, const float *q, const float *k, const float *v, int ld, int n,
+                            int d, __m512 vscale, float *scratch)
+{
+    float *pt = scratch, *qt = scratch + (size_t)n * 16;
+    attn_load_qt(16, qt, q, ld, n, d, 0, vscale);
+    __m512 acc[16];
+    /* two halves of 8 keys: 16 key pointers would not fit in the general registers */
+#pragma GCC unroll 2
+    for (int h = 0; h < 16; h += 8) {
+        const float *kr[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            acc[h + r] = _mm512_setzero_ps();
+            kr[r] = k + (size_t)(h + r < n ? h + r : n - 1) * ld;
+        }
+        for (int e = 0; e < d; e++) {
+            __m512 qe = _mm512_load_ps(qt + (size_t)e * 16);
+#pragma GCC unroll 8
+            for (int r = 0; r < 8; r++) acc[h + r] = _mm512_fmadd_ps(_mm512_set1_ps(kr[r][e]), qe, acc[h + r]);
+        }
+    }
+    /* keys past n repeat real keys: harmless in the max */
+    __m512 mx[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) mx[r] = _mm512_max_ps(acc[r], acc[r + 8]);
+#pragma GCC unroll 3
+    for (int w = 4; w > 0; w /= 2) {
+#pragma GCC unroll 4
+        for (int r = 0; r < w; r++) mx[r] = _mm512_max_ps(mx[r], mx[r + w]);
+    }
+    __m512 sum = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; r++) {
+        if (r >= n) break;
+        __m512 p = exp16_nonpos(_mm512_sub_ps(acc[r], mx[0]));
+        _mm512_store_ps(pt + (size_t)r * 16, p);
+        sum = _mm512_add_ps(sum, p);
+    }
+    float inv[16] __attribute__((aligned(64)));
+    _mm512_store_ps(inv, _mm512_div_ps(_mm512_set1_ps(1.0f), sum));
+    attn_context(16, ctx, ldc, pt, inv, v, ld, n, d, 0);
+}
+
+/* A block of 16*CW queries from i0 when n > 16: scores to scratch with the max per query kept in
+ * registers, exp and sum in one pass, P V with 1 / sum applied as the context is stored. */
+static inline __attribute__((always_inline)) void attn_block(const int CW, float *ctx, int ldc, const float *q,
+                                                             const float *k, const float *v, int ld, int n, int d,
+                                                             int i0, __m512 vscale, float *scratch)
+{
+    const int W = 16 * CW;
+    float *pt = scratch, *qt = scratch + (size_t)n * W;
+    float inv[32] __attribute__((aligned(64)));
+    attn_load_qt(W, qt, q, ld, n, d, i0, vscale);
+    __m512 mx[2] = {_mm512_set1_ps(-INFINITY), _mm512_set1_ps(-INFINITY)};
+    int j0 = 0;
+    for (; j0 + 4 < n; j0 += 8) attn_scores_tile(8, CW, pt, qt, k, ld, n, d, j0, mx);
+    if (j0 < n) attn_scores_tile(4, CW, pt, qt, k, ld, n, d, j0, mx);
+    __m512 sum[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int j = 0; j < n; j++) {
+#pragma GCC unroll 2
+        for (int c = 0; c < CW; c++) {
+            float *pj = pt + (size_t)j * W + c * 16;
+            __m512 p = exp16_nonpos(_mm512_sub_ps(_mm512_load_ps(pj), mx[c]));
+            _mm512_store_ps(pj, p);
+            sum[c] = _mm512_add_ps(sum[c], p);
+        }
+    }
+#pragma GCC unroll 2
+    for (int c = 0; c < CW; c++) _mm512_store_ps(inv + c * 16, _mm512_div_ps(_mm512_set1_ps(1.0f), sum[c]));
+    attn_context(W, ctx, ldc, pt, inv, v, ld, n, d, i0);
+}
+
+/* Queries are the vector lanes, so the softmax needs no horizontal reductions: per block of 32
+ * queries (16 for the last one when that is enough), Q^T times scale into scratch, then scores,
+ * softmax and P V by register tiles. Head sizes other than 32 and 64 go to the reference. */
 static void attention_avx512(float *ctx, int ldc, const float *q, const float *k, const float *v, int ld, int n,
                              int d, float scale, float *scratch)
 {
@@ -162,26 +321,17 @@ static void attention_avx512(float *ctx, int ldc, const float *q, const float *k
         cpu_attention_ref(ctx, ldc, q, k, v, ld, n, d, scale, scratch);
         return;
     }
-    const int np = (n + 15) & ~15, nch = np / 16;
-    float *s = scratch, *kt = scratch + (size_t)n * np;
-    for (int e = 0; e < d; e++) {
-        float *row = kt + (size_t)e * np;
-        for (int j = 0; j < n; j++) row[j] = k[(size_t)j * ld + e];
-        for (int j = n; j < np; j++) row[j] = 0.0f;
-    }
     const __m512 vscale = _mm512_set1_ps(scale);
-    /* 8 query rows at a time: their scores, softmax and context while the 8 score rows are in L1 */
-    for (int i0 = 0; i0 < n; i0 += 8) {
-        int c0 = 0;
-        for (; c0 + 2 <= nch; c0 += 2) attn_scores_tile(8, 2, s, np, q, ld, kt, n, d, i0, c0, vscale);
-        if (c0 < nch) attn_scores_tile(8, 1, s, np, q, ld, kt, n, d, i0, c0, vscale);
-        softmax_avx512(s + (size_t)i0 * np, n - i0 < 8 ? n - i0 : 8, n, np);
-        if (d == 32) {
-            attn_context_tile(8, 2, ctx, ldc, s, np, v, ld, n, i0);
-        } else {
-            attn_context_tile(4, 4, ctx, ldc, s, np, v, ld, n, i0);
-            if (i0 + 4 < n) attn_context_tile(4, 4, ctx, ldc, s, np, v, ld, n, i0 + 4);
-        }
+    if (n <= 16) {
+        if (n > 0) attention_small(ctx, ldc, q, k, v, ld, n, d, vscale, scratch);
+        return;
+    }
+    /* scratch holds (n + d) * 32 floats once n > 16 */
+    for (int i0 = 0; i0 < n; i0 += 32) {
+        if (n - i0 > 16)
+            attn_block(2, ctx, ldc, q, k, v, ld, n, d, i0, vscale, scratch);
+        else
+            attn_block(1, ctx, ldc, q, k, v, ld, n, d, i0, vscale, scratch);
     }
 }
 

@@ -146,7 +146,7 @@ static void add_bias_variants_match_reference(void **state)
 static void attention_variants_match_reference_for_every_length(void **state)
 {
     (void)state;
-    static const int lens[] = {1, 2, 7, 8, 9, 16, 17, 31, 33, 64, 100, 256};
+    static const int lens[] = {1, 2, 7, 8, 9, 15, 16, 17, 20, 31, 33, 40, 64, 100, 255, 256};
     static const int dims[] = {32, 64, 24};
     for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
         int d = dims[di], heads = 3, ld = 3 * d * heads, ldc = d * heads + 1;
@@ -167,6 +167,40 @@ static void attention_variants_match_reference_for_every_length(void **state)
                 char what[64];
                 snprintf(what, sizeof what, "attention n=%d d=%d", n, d);
                 assert_true(close_enough(what, variants[var]->isa, ref, got, (size_t)n * ldc, 1e-5f, 1e-4f));
+            }
+            free(qkv); free(ref); free(got); free(scratch);
+        }
+    }
+}
+
+/* Integer q and k with a power-of-two scale make every score exact, so the variants see the same
+ * scores as the reference even hundreds apart: most probabilities underflow (exp below -87), and a
+ * negative scale makes the largest dot product the smallest score. */
+static void attention_variants_match_reference_when_the_softmax_is_peaked(void **state)
+{
+    (void)state;
+    static const int lens[] = {1, 15, 16, 17, 100, 256};
+    static const int dims[] = {32, 64};
+    static const float scales[] = {0.5f, -0.5f};
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        int d = dims[di], heads = 3, ld = 3 * d * heads, ldc = d * heads + 1;
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            int n = lens[li];
+            float *qkv = malloc((size_t)n * ld * 4), *ref = malloc((size_t)n * ldc * 4), *got = malloc((size_t)n * ldc * 4);
+            float *scratch = aligned_alloc(64, (CPU_ATTN_SCRATCH(n, d) * 4 + 63) & ~(size_t)63);
+            fill(qkv, (size_t)n * ld, 4.0f);
+            for (size_t i = 0; i < (size_t)n * ld; i++) qkv[i] = rintf(qkv[i]);
+            const float *q = qkv + d, *k = qkv + heads * d + d, *v = qkv + 2 * heads * d + d;
+            for (size_t si = 0; si < sizeof scales / sizeof scales[0]; si++) {
+                cpu_ops_ref()->attention(ref, ldc, q, k, v, ld, n, d, scales[si], scratch);
+                for (int var = 0; var < nvariants; var++) {
+                    variants[var]->attention(got, ldc, q, k, v, ld, n, d, scales[si], scratch);
+                    char what[64];
+                    snprintf(what, sizeof what, "peaked attention n=%d d=%d scale=%g", n, d, scales[si]);
+                    for (int r = 0; r < n; r++)
+                        assert_true(close_enough(what, variants[var]->isa, ref + (size_t)r * ldc, got + (size_t)r * ldc,
+                                                 (size_t)d, 1e-5f, 1e-4f));
+                }
             }
             free(qkv); free(ref); free(got); free(scratch);
         }
@@ -206,6 +240,7 @@ int main(void)
         cmocka_unit_test(softmax_variants_match_reference_and_sum_to_one),
         cmocka_unit_test(add_bias_variants_match_reference),
         cmocka_unit_test(attention_variants_match_reference_for_every_length),
+        cmocka_unit_test(attention_variants_match_reference_when_the_softmax_is_peaked),
         cmocka_unit_test(half_conversions_round_trip_and_round_to_nearest_even),
         cmocka_unit_test(dispatcher_picks_a_variant_this_cpu_runs),
     };
