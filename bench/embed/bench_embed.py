@@ -16,7 +16,12 @@ machine they are the steadier measure of work per token (weaver's: the whole pro
 one-line run's, so its load is excluded). Rounds are interleaved (weaver, sentence-transformers, onnxruntime,
 then again), so a busy moment on a shared machine hits every engine; the table shows each
 engine's median over the rounds, and the ratios are the medians of the per-round ratios.
-Vectors from all three are checked to agree (cosine >= 0.9999)."""
+Vectors from all three are checked to agree (cosine >= 0.9999).
+
+Roofline: fma_peak.c (compiled here with cc) measures this machine's fp32 FMA peak with the same
+thread count, and each engine's rate is also given in GFLOP/s of encoder work (the model's
+linear-layer and attention multiply-adds for the tokens actually present) and as a share of that
+peak; the last line says what share the 3x-sentence-transformers target would take."""
 import argparse
 import json
 import os
@@ -51,6 +56,24 @@ def make_corpus(snapshot, target, count, seed):
                 break
         texts.append(" ".join(words))
     return texts
+
+
+def fma_peak(threads, tmp):
+    """This machine's fp32 FMA peak in GFLOP/s with `threads` threads, or None without a C compiler."""
+    exe = os.path.join(tmp, "fma_peak")
+    try:
+        subprocess.run(["cc", "-O2", "-pthread", os.path.join(HERE, "fma_peak.c"), "-o", exe], check=True,
+                       capture_output=True)
+        return float(subprocess.run([exe, str(threads)], check=True, capture_output=True, text=True).stdout.split()[0])
+    except (OSError, subprocess.CalledProcessError, ValueError, IndexError):
+        return None
+
+
+def encoder_flops(snapshot, lengths):
+    """Multiply-add flops of a BERT encoder pass over texts of the given token counts (no padding)."""
+    cfg = json.load(open(os.path.join(snapshot, "config.json")))
+    h, ff, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    return sum(layers * (2 * n * (4 * h * h + 2 * h * ff) + 4 * n * n * h) for n in lengths)
 
 
 def child_rss_cmd(cmd):
@@ -204,8 +227,9 @@ def main():
         tk = Tokenizer.from_file(os.path.join(args.snapshot, "tokenizer.json"))
         tk.no_padding()
         tk.enable_truncation(256)
-        ntokens = sum(len(tk.encode(t).ids) for t in texts)
-        row = {"length": name, "texts": count, "tokens": ntokens}
+        lengths = [len(tk.encode(t).ids) for t in texts]
+        ntokens = sum(lengths)
+        row = {"length": name, "texts": count, "tokens": ntokens, "flops": encoder_flops(args.snapshot, lengths)}
         vecs = {}
         runs = {"weaver": [], "st": [], "ort": []}
         for rep in range(args.repeat):  # engines alternate, so a busy moment hits all of them
@@ -251,11 +275,15 @@ def main():
         results.append(row)
         print(f"{name}: done", file=sys.stderr)
 
+    peak = fma_peak(args.threads, tmp)
     load = os.getloadavg()
     print(f"\nall-MiniLM-L6-v2, fp32, {args.threads} threads; model file {model_mb:.0f} MiB; "
           f"weaver start-up (load + snapshot hash) {startup:.2f}s, excluded below; medians of {args.repeat} "
           f"interleaved rounds; load average at the end {load[0]:.1f} on {os.cpu_count()} CPUs")
-    hdr = f"{'length':8} {'engine':22} {'texts/s':>9} {'tokens/s':>10} {'peak RSS':>9} {'CPU s':>7} {'tok/CPU-s':>10}"
+    if peak:
+        print(f"machine fp32 FMA peak with {args.threads} threads (bench/embed/fma_peak.c): {peak:.0f} GFLOP/s")
+    hdr = (f"{'length':8} {'engine':22} {'texts/s':>9} {'tokens/s':>10} {'peak RSS':>9} {'CPU s':>7} {'tok/CPU-s':>10}"
+           f" {'GFLOP/s':>8} {'of peak':>8}")
     print(hdr)
     print("-" * len(hdr))
     names = {"weaver": "weaver-engine", "st": "sentence-transformers", "ort": "onnxruntime"}
@@ -263,15 +291,22 @@ def main():
         for k in ("weaver", "st", "ort"):
             s = r[k]["seconds"]
             c = r[k]["cpu_seconds"]
+            gf = r["flops"] / s / 1e9
+            share = f"{100 * gf / peak:7.0f}%" if peak else f"{'-':>8}"
             print(f"{r['length']:8} {names[k]:22} {r['texts'] / s:9.1f} {r['tokens'] / s:10.0f} {r[k]['rss_mb']:7.0f}MB"
-                  f" {c:7.2f} {r['tokens'] / c:10.0f}")
+                  f" {c:7.2f} {r['tokens'] / c:10.0f} {gf:8.0f} {share}")
         print(f"{'':8} ratio (median per round): {r['ratio_st']:.2f}x sentence-transformers, {r['ratio_ort']:.2f}x "
               f"onnxruntime (with weaver load: {r['ort']['seconds'] / r['weaver']['seconds_with_load']:.2f}x); "
               f"min cosine w/st {r['min_cos_weaver_st']:.6f} w/ort {r['min_cos_weaver_ort']:.6f}")
         print(f"{'':8} CPU time ratio (medians): {r['cpu_ratio_st']:.2f}x sentence-transformers, "
               f"{r['cpu_ratio_ort']:.2f}x onnxruntime")
+        if peak:
+            need = 3 * r["flops"] / r["st"]["seconds"] / 1e9
+            print(f"{'':8} 3x sentence-transformers would take {need:.0f} GFLOP/s, {100 * need / peak:.0f}% of the "
+                  f"machine's FMA peak")
     if args.json:
-        json.dump({"threads": args.threads, "startup_s": startup, "loadavg_end": load, "results": results},
+        json.dump({"threads": args.threads, "startup_s": startup, "loadavg_end": load, "fma_peak_gflops": peak,
+                   "results": results},
                   open(args.json, "w"), indent=1)
 
 
