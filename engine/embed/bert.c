@@ -151,6 +151,7 @@ int bert_scratch_init(BertScratch *s, const BertConfig *c, int max_tokens, int m
     for (int i = 0; i < 7; i++) total += (sizes[i] + 15) & ~(size_t)15; /* 64-byte aligned slices */
     float *p = aligned_alloc(64, total * sizeof(float));
     if (!p) return -1;
+    memset(p, 0, total * sizeof(float)); /* fault the pages in now, not during the first batch */
     s->block = p;
     s->max_tokens = max_tokens;
     s->max_seq = max_seq;
