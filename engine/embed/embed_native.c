@@ -313,11 +313,17 @@ static int native_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts,
             ws->order[ready++] = k;
         }
         sort_by_len(ws->order, ws->lens, ready);
-        /* cut the sorted window into packs of consecutive sequences; the lanes take them in turn */
+        /* cut the sorted window into packs of consecutive sequences; the lanes take them in turn.
+         * The cap evens the packs out so each lane gets the same number: a 320-token window on two
+         * lanes is two packs of 160, not 256 + 64 with one lane idle for most of the call. */
+        int total = 0;
+        for (int j = 0; j < ready; j++) total += ws->lens[ws->order[j]];
+        int rounds = (total + ws->nlanes * ws->pack_tokens - 1) / (ws->nlanes * ws->pack_tokens);
+        int cap = rounds > 0 ? (total + ws->nlanes * rounds - 1) / (ws->nlanes * rounds) : ws->pack_tokens;
         ws->npacks = 0;
         for (int j = 0, used = 0; j < ready; j++) {
             int len = ws->lens[ws->order[j]];
-            if (j == 0 || used + len > ws->pack_tokens) {
+            if (j == 0 || used + len > cap) {
                 ws->pack_start[ws->npacks++] = j;
                 used = 0;
             }
