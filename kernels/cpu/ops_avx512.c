@@ -132,25 +132,6 @@ static inline __attribute__((always_inline)) void attn_load_qt(const int W, floa
     }
 }
 
-/* exp(x) for x <= 0: exp16 without its clamps. x <= 0 cannot overflow, and below -87 scalef gives the
- * true denormal or zero where exp16 gave exp(-87); the same values on [-87, 0]. */
-static inline __m512 exp16_nonpos(__m512 x)
-{
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
 /* pt[j0 + r][:W] = scores of keys j0 + r against the W = 16*CW queries of qt, for R keys; mx keeps
  * the running max per query. Keys past n read key n - 1 (a real score, so the max is unchanged) and
  * are not stored. */
@@ -273,7 +254,7 @@ static void attention_small(float *ctx, int ldc, const float *q, const float *k,
 #pragma GCC unroll 16
     for (int r = 0; r < 16; r++) {
         if (r >= n) break;
-        __m512 p = exp16_nonpos(_mm512_sub_ps(acc[r], mx[0]));
+        __m512 p = exp16_unclamped(_mm512_sub_ps(acc[r], mx[0]));
         _mm512_store_ps(pt + (size_t)r * 16, p);
         sum = _mm512_add_ps(sum, p);
     }
@@ -301,7 +282,7 @@ static inline __attribute__((always_inline)) void attn_block(const int CW, float
 #pragma GCC unroll 2
         for (int c = 0; c < CW; c++) {
             float *pj = pt + (size_t)j * W + c * 16;
-            __m512 p = exp16_nonpos(_mm512_sub_ps(_mm512_load_ps(pj), mx[c]));
+            __m512 p = exp16_unclamped(_mm512_sub_ps(_mm512_load_ps(pj), mx[c]));
             _mm512_store_ps(pj, p);
             sum[c] = _mm512_add_ps(sum[c], p);
         }

@@ -6,9 +6,10 @@
 
 #include <immintrin.h>
 
-static inline __m512 exp16(__m512 x)
+/* exp(x) for x <= 88 without the lower clamp: below -87 scalef gives the true denormal or zero.
+ * For callers whose inputs cannot overflow (softmax's x - max <= 0). */
+static inline __m512 exp16_unclamped(__m512 x)
 {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -22,6 +23,11 @@ static inline __m512 exp16(__m512 x)
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
+}
+
+static inline __m512 exp16(__m512 x)
+{
+    return exp16_unclamped(_mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f)));
 }
 
 static inline __m512 erf16(__m512 x)
