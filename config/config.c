@@ -113,10 +113,33 @@ static const char *check_backend_built(const char *v, char *buf, size_t len)
     return buf;
 }
 
+/* Space-separated glob patterns for producer-named keys: each at most 256 bytes. */
+static const char *check_key_patterns(const char *v, char *buf, size_t len)
+{
+    for (const char *p = v; *p;) {
+        while (*p == ' ')
+            p++;
+        size_t n = strcspn(p, " ");
+        if (n > 256) {
+            snprintf(buf, len, "pattern \"%.40s...\" is longer than 256 bytes", p);
+            return buf;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f) {
+                snprintf(buf, len, "patterns must not contain control characters or tabs");
+                return buf;
+            }
+        }
+        p += n;
+    }
+    return NULL;
+}
+
 static const CfgCheck name_token = { check_name_token, "non-empty, no whitespace" };
 static const CfgCheck http_url = { check_url, "empty, or `http://...` or `https://...`" };
 static const CfgCheck device_name = { check_device, "`\"cpu\"` or `\"cuda:N\"`" };
 static const CfgCheck backend_built = { check_backend_built, NULL };
+static const CfgCheck key_patterns = { check_key_patterns, "glob patterns separated by spaces" };
 
 static bool embedder_is_native(const CfgLoad *ld);
 static bool embedder_is_remote(const CfgLoad *ld);
@@ -197,6 +220,14 @@ static const CfgKey cfg_schema[] = {
                "from the group, in milliseconds."),
     CFG_INT_KEY("queue.dead_letter_maxlen", queue.dead_letter_maxlen, 100000, 1, INT_MAX,
         .doc = "Approximate maximum length (`MAXLEN ~`) of the dead-letter stream."),
+    CFG_STR_KEY("queue.reply_patterns", queue.reply_patterns, "", .check = &key_patterns,
+        .doc = "Glob patterns (Redis `MATCH` syntax, separated by spaces) naming the lists a job's "
+               "`reply_to` may name, besides `<prefix>:reply:*`, which is always allowed; no other "
+               "key under `<prefix>:` is ever accepted."),
+    CFG_STR_KEY("queue.target_patterns", queue.target_patterns, "", .check = &key_patterns,
+        .doc = "Glob patterns (separated by spaces) naming the hashes a job's `target` may write "
+               "vectors into; empty = jobs with `target` are refused. No key under `<prefix>:` is "
+               "ever accepted."),
 
     CFG_INT_KEY("batch.token_budget", batch.token_budget, 16384, 1, INT_MAX,
         .doc = "Tokens (after padding) per forward batch."),

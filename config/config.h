@@ -36,6 +36,8 @@ typedef struct QueueConfig {
     int max_tokens;             /* queue.max_tokens: bound on a generate job's max_tokens */
     int dead_letter_maxlen;     /* queue.dead_letter_maxlen: approximate MAXLEN of the dead stream */
     int prune_idle_ms;          /* queue.prune_idle_ms: forget consumers idle this long, none pending */
+    char *reply_patterns;       /* queue.reply_patterns: extra globs a reply_to may match */
+    char *target_patterns;      /* queue.target_patterns: globs a target hash must match; "" = none */
 } QueueConfig;
 
 typedef struct BatchConfig {

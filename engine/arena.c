@@ -72,6 +72,25 @@ void arena_reset(Arena *a)
         a->current->used = 0;
 }
 
+void arena_trim(Arena *a, size_t keep)
+{
+    size_t kept = 0;
+    ArenaBlock **pp = &a->head;
+    while (*pp && kept + (*pp)->cap <= keep) {
+        kept += (*pp)->cap;
+        pp = &(*pp)->next;
+    }
+    for (ArenaBlock *b = *pp; b;) {
+        ArenaBlock *next = b->next;
+        free(b);
+        b = next;
+    }
+    *pp = NULL;
+    a->current = a->head;
+    if (a->current)
+        a->current->used = 0;
+}
+
 void arena_free(Arena *a)
 {
     for (ArenaBlock *b = a->head; b;) {

@@ -18,6 +18,9 @@ void *arena_alloc(Arena *a, size_t n);            /* NULL when out of memory */
 char *arena_strdup(Arena *a, const char *s);
 char *arena_vprintf(Arena *a, const char *fmt, va_list ap);
 void arena_reset(Arena *a);
+/* Rewinds like arena_reset and releases the blocks beyond the first `keep` bytes, so one huge
+ * batch does not pin its high-water mark for the life of the worker. */
+void arena_trim(Arena *a, size_t keep);
 void arena_free(Arena *a);
 
 #endif

@@ -2,7 +2,10 @@
  * Order: (config already validated by main) -> Redis -> embedder -> cohort pin -> decoders and buffers
  * (per worker) -> consumer groups -> workers -> ready. SIGTERM/SIGINT stop reading; in-flight
  * batches get queue.shutdown_grace_ms to finish; whatever is still running then stays pending
- * in Redis for another consumer to reclaim, so a stop never loses a job. */
+ * in Redis for another consumer to reclaim, so a stop never loses a job. A lease thread keeps the
+ * leases of every entry a worker holds, however long its batch runs. SIGPIPE is ignored (a
+ * dropped connection is a write error and a reconnect); SIGHUP is logged and ignored (logs go to
+ * stderr: there is nothing to reopen). */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -22,6 +25,36 @@ static long long mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The lease thread: every third of the visibility timeout, extends the lease of every entry each
+ * worker holds, over a connection of its own, so a worker busy in one long batch or generation
+ * step is never taken for dead. */
+typedef struct LeaseKeeper {
+    Engine *eng;
+    Worker **workers;
+    int n;
+    Queue *q;
+    atomic_bool done;
+} LeaseKeeper;
+
+static void *lease_main(void *arg)
+{
+    LeaseKeeper *lk = arg;
+    int period = lk->eng->cfg->queue.visibility_timeout_ms / 3;
+    long long next = 0;
+    while (!atomic_load(&lk->done)) {
+        if (mono_ms() >= next) {
+            next = mono_ms() + period;
+            if (!queue_connected(lk->q) && queue_reconnect(lk->q) != QUEUE_OK)
+                continue;
+            for (int i = 0; i < lk->n; i++)
+                if (worker_extend_leases(lk->workers[i], lk->q) != 0)
+                    LOG_W("extending the leases of worker %d failed: %s", i, queue_errstr(lk->q));
+        }
+        usleep(20 * 1000);
+    }
+    return NULL;
 }
 
 static void consumer_base(const Config *cfg, char *buf, size_t len)
@@ -46,7 +79,9 @@ int daemon_run(const Config *cfg, int nworkers)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
 
     Engine eng = {.cfg = cfg};
     consumer_base(cfg, eng.consumer_base, sizeof eng.consumer_base);
@@ -102,6 +137,16 @@ int daemon_run(const Config *cfg, int nworkers)
         rc = ENGINE_EXIT_UNAVAILABLE;
         goto out_free_workers;
     }
+    LeaseKeeper lk = {.eng = &eng, .workers = workers, .n = nworkers,
+                      .q = queue_open(&cfg->redis, &cfg->queue, eng.consumer_base)};
+    pthread_t lease_thread;
+    bool lease_started = lk.q && pthread_create(&lease_thread, NULL, lease_main, &lk) == 0;
+    if (!lease_started) {
+        LOG_E("cannot start the lease thread");
+        queue_free(lk.q);
+        rc = ENGINE_EXIT_SOFTWARE;
+        goto out_free_workers;
+    }
     int started = 0;
     for (; started < nworkers; started++) {
         int e = pthread_create(&threads[started], NULL, worker_main, workers[started]);
@@ -125,6 +170,10 @@ int daemon_run(const Config *cfg, int nworkers)
     while (rc == ENGINE_EXIT_OK && atomic_load(&eng.workers_exited) < started) {
         struct timespec tick = {0, 200 * 1000 * 1000};
         int sig = sigtimedwait(&sigs, NULL, &tick);
+        if (sig == SIGHUP) {
+            LOG_I("SIGHUP: ignored (logs go to stderr, the config is read only at start-up)");
+            continue;
+        }
         if (sig == SIGTERM || sig == SIGINT) {
             LOG_I("%s: stopping; finishing in-flight work (grace %d ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                   cfg->queue.shutdown_grace_ms);
@@ -143,12 +192,18 @@ int daemon_run(const Config *cfg, int nworkers)
     while (atomic_load(&eng.workers_exited) < started && mono_ms() < deadline)
         usleep(10 * 1000);
     if (atomic_load(&eng.workers_exited) < started) {
+        /* Workers stop at their next check (between forward batches and generation steps) and
+         * write no result after it; each logs how many jobs it leaves pending. */
         LOG_W("grace period over: leaving unfinished jobs pending for another consumer");
         atomic_store(&eng.abandon, true);
     }
     for (int i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
-    LOG_I("stopped after %ld jobs", (long)atomic_load(&eng.jobs_done));
+    atomic_store(&lk.done, true);
+    pthread_join(lease_thread, NULL);
+    queue_free(lk.q);
+    LOG_I("stopped after %ld jobs (%ld stream entries found trimmed while pending)",
+          (long)atomic_load(&eng.jobs_done), (long)atomic_load(&eng.entries_trimmed));
 
 out_free_workers:
     for (int i = 0; i < nworkers; i++)

@@ -23,6 +23,7 @@ typedef struct Engine {
     atomic_bool stop;          /* set on SIGTERM/SIGINT: stop reading, finish in-flight work */
     atomic_bool abandon;       /* set when the grace period ran out: leave in-flight work pending */
     atomic_long jobs_done;
+    atomic_long entries_trimmed; /* pending entries found deleted from their stream */
     atomic_int workers_ready;
     atomic_int workers_exited;
 } Engine;
@@ -35,6 +36,10 @@ Worker *worker_create(Engine *eng, int index, char *err, size_t errlen);
 void worker_free(Worker *w);   /* NULL-safe */
 /* The thread body: runs until eng->stop and its in-flight work is done (or abandoned). */
 void *worker_main(void *w);
+/* Keeps the leases of every entry worker w holds (its batch and generations in flight), through
+ * lq, the lease thread's own connection. Safe to call while the worker runs. 0 or < 0. */
+struct Queue;
+int worker_extend_leases(Worker *w, struct Queue *lq);
 
 /* The daemon: start-up gate, workers, signal handling, graceful stop. Returns an exit code. */
 int daemon_run(const Config *cfg, int workers);

@@ -4,6 +4,7 @@
  * the embedder weights. Bad input becomes an error result and a dead letter, never a crash;
  * a lost connection is retried with backoff and nothing finished is dropped. */
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,10 +26,19 @@ typedef struct GenFlight {
     char entry_id[QUEUE_ENTRY_ID_MAX];
     char job_id[JOB_ID_MAX + 1];
     char *reply_to;
+    char *payload;          /* the original job, for a dead letter if its result is refused */
+    size_t payload_len;
     int deliveries;
     long long started_ms;
     struct GenFlight *next;
 } GenFlight;
+
+static void flight_free(GenFlight *fl)
+{
+    free(fl->reply_to);
+    free(fl->payload);
+    free(fl);
+}
 
 struct Worker {
     Engine *eng;
@@ -38,8 +48,10 @@ struct Worker {
     Queue *q;
     EmbedWorkspace *ws;
     Generator *gen;
-    GenFlight *flights;
+    GenFlight *flights;     /* changed only under lease_lock: the lease thread reads it */
     int n_flights;
+    pthread_mutex_t lease_lock;
+    int n_held;             /* w->entries[0, n_held) are being processed: their leases are kept */
     JobLimits limits;
 
     /* Buffers sized once at start-up. */
@@ -68,10 +80,12 @@ struct Worker {
     GenDone *done;
     Arena arena;            /* result text, reset per batch */
 
-    long long next_reclaim_ms, next_heartbeat_ms, next_touch_ms;
+    long long next_reclaim_ms, next_heartbeat_ms;
 };
 
 #define FIELDS_PER_RESULT 12
+/* Result text an idle worker keeps allocated between batches (its arena's blocks). */
+#define ARENA_KEEP_BYTES ((size_t)16 << 20)
 
 static long long now_ms(void)
 {
@@ -101,6 +115,7 @@ Worker *worker_create(Engine *eng, int index, char *err, size_t errlen)
     w->eng = eng;
     w->cfg = cfg;
     w->index = index;
+    pthread_mutex_init(&w->lease_lock, NULL);
     snprintf(w->consumer, sizeof w->consumer, "%s-%d", eng->consumer_base, index);
     w->limits = (JobLimits){cfg->queue.max_input_bytes, cfg->queue.max_texts_per_job, cfg->queue.max_tokens};
     w->q = queue_open(&cfg->redis, &cfg->queue, w->consumer);
@@ -169,8 +184,7 @@ void worker_free(Worker *w)
     while (w->flights) {
         GenFlight *f = w->flights;
         w->flights = f->next;
-        free(f->reply_to);
-        free(f);
+        flight_free(f);
     }
     generator_close(w->gen);
     if (w->eng->embedder)
@@ -198,6 +212,7 @@ void worker_free(Worker *w)
     free(w->target_ptrs);
     free(w->done);
     arena_free(&w->arena);
+    pthread_mutex_destroy(&w->lease_lock);
     free(w);
 }
 
@@ -222,38 +237,72 @@ static bool ensure_connected(Worker *w)
 
 static void error_result_for(Worker *w, int r, QueueResult *failed, const char *reason);
 
-/* Applies n results, retrying through reconnects: a result is never dropped while the engine
- * runs; on abandon the jobs stay pending and another consumer reclaims them. A result refused
- * for a producer key of the wrong type becomes an error result without that key. */
-static void finish_results(Worker *w, int n)
+/* Attempts at one result the script keeps rejecting (a Redis error that is not a connection
+ * fault, e.g. out of memory or an ACL denial) before it is left pending. */
+#define FINISH_MAX_FAULTS 3
+
+/* Rewrites refused result i of results [off, off + n) into slot `slot`: an error result without
+ * the refused reply list or targets, or, when its result key is not ours to write, a dead
+ * letter only (and no reply: the list would lead its producer to someone else's result). */
+static void rewrite_refused(Worker *w, int i, int slot)
 {
-    for (int attempt = 0; n > 0; attempt++) {
-        if (!ensure_connected(w))
+    QueueResult failed = w->results[i];
+    const QueueRefusal *why = &w->refused[i];
+    char reason[256];
+    snprintf(reason, sizeof reason, "cannot write the result: %s", why->why);
+    if (why->what == QUEUE_REFUSED_REPLY || why->what == QUEUE_REFUSED_RESULT)
+        failed.reply_to = NULL;
+    error_result_for(w, slot, &failed, reason);
+    if (why->what == QUEUE_REFUSED_RESULT) {
+        w->results[slot].dead_only = true;
+        w->results[slot].n_fields = 0;
+    }
+}
+
+/* Writes results [off, off + n), bounded whatever Redis answers: connection faults are retried
+ * (ensure_connected backs off) until the engine abandons; a call Redis rejects is split in
+ * halves until the result at fault is alone, which gets FINISH_MAX_FAULTS attempts and is then
+ * left pending (a later delivery, bounded by queue.max_attempts, tries again); refused results
+ * are rewritten and written again. After abandon nothing more is written: those jobs stay
+ * pending for another consumer, as the stop log says. */
+static void finish_range(Worker *w, int off, int n)
+{
+    for (int faults = 0; n > 0;) {
+        if (atomic_load(&w->eng->abandon) || !ensure_connected(w)) {
+            LOG_W("worker %d: leaving %d jobs pending (stopping)", w->index, n);
             return;
-        int rc = queue_finish(w->q, w->results, n, w->refused);
+        }
+        int rc = queue_finish(w->q, w->results + off, n, w->refused + off);
+        if (rc == QUEUE_ECONN)
+            continue;
         if (rc != QUEUE_OK) {
-            LOG_W("worker %d: writing %d results failed: %s; retrying", w->index, n, queue_errstr(w->q));
-            if (rc != QUEUE_ECONN)
-                usleep(100 * 1000);
+            if (n > 1) {
+                finish_range(w, off, n / 2);
+                finish_range(w, off + n / 2, n - n / 2);
+                return;
+            }
+            if (++faults >= FINISH_MAX_FAULTS) {
+                LOG_E("job %s: cannot write its result: %s; leaving it pending", w->results[off].job_id,
+                      queue_errstr(w->q));
+                return;
+            }
+            LOG_W("worker %d: writing the result of job %s failed: %s; retrying", w->index,
+                  w->results[off].job_id, queue_errstr(w->q));
+            usleep((useconds_t)faults * 100 * 1000);
             continue;
         }
-        /* Refused results are rewritten in place and finished again, the rest are done. */
         int again = 0;
-        for (int i = 0; i < n; i++) {
-            if (w->refused[i].what == QUEUE_REFUSED_NONE) {
+        for (int i = off; i < off + n; i++) {
+            if (w->refused[i].what == QUEUE_REFUSED_NONE)
                 atomic_fetch_add(&w->eng->jobs_done, 1);
-                continue;
-            }
-            QueueResult failed = w->results[i];
-            if (w->refused[i].what == QUEUE_REFUSED_REPLY)
-                failed.reply_to = NULL;
-            char why[256];
-            snprintf(why, sizeof why, "cannot write the result: %s", w->refused[i].why);
-            error_result_for(w, again++, &failed, why);
+            else
+                rewrite_refused(w, i, off + again++);
         }
         n = again;
     }
 }
+
+static void finish_results(Worker *w, int n) { finish_range(w, 0, n); }
 
 /* --- result records ---------------------------------------------------------------------- */
 
@@ -308,18 +357,37 @@ static void error_result(Worker *w, int r, const QueueEntry *e, const Job *job, 
     error_result_for(w, r, &like, reason);
 }
 
+/* An entry deleted from the stream while it was pending (a producer's XTRIM or MAXLEN): its job
+ * is gone, so it is counted, logged and recorded as a dead letter naming the entry. */
+static void deleted_entry_result(Worker *w, int r, const QueueEntry *e)
+{
+    atomic_fetch_add(&w->eng->entries_trimmed, 1);
+    w->results[r] = (QueueResult){.kind = e->kind, .entry_id = e->entry_id,
+                                  .job_id = fmt(w, "%s:%s", job_kind_name(e->kind), e->entry_id),
+                                  .fields = result_fields(w, r), .dead_only = true,
+                                  .dead_reason = "the stream entry was deleted (trimmed) while its job was pending; "
+                                                 "the job is lost",
+                                  .deliveries = e->deliveries};
+    LOG_W("%s entry %s was deleted from the stream while pending: recorded as a dead letter",
+          job_kind_name(e->kind), e->entry_id);
+}
+
 /* A job whose result already exists: the finish script sees that and only acknowledges it. */
 static void duplicate_result(Worker *w, int r, const QueueEntry *e, const Job *job)
 {
     w->results[r] = (QueueResult){.kind = e->kind, .entry_id = e->entry_id, .job_id = job->id,
-                                  .fields = result_fields(w, r), .reply_to = job->reply_to};
+                                  .fields = result_fields(w, r), .reply_to = job->reply_to,
+                                  .payload = e->payload, .payload_len = e->payload_len,
+                                  .deliveries = e->deliveries};
     LOG_D("job %s: already finished, acknowledging the duplicate delivery", job->id);
 }
 
 /* --- embed jobs ---------------------------------------------------------------------------- */
 
 /* Embeds texts [0, n) into w->vecs in input order, in the batches batch_plan cuts.
- * Returns 0, or < 0 if the backend failed as a whole. */
+ * Returns 0, EMBED_ABANDONED when the engine abandoned between two forward batches (a stop
+ * past its grace), or another < 0 if the backend failed as a whole. */
+#define EMBED_ABANDONED (-2)
 static int embed_texts(Worker *w, int n)
 {
     Embedder *e = w->eng->embedder;
@@ -333,6 +401,8 @@ static int embed_texts(Worker *w, int n)
                               w->batch_ends);
     for (int b = 0, start = 0; b < nbatches; start = w->batch_ends[b++]) {
         int count = w->batch_ends[b] - start;
+        if (atomic_load(&w->eng->abandon))
+            return EMBED_ABANDONED;
         for (int k = 0; k < count; k++)
             w->sub_texts[k] = w->texts[w->order[start + k]];
         if (embedder_embed(e, w->ws, w->sub_texts, count, w->stage, w->sub_tokens, w->sub_status) != 0)
@@ -376,7 +446,8 @@ static void embed_result(Worker *w, int r, int j, int first, int n, long long co
     QueueResult *res = &w->results[r];
     QueueField *f = result_fields(w, r);
     *res = (QueueResult){.kind = JOB_EMBED, .entry_id = e->entry_id, .job_id = job->id, .fields = f,
-                         .reply_to = job->reply_to, .deliveries = e->deliveries};
+                         .reply_to = job->reply_to, .payload = e->payload, .payload_len = e->payload_len,
+                         .deliveries = e->deliveries};
     /* Vectors are packed tightly at out_dim: the f32 layout Redis vector search indexes. */
     float *packed = arena_alloc(&w->arena, (size_t)n * (size_t)out_dim * sizeof(float));
     for (int t = 0; t < n; t++)
@@ -435,6 +506,8 @@ static int run_embed_chunk(Worker *w, const int *jobs, int njobs, int r)
     long long t0 = mono_ms();
     int rc = embed_texts(w, n);
     long long compute_ms = mono_ms() - t0;
+    if (rc == EMBED_ABANDONED)
+        return r; /* no results: these jobs stay pending for another consumer */
     int first = 0;
     for (int k = 0; k < njobs; k++) {
         int j = jobs[k];
@@ -460,62 +533,83 @@ static int run_embed_chunk(Worker *w, const int *jobs, int njobs, int r)
 
 /* --- generate jobs ------------------------------------------------------------------------- */
 
+/* A job without a seed gets one derived from its whole entry id and its job id (FNV-1a, 64 bit):
+ * jobs added in the same millisecond differ, and a redelivery of the same entry reproduces. */
+static uint64_t default_seed(const char *entry_id, const char *job_id)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const char *parts[] = {entry_id, "\n", job_id}, **p = parts; p < parts + 3; p++)
+        for (const unsigned char *c = (const unsigned char *)*p; *c; c++)
+            h = (h ^ *c) * 0x100000001b3ull;
+    return h & ((1ull << 53) - 1); /* within the range a job's own seed may take */
+}
+
 static int submit_generate(Worker *w, int j)
 {
     const QueueEntry *e = &w->entries[j];
     const Job *job = &w->jobs[j];
     const GenJob *gj = &job->gen;
     GenFlight *fl = calloc(1, sizeof *fl);
-    if (!fl)
+    GenMessage *msgs = gj->n_messages > 0 ? calloc((size_t)gj->n_messages, sizeof *msgs) : NULL;
+    if (!fl || (gj->n_messages > 0 && !msgs)) {
+        free(fl);
+        free(msgs);
         return -1;
+    }
     fl->kind = e->kind;
     snprintf(fl->entry_id, sizeof fl->entry_id, "%s", e->entry_id);
     snprintf(fl->job_id, sizeof fl->job_id, "%s", job->id);
     fl->reply_to = job->reply_to ? strdup(job->reply_to) : NULL;
+    fl->payload = malloc(e->payload_len + 1);
+    if (!fl->payload || (job->reply_to && !fl->reply_to)) {
+        flight_free(fl);
+        free(msgs);
+        return -1;
+    }
+    memcpy(fl->payload, e->payload, e->payload_len);
+    fl->payload[e->payload_len] = '\0';
+    fl->payload_len = e->payload_len;
     fl->deliveries = e->deliveries;
     fl->started_ms = now_ms();
-    GenMessage msgs[64];
     GenRequest req = {.prompt = gj->prompt, .max_tokens = gj->max_tokens, .truncate_prompt = gj->truncate,
                       .tag = fl};
-    if (!gj->prompt) {
-        if (gj->n_messages > 64) {
-            free(fl->reply_to);
-            free(fl);
-            return 1; /* reported by the caller */
-        }
-        for (int m = 0; m < gj->n_messages; m++)
-            msgs[m] = (GenMessage){gj->messages[m].role, gj->messages[m].content};
-        req.messages = msgs;
-        req.n_messages = gj->n_messages;
-    }
+    for (int m = 0; m < gj->n_messages; m++)
+        msgs[m] = (GenMessage){gj->messages[m].role, gj->messages[m].content};
+    req.messages = msgs;
+    req.n_messages = gj->n_messages;
     req.sampling = (GenSampling){(float)gj->temperature, gj->top_k, (float)gj->top_p, (float)gj->min_p,
                                  (float)gj->repeat_penalty, gj->repeat_last_n, (float)gj->presence_penalty,
                                  (float)gj->frequency_penalty,
-                                 gj->seed_set ? gj->seed : (uint64_t)entry_time_ms(e->entry_id)};
+                                 gj->seed_set ? gj->seed : default_seed(e->entry_id, job->id)};
     for (int s = 0; s < gj->n_stop; s++)
         req.stop[req.n_stop++] = gj->stop[s];
     char err[256] = "";
-    if (generator_submit(w->gen, &req, err, sizeof err) != 0) {
+    int rc = generator_submit(w->gen, &req, err, sizeof err);
+    free(msgs); /* the generator copied what it needs */
+    if (rc != 0) {
         snprintf(w->errors[j], sizeof w->errors[j], "%s", err);
-        free(fl->reply_to);
-        free(fl);
+        flight_free(fl);
         return 1;
     }
+    pthread_mutex_lock(&w->lease_lock);
     fl->next = w->flights;
     w->flights = fl;
     w->n_flights++;
+    pthread_mutex_unlock(&w->lease_lock);
     return 0;
 }
 
 static void unlink_flight(Worker *w, GenFlight *fl)
 {
+    pthread_mutex_lock(&w->lease_lock);
     for (GenFlight **pp = &w->flights; *pp; pp = &(*pp)->next) {
         if (*pp == fl) {
             *pp = fl->next;
             w->n_flights--;
-            return;
+            break;
         }
     }
+    pthread_mutex_unlock(&w->lease_lock);
 }
 
 /* One generation step; writes the results of the sequences that finished. */
@@ -531,7 +625,8 @@ static void step_generate(Worker *w, int max_done)
         QueueResult *res = &w->results[i];
         QueueField *f = result_fields(w, i);
         *res = (QueueResult){.kind = JOB_GENERATE, .entry_id = fl->entry_id, .job_id = fl->job_id, .fields = f,
-                             .reply_to = fl->reply_to, .deliveries = fl->deliveries};
+                             .reply_to = fl->reply_to, .payload = fl->payload, .payload_len = fl->payload_len,
+                             .deliveries = fl->deliveries};
         if (d->finish == GEN_FINISH_ERROR) {
             add_str(res, f, "status", "error");
             add_str(res, f, "error", arena_strdup(&w->arena, d->error));
@@ -556,29 +651,96 @@ static void step_generate(Worker *w, int max_done)
         GenFlight *fl = w->done[i].tag;
         free(w->done[i].text);
         unlink_flight(w, fl);
-        free(fl->reply_to);
-        free(fl);
+        flight_free(fl);
     }
 }
 
-/* Keeps in-flight generate entries from being reclaimed while they are still running. */
-static void touch_flights(Worker *w)
+/* Keeps the lease of every entry this worker holds: the batch being processed and every
+ * generation in flight. Called by the engine's lease thread over its own connection `lq`, so
+ * leases are kept while the worker is busy inside a long embed batch or generation step. */
+int worker_extend_leases(Worker *w, Queue *lq)
 {
-    if (!w->flights)
-        return;
-    const char *ids[256];
-    int n = 0;
-    for (GenFlight *fl = w->flights; fl && n < 256; fl = fl->next)
-        ids[n++] = fl->entry_id;
-    if (queue_touch(w->q, JOB_GENERATE, ids, n) != QUEUE_OK)
-        LOG_W("worker %d: extending leases failed: %s", w->index, queue_errstr(w->q));
+    const char **ids[2] = {NULL, NULL};
+    int n[2] = {0, 0}, rc = 0;
+    pthread_mutex_lock(&w->lease_lock);
+    int cap = w->n_held + w->n_flights;
+    for (int k = 0; k < 2 && cap > 0; k++)
+        ids[k] = malloc((size_t)cap * sizeof *ids[k]);
+    /* Entry ids are copied: the worker may finish and free them while the calls run. */
+    char (*copy)[QUEUE_ENTRY_ID_MAX] = cap > 0 ? malloc((size_t)cap * sizeof *copy) : NULL;
+    if (cap > 0 && (!ids[0] || !ids[1] || !copy)) {
+        rc = -1;
+        cap = 0;
+    }
+    int c = 0;
+    for (int i = 0; i < w->n_held && c < cap; i++, c++) {
+        memcpy(copy[c], w->entries[i].entry_id, QUEUE_ENTRY_ID_MAX);
+        JobKind k = w->entries[i].kind;
+        ids[k][n[k]++] = copy[c];
+    }
+    for (GenFlight *fl = w->flights; fl && c < cap; fl = fl->next, c++) {
+        memcpy(copy[c], fl->entry_id, QUEUE_ENTRY_ID_MAX);
+        ids[fl->kind][n[fl->kind]++] = copy[c];
+    }
+    pthread_mutex_unlock(&w->lease_lock);
+    for (int k = 0; k < 2 && rc == 0; k++) {
+        if (n[k] > 0 && queue_extend_leases(lq, w->consumer, (JobKind)k, ids[k], n[k]) < 0)
+            rc = -1;
+    }
+    free(ids[0]);
+    free(ids[1]);
+    free(copy);
+    return rc;
+}
+
+static void hold_entries(Worker *w, int n)
+{
+    pthread_mutex_lock(&w->lease_lock);
+    w->n_held = n;
+    pthread_mutex_unlock(&w->lease_lock);
 }
 
 /* --- one batch of entries ------------------------------------------------------------------ */
 
+/* Checks the keys a producer named against queue/key_policy.c's rules. A refused reply_to is
+ * dropped from the job (its error result notifies no one); returns 1 with the reason in err. */
+static int refuse_keys(Worker *w, Job *job, char *err, size_t errlen)
+{
+    char buf[160];
+    const QueueConfig *qc = &w->cfg->queue;
+    const char *why;
+    if (job->reply_to &&
+        (why = queue_key_refusal(qc, QUEUE_KEY_REPLY, job->reply_to, strlen(job->reply_to), buf, sizeof buf))) {
+        job->reply_to = NULL;
+        snprintf(err, errlen, "reply_to refused: %s", why);
+        return 1;
+    }
+    const EmbedJob *ej = &job->embed;
+    for (int t = 0; job->kind == JOB_EMBED && ej->target_field && t < ej->n_texts; t++) {
+        why = queue_key_refusal(qc, QUEUE_KEY_TARGET, ej->target_keys[t], strlen(ej->target_keys[t]), buf,
+                                sizeof buf);
+        if (why) {
+            snprintf(err, errlen, "target key %d refused: %s", t + 1, why);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Results written so far in this batch go out now and the arena that holds their text is
+ * reset, so a batch holds the text of one embed chunk at a time, not of the whole read. */
+static int flush_results(Worker *w, int r)
+{
+    finish_results(w, r);
+    arena_reset(&w->arena);
+    arena_trim(&w->arena, ARENA_KEEP_BYTES);
+    return 0;
+}
+
 /* Validates, deduplicates and runs n entries already in w->entries, then finishes them. */
 static void process_entries(Worker *w, int n)
 {
+    hold_entries(w, n);
     arena_reset(&w->arena);
     int r = 0;
     const char *ids[n > 0 ? n : 1];
@@ -588,6 +750,10 @@ static void process_entries(Worker *w, int n)
         Job *job = &w->jobs[j];
         w->jobs_ok[j] = false;
         w->errors[j][0] = '\0';
+        if (e->deleted) {
+            deleted_entry_result(w, r++, e);
+            continue;
+        }
         if (job_parse(e->kind, e->payload, e->payload_len, &w->limits, job, w->errors[j], sizeof w->errors[j]) != 0)
             continue;
         if (!job->id[0]) /* entry ids are per stream: the kind keeps the two apart */
@@ -597,6 +763,8 @@ static void process_entries(Worker *w, int n)
                      e->deliveries, w->cfg->queue.max_attempts);
             continue;
         }
+        if (refuse_keys(w, job, w->errors[j], sizeof w->errors[j]))
+            continue;
         w->jobs_ok[j] = true;
         ids[nids] = job->id;
         idx[nids++] = j;
@@ -627,7 +795,9 @@ static void process_entries(Worker *w, int n)
         }
         int texts = flush ? 0 : w->jobs[j].embed.n_texts;
         if (nchunk > 0 && (flush || chunk_texts + texts > w->max_texts)) {
-            r = run_embed_chunk(w, chunk, nchunk, r);
+            if (atomic_load(&w->eng->abandon))
+                break; /* stopping: the rest stays pending */
+            r = flush_results(w, run_embed_chunk(w, chunk, nchunk, r));
             nchunk = chunk_texts = 0;
         }
         if (!flush) {
@@ -645,7 +815,8 @@ static void process_entries(Worker *w, int n)
         if (rc != 0)
             error_result(w, r++, &w->entries[j], &w->jobs[j], w->errors[j][0] ? w->errors[j] : "out of memory");
     }
-    finish_results(w, r);
+    flush_results(w, r);
+    hold_entries(w, 0);
     for (int j = 0; j < n; j++)
         job_free(&w->jobs[j]);
     queue_entries_clear(w->entries, n);
@@ -665,7 +836,7 @@ static int read_batch(Worker *w)
 {
     bool gen_busy = w->n_flights > 0;
     int block = gen_busy ? 0 : w->cfg->queue.block_ms;
-    int n = queue_read(w->q, w->eng->embedder != NULL, gen_has_room(w), w->max_entries, block, false,
+    int n = queue_read(w->q, w->eng->embedder != NULL, gen_has_room(w), w->max_entries, block, NULL,
                        w->entries, w->max_entries);
     if (n <= 0 || gen_busy || n >= w->max_entries || w->cfg->batch.max_wait_ms <= 0)
         return n;
@@ -673,7 +844,7 @@ static int read_batch(Worker *w)
      * default hz), far coarser than a few milliseconds of max_wait. */
     long long deadline = mono_ms() + w->cfg->batch.max_wait_ms;
     while (n < w->max_entries && !atomic_load(&w->eng->stop) && mono_ms() < deadline) {
-        int m = queue_read(w->q, w->eng->embedder != NULL, gen_has_room(w), w->max_entries - n, 0, false,
+        int m = queue_read(w->q, w->eng->embedder != NULL, gen_has_room(w), w->max_entries - n, 0, NULL,
                            w->entries + n, w->max_entries - n);
         if (m < 0)
             break;
@@ -708,13 +879,19 @@ void *worker_main(void *arg)
     Worker *w = arg;
     Engine *eng = w->eng;
     int vis = w->cfg->queue.visibility_timeout_ms;
-    /* This consumer's own pending entries first (a restart under the same consumer name). */
-    for (int pass = 0; pass < 1000 && ensure_connected(w); pass++) {
-        int n = queue_read(w->q, eng->embedder != NULL, w->gen != NULL, w->max_entries, 0, true, w->entries,
-                           w->max_entries);
-        if (n <= 0)
-            break;
-        process_entries(w, n);
+    /* This consumer's own pending entries first (a restart under the same consumer name), each
+     * taken once: pages follow the last id read, so a generation still in flight is not read
+     * (and counted as a delivery) again. */
+    for (int k = 0; k < 2; k++) {
+        bool embed = k == JOB_EMBED && eng->embedder, gen = k == JOB_GENERATE && w->gen;
+        char after[QUEUE_ENTRY_ID_MAX] = "0";
+        while ((embed || gen) && !atomic_load(&eng->stop) && ensure_connected(w)) {
+            int n = queue_read(w->q, embed, gen, w->max_entries, 0, after, w->entries, w->max_entries);
+            if (n <= 0)
+                break;
+            snprintf(after, sizeof after, "%s", w->entries[n - 1].entry_id);
+            process_entries(w, n);
+        }
     }
     atomic_fetch_add(&eng->workers_ready, 1);
     while (!atomic_load(&eng->abandon)) {
@@ -727,10 +904,6 @@ void *worker_main(void *arg)
         if (now >= w->next_heartbeat_ms) {
             queue_heartbeat(w->q, vis);
             w->next_heartbeat_ms = now + vis / 3;
-        }
-        if (w->n_flights > 0 && now >= w->next_touch_ms) {
-            touch_flights(w);
-            w->next_touch_ms = now + vis / 3;
         }
         if (!stopping && now >= w->next_reclaim_ms) {
             reclaim(w);

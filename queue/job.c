@@ -56,6 +56,72 @@ bool job_id_valid(const char *id)
     return true;
 }
 
+/* cJSON ends its strings at NUL, so a "\u0000" escape would silently cut a text short. The
+ * decoded length of every string (member names included) is therefore recomputed from the raw
+ * JSON, in document order, and kept in the item's valueint, which cJSON leaves unused for
+ * strings. The document has already been parsed, so it is well-formed. */
+typedef struct StrLens {
+    int *v;
+    size_t n, next;
+    bool nul_name;  /* a member name holds NUL: "id\u0000x" would read as "id" */
+} StrLens;
+
+static int scan_string_lengths(const char *s, size_t len, StrLens *out)
+{
+    size_t cap = 16, n = 0;
+    int *v = malloc(cap * sizeof *v);
+    if (!v)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '"')
+            continue;
+        size_t dec = 0;
+        for (i++; i < len && s[i] != '"'; i++, dec++) {
+            if (s[i] != '\\')
+                continue;
+            i++;
+            if (i < len && s[i] == 'u' && i + 4 < len) {
+                unsigned cp = (unsigned)strtoul((char[5]){s[i + 1], s[i + 2], s[i + 3], s[i + 4], 0}, NULL, 16);
+                i += 4;
+                if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 < len && s[i + 1] == '\\' && s[i + 2] == 'u') {
+                    i += 6; /* a surrogate pair: one 4-byte character */
+                    dec += 3;
+                } else {
+                    dec += cp < 0x80 ? 0 : cp < 0x800 ? 1 : 2;
+                }
+            }
+        }
+        if (n == cap) {
+            int *nv = realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) {
+                free(v);
+                return -1;
+            }
+            v = nv;
+        }
+        v[n++] = (int)dec;
+    }
+    *out = (StrLens){v, n, 0, false};
+    return 0;
+}
+
+/* Stores the scanned lengths into the tree, walking it in document order. */
+static void assign_string_lengths(cJSON *item, StrLens *sl)
+{
+    for (; item; item = item->next) {
+        if (item->string && sl->next < sl->n)
+            sl->nul_name |= strlen(item->string) != (size_t)sl->v[sl->next++];
+        if (cJSON_IsString(item) && sl->next < sl->n)
+            item->valueint = sl->v[sl->next++];
+        else if (cJSON_IsObject(item) || cJSON_IsArray(item))
+            assign_string_lengths(item->child, sl);
+    }
+}
+
+/* The decoded length of a string item, NULs included. */
+static size_t str_len(const cJSON *v) { return (size_t)v->valueint; }
+static bool has_nul(const cJSON *v) { return strlen(v->valuestring) != str_len(v); }
+
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -121,9 +187,11 @@ static int key_string(const cJSON *v, const char *name, const char **out, char *
 {
     if (!cJSON_IsString(v))
         return fail(err, errlen, "field '%s' must be a string", name);
-    size_t n = strlen(v->valuestring);
+    size_t n = str_len(v);
     if (n == 0 || n > 512)
         return fail(err, errlen, "field '%s' must be 1..512 bytes", name);
+    if (has_nul(v))
+        return fail(err, errlen, "field '%s' must not contain NUL", name);
     *out = v->valuestring;
     return 0;
 }
@@ -173,7 +241,7 @@ static int parse_embed(const cJSON *doc, const JobLimits *lim, EmbedJob *ej, cha
             return text ? fail(err, errlen, "field 'text' must be a string")
                         : fail(err, errlen, "texts[%d] must be a string", i);
         ej->texts[i] = t->valuestring;
-        ej->lens[i] = strlen(t->valuestring);
+        ej->lens[i] = str_len(t);
     }
     ej->n_texts = n;
 
@@ -252,6 +320,7 @@ static int parse_generate(const cJSON *doc, const JobLimits *lim, GenJob *gj, ch
         if (!cJSON_IsString(prompt))
             return fail(err, errlen, "field 'prompt' must be a string");
         gj->prompt = prompt->valuestring;
+        gj->prompt_len = str_len(prompt);
     } else {
         int n = cJSON_GetArraySize(msgs);
         if (!cJSON_IsArray(msgs) || n == 0)
@@ -273,7 +342,7 @@ static int parse_generate(const cJSON *doc, const JobLimits *lim, GenJob *gj, ch
             }
             const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
             const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-            if (!cJSON_IsString(role) ||
+            if (!cJSON_IsString(role) || has_nul(role) ||
                 (strcmp(role->valuestring, "system") && strcmp(role->valuestring, "user") &&
                  strcmp(role->valuestring, "assistant")))
                 return fail(err, errlen, "messages[%d].role must be \"system\", \"user\" or \"assistant\"", i);
@@ -281,6 +350,7 @@ static int parse_generate(const cJSON *doc, const JobLimits *lim, GenJob *gj, ch
                 return fail(err, errlen, "messages[%d].content must be a string", i);
             gj->messages[i].role = role->valuestring;
             gj->messages[i].content = content->valuestring;
+            gj->messages[i].content_len = str_len(content);
         }
         gj->n_messages = n;
     }
@@ -321,6 +391,8 @@ static int parse_generate(const cJSON *doc, const JobLimits *lim, GenJob *gj, ch
     const cJSON *stop = cJSON_GetObjectItemCaseSensitive(doc, "stop");
     if (stop) {
         if (cJSON_IsString(stop)) {
+            if (has_nul(stop))
+                return fail(err, errlen, "stop strings must not contain NUL");
             gj->stop[gj->n_stop++] = stop->valuestring;
         } else if (cJSON_IsArray(stop)) {
             if (cJSON_GetArraySize(stop) > JOB_MAX_STOP)
@@ -328,6 +400,8 @@ static int parse_generate(const cJSON *doc, const JobLimits *lim, GenJob *gj, ch
             for (const cJSON *s = stop->child; s; s = s->next) {
                 if (!cJSON_IsString(s) || s->valuestring[0] == '\0')
                     return fail(err, errlen, "field 'stop' must hold non-empty strings");
+                if (has_nul(s))
+                    return fail(err, errlen, "stop strings must not contain NUL");
                 gj->stop[gj->n_stop++] = s->valuestring;
             }
         } else {
@@ -362,6 +436,16 @@ int job_parse(JobKind kind, const char *payload, size_t len, const JobLimits *li
         return fail(err, errlen, "job is not valid JSON (error near byte %zu)", at);
     }
     job->doc = doc;
+    StrLens sl;
+    if (scan_string_lengths(payload, len, &sl) != 0)
+        return fail(err, errlen, "out of memory");
+    assign_string_lengths(doc, &sl);
+    bool lens_agree = sl.next == sl.n;
+    free(sl.v);
+    if (sl.nul_name)
+        return fail(err, errlen, "field names must not contain NUL");
+    if (!lens_agree) /* cannot happen for a document cJSON accepted; refuse rather than guess */
+        return fail(err, errlen, "job has strings the parser could not account for");
     /* Trailing garbage after the document is malformed too. */
     while (end && (size_t)(end - payload) < len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
         end++;
@@ -372,7 +456,7 @@ int job_parse(JobKind kind, const char *payload, size_t len, const JobLimits *li
 
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(doc, "id");
     if (id) {
-        if (!cJSON_IsString(id) || !job_id_valid(id->valuestring))
+        if (!cJSON_IsString(id) || has_nul(id) || !job_id_valid(id->valuestring))
             return fail(err, errlen, "field 'id' must be 1..%d characters of [A-Za-z0-9._:-]", JOB_ID_MAX);
         snprintf(job->id, sizeof job->id, "%s", id->valuestring);
     }

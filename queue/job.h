@@ -23,7 +23,7 @@ typedef struct JobLimits {
 
 typedef struct EmbedJob {
     const char **texts;     /* point into the parsed document */
-    size_t *lens;
+    size_t *lens;           /* bytes; a text may hold NUL characters (\u0000) */
     int n_texts;
     int normalize;          /* -1 = model default, 0, 1 */
     int dimensions;         /* 0 = model's */
@@ -36,10 +36,12 @@ typedef struct EmbedJob {
 typedef struct GenJobMessage {
     const char *role;
     const char *content;
+    size_t content_len;     /* bytes; the content may hold NUL characters */
 } GenJobMessage;
 
 typedef struct GenJob {
     const char *prompt;           /* or NULL when messages are given */
+    size_t prompt_len;            /* bytes; the prompt may hold NUL characters */
     GenJobMessage *messages;
     int n_messages;
     int max_tokens;

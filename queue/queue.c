@@ -16,23 +16,31 @@
 
 
 /* The atomic finish of a batch of jobs, one script call for many results. Per result:
- * - producer-named keys (reply list, target hashes) are type-checked before anything of that
- *   result is written (a script error midway would leave a partial write): a key of the wrong
- *   type refuses that result with {which, why} and the caller rewrites it as an error result;
+ * - every key it touches is type-checked before anything of that result is written (a script
+ *   error midway would leave a partial write): a producer-named key (reply list, target hash)
+ *   of the wrong type refuses the result with {which, why}, and so does a result key that is
+ *   not a hash or that holds a result of the other job kind (ids are shared by both streams);
+ *   the caller rewrites a refused result as an error result or a dead letter;
  * - a result that already exists (duplicate delivery) is only acknowledged, and a duplicate
  *   naming a different reply list is told about the existing result (never the same list twice);
  * - otherwise: result hash + TTL, reply push, target hashes, dead letter for errors;
+ * - mode 'deadonly' writes only the dead letter (a job whose result key is not ours to write);
+ * - a TTL is set only on keys this call created: a producer's existing list keeps its own;
  * then every acknowledged entry is XACKed and XDELed. Retrying a whole batch is safe.
  * KEYS: embed stream, generate stream, dead stream, then per result: result, [reply], targets...
  * ARGV: group, ttl, dead maxlen, n, then per result: stream (1|2), entry id, job id, nfields,
- *       field/value..., has_reply, ntargets, target field, target values..., dead flag, reason,
- *       payload, deliveries, kind name */
+ *       field/value..., has_reply, ntargets, target field, target values..., mode
+ *       ('ok'|'dead'|'deadonly'), reason, payload, deliveries, kind name */
 static const char FINISH_LUA[] =
     "local group, ttl, maxlen, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])\n"
     "local a, k, out, acks = 5, 4, {}, {{}, {}}\n"
     "local function wrong(key, want)\n"
     "  local t = redis.call('TYPE', key).ok\n"
-    "  if t ~= 'none' and t ~= want then return key .. ' holds a ' .. t .. ', not a ' .. want end\n"
+    "  if t ~= 'none' and t ~= want then return 'a key of the wrong type (' .. t .. ', not ' .. want .. ')' end\n"
+    "end\n"
+    "for s = 1, 3 do\n"
+    "  local w = wrong(KEYS[s], 'stream')\n"
+    "  if w then return redis.error_reply('WEAVER engine key ' .. KEYS[s] .. ' holds ' .. w) end\n"
     "end\n"
     "for r = 1, n do\n"
     "  local stream, eid, job_id, nf = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])\n"
@@ -41,29 +49,48 @@ static const char FINISH_LUA[] =
     "  local has_reply, nt, tfield = ARGV[a] == '1', tonumber(ARGV[a + 1]), ARGV[a + 2]\n"
     "  local v0 = a + 3\n"
     "  a = v0 + nt\n"
-    "  local dead, reason, payload, deliveries, kname = ARGV[a] == '1', ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]\n"
+    "  local mode, reason, payload, deliveries, kname = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]\n"
     "  a = a + 5\n"
     "  local rkey = KEYS[k]\n"
     "  local reply = has_reply and KEYS[k + 1] or nil\n"
     "  local t0 = k + (has_reply and 2 or 1)\n"
     "  k = t0 + nt\n"
-    "  local refused = nil\n"
-    "  if reply then\n"
-    "    local w = wrong(reply, 'list')\n"
-    "    if w then refused = {'reply_to', w} end\n"
+    "  local refused, exists = nil, false\n"
+    "  if mode ~= 'deadonly' then\n"
+    "    local w = wrong(rkey, 'hash')\n"
+    "    exists = redis.call('EXISTS', rkey) == 1\n"
+    "    if w then\n"
+    "      refused = {'result', 'its result key holds ' .. w}\n"
+    "    elseif exists then\n"
+    "      local other = redis.call('HGET', rkey, 'kind')\n"
+    "      if other ~= kname then\n"
+    "        refused = {'result', 'job id ' .. job_id .. ' already names the result of a ' .. tostring(other) .. ' job'}\n"
+    "      end\n"
+    "    end\n"
+    "    if not refused and reply then\n"
+    "      local w = wrong(reply, 'list')\n"
+    "      if w then refused = {'reply_to', 'reply_to names ' .. w} end\n"
+    "    end\n"
+    "    for t = 0, nt - 1 do\n"
+    "      if refused then break end\n"
+    "      local w = wrong(KEYS[t0 + t], 'hash')\n"
+    "      if w then refused = {'target', 'target key ' .. (t + 1) .. ' names ' .. w} end\n"
+    "    end\n"
     "  end\n"
-    "  for t = 0, nt - 1 do\n"
-    "    if refused then break end\n"
-    "    local w = wrong(KEYS[t0 + t], 'hash')\n"
-    "    if w then refused = {'target', w} end\n"
+    "  local function push_reply()\n"
+    "    local fresh = redis.call('EXISTS', reply) == 0\n"
+    "    redis.call('RPUSH', reply, job_id)\n"
+    "    if fresh then redis.call('EXPIRE', reply, ttl) end\n"
     "  end\n"
     "  if refused then\n"
     "    out[r] = refused\n"
-    "  elseif redis.call('EXISTS', rkey) == 1 then\n"
-    "    if reply and redis.call('HGET', rkey, 'reply_to') ~= reply then\n"
-    "      redis.call('RPUSH', reply, job_id)\n"
-    "      redis.call('EXPIRE', reply, ttl)\n"
-    "    end\n"
+    "  elseif mode == 'deadonly' then\n"
+    "    redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'job_id', job_id, 'kind', kname,\n"
+    "               'reason', reason, 'job', payload, 'deliveries', deliveries, 'entry', eid)\n"
+    "    table.insert(acks[stream], eid)\n"
+    "    out[r] = 1\n"
+    "  elseif exists or nf == 0 then\n"
+    "    if exists and reply and redis.call('HGET', rkey, 'reply_to') ~= reply then push_reply() end\n"
     "    table.insert(acks[stream], eid)\n"
     "    out[r] = 0\n"
     "  else\n"
@@ -73,12 +100,9 @@ static const char FINISH_LUA[] =
     "      redis.call('HSET', rkey, unpack(ARGV, f0, f0 + 2 * nf - 1))\n"
     "    end\n"
     "    redis.call('EXPIRE', rkey, ttl)\n"
-    "    if reply then\n"
-    "      redis.call('RPUSH', reply, job_id)\n"
-    "      redis.call('EXPIRE', reply, ttl)\n"
-    "    end\n"
+    "    if reply then push_reply() end\n"
     "    for t = 0, nt - 1 do redis.call('HSET', KEYS[t0 + t], tfield, ARGV[v0 + t]) end\n"
-    "    if dead then\n"
+    "    if mode == 'dead' then\n"
     "      redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'job_id', job_id, 'kind', kname,\n"
     "                 'reason', reason, 'job', payload, 'deliveries', deliveries, 'entry', eid)\n"
     "    end\n"
@@ -281,8 +305,10 @@ static void take_entry(const redisReply *ent, JobKind kind, QueueEntry *out)
         return;
     snprintf(out->entry_id, sizeof out->entry_id, "%s", ent->element[0]->str);
     const redisReply *fv = ent->element[1];
-    if (fv->type != REDIS_REPLY_ARRAY)
-        return; /* deleted while pending: no fields */
+    if (fv->type != REDIS_REPLY_ARRAY) {
+        out->deleted = true; /* deleted while pending: no fields */
+        return;
+    }
     for (size_t i = 0; i + 1 < fv->elements; i += 2) {
         const redisReply *f = fv->element[i], *v = fv->element[i + 1];
         if (f->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING && strcmp(f->str, "job") == 0) {
@@ -304,7 +330,7 @@ static JobKind kind_of_stream(const Queue *q, const char *name)
 
 static int fill_deliveries(Queue *q, QueueEntry *e, int n);
 
-int queue_read(Queue *q, bool embed, bool generate, int count, int block_ms, bool own_pending,
+int queue_read(Queue *q, bool embed, bool generate, int count, int block_ms, const char *own_after,
                QueueEntry *out, int max)
 {
     if (queue_ensure_ctx(q))
@@ -319,6 +345,7 @@ int queue_read(Queue *q, bool embed, bool generate, int count, int block_ms, boo
     snprintf(count_s, sizeof count_s, "%d", count);
     argv[argc++] = "COUNT";
     argv[argc++] = count_s;
+    bool own_pending = own_after != NULL;
     if (block_ms > 0 && !own_pending) {
         snprintf(block_s, sizeof block_s, "%d", block_ms);
         argv[argc++] = "BLOCK";
@@ -329,7 +356,7 @@ int queue_read(Queue *q, bool embed, bool generate, int count, int block_ms, boo
         argv[argc++] = q->stream[JOB_EMBED];
     if (generate)
         argv[argc++] = q->stream[JOB_GENERATE];
-    const char *from = own_pending ? "0" : ">";
+    const char *from = own_pending ? own_after : ">";
     if (embed)
         argv[argc++] = from;
     if (generate)
@@ -369,29 +396,49 @@ int queue_read(Queue *q, bool embed, bool generate, int count, int block_ms, boo
     return n;
 }
 
-int queue_touch(Queue *q, JobKind kind, const char *const *entry_ids, int n)
+/* Extends leases: resets the idle time of each entry still pending for `consumer` (XCLAIM
+ * JUSTID, which does not count a delivery). An entry another consumer has reclaimed meanwhile is
+ * left to it: claiming it back would run the job twice at once.
+ * KEYS: stream. ARGV: group, consumer, entry ids... Returns how many were extended. */
+static const char LEASE_LUA[] =
+    "local kept = 0\n"
+    "for i = 3, #ARGV do\n"
+    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)\n"
+    "  if p[1] and p[1][2] == ARGV[2] then\n"
+    "    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')\n"
+    "    kept = kept + 1\n"
+    "  end\n"
+    "end\n"
+    "return kept\n";
+
+/* Entry ids per lease call: bounds how long Redis is busy at once. */
+#define LEASE_CHUNK 512
+
+int queue_extend_leases(Queue *q, const char *consumer, JobKind kind, const char *const *entry_ids, int n)
 {
     if (queue_ensure_ctx(q))
         return QUEUE_ECONN;
-    if (n <= 0)
-        return QUEUE_OK;
-    const char **argv = malloc(((size_t)n + 7) * sizeof *argv);
-    if (!argv)
-        return queue_set_err(q, QUEUE_ENOMEM, "out of memory");
-    int a = 0;
-    argv[a++] = "XCLAIM";
-    argv[a++] = q->stream[kind];
-    argv[a++] = q->qc.group;
-    argv[a++] = q->consumer;
-    argv[a++] = "0";
-    for (int i = 0; i < n; i++)
-        argv[a++] = entry_ids[i];
-    argv[a++] = "JUSTID";
-    redisReply *r = redisCommandArgv(q->ctx, a, argv, NULL);
-    free(argv);
-    int rc = queue_check_reply(q, r, "XCLAIM");
-    freeReplyObject(r);
-    return rc;
+    const char *argv[LEASE_CHUNK + 6];
+    int kept = 0;
+    for (int i = 0; i < n; i += LEASE_CHUNK) {
+        int c = n - i < LEASE_CHUNK ? n - i : LEASE_CHUNK, a = 0;
+        argv[a++] = "EVAL";
+        argv[a++] = LEASE_LUA;
+        argv[a++] = "1";
+        argv[a++] = q->stream[kind];
+        argv[a++] = q->qc.group;
+        argv[a++] = consumer;
+        for (int k = 0; k < c; k++)
+            argv[a++] = entry_ids[i + k];
+        redisReply *r = redisCommandArgv(q->ctx, a, argv, NULL);
+        int rc = queue_check_reply(q, r, "extending leases");
+        if (rc == QUEUE_OK && r->type == REDIS_REPLY_INTEGER)
+            kept += (int)r->integer;
+        freeReplyObject(r);
+        if (rc)
+            return rc;
+    }
+    return kept;
 }
 
 /* Delivery counts of entries from the pending list, one pipelined XPENDING per entry. */
@@ -432,9 +479,21 @@ int queue_reclaim(Queue *q, JobKind kind, QueueEntry *out, int max)
                 n++;
         }
     }
+    int claimed = n;
+    /* Redis 7: the third element lists pending entries that no longer exist in the stream. */
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY) {
+        const redisReply *gone = r->element[2];
+        for (size_t e = 0; e < gone->elements && n < max; e++) {
+            if (gone->element[e]->type != REDIS_REPLY_STRING)
+                continue;
+            out[n] = (QueueEntry){.kind = kind, .deliveries = 1, .deleted = true};
+            snprintf(out[n].entry_id, sizeof out[n].entry_id, "%s", gone->element[e]->str);
+            n++;
+        }
+    }
     freeReplyObject(r);
     /* XAUTOCLAIM has already counted this delivery. */
-    int rc2 = fill_deliveries(q, out, n);
+    int rc2 = fill_deliveries(q, out, claimed);
     if (rc2) {
         queue_entries_clear(out, n);
         return rc2;
@@ -502,8 +561,40 @@ out:
     return rc;
 }
 
-/* Results per script call: bounds the argument vector and how long Redis is busy at once. */
+/* Results and argument bytes per script call: bound the argument vector, the memory Redis holds
+ * for one call and how long it is busy at once. A single larger result goes in a call of its own. */
 #define FINISH_CHUNK 128
+#define FINISH_CHUNK_BYTES (8u << 20)
+
+static const char *finish_mode(const QueueResult *r)
+{
+    return r->dead_only ? "deadonly" : r->dead_reason ? "dead" : "ok";
+}
+
+/* The original job travels only with a dead letter. */
+static bool sends_payload(const QueueResult *r) { return r->dead_reason && r->payload; }
+
+static size_t result_bytes(const QueueResult *r)
+{
+    size_t b = 256 + (sends_payload(r) ? r->payload_len : 0) + (size_t)r->n_targets * r->target_len;
+    for (int f = 0; f < r->n_fields; f++)
+        b += r->fields[f].len;
+    return b;
+}
+
+/* How many results from r[0, n) go into the next script call. */
+static int finish_chunk(const QueueResult *r, int n)
+{
+    size_t bytes = 0;
+    int c = 0;
+    while (c < n && c < FINISH_CHUNK) {
+        bytes += result_bytes(&r[c]);
+        if (c > 0 && bytes > FINISH_CHUNK_BYTES)
+            break;
+        c++;
+    }
+    return c;
+}
 
 /* Appends one EVALSHA of the finish script for results r[0, n). */
 static int append_finish(Queue *q, const QueueResult *r, int n)
@@ -560,9 +651,9 @@ static int append_finish(Queue *q, const QueueResult *r, int n)
         ARG(r[i].target_field ? r[i].target_field : "");
         for (int t = 0; t < r[i].n_targets; t++)
             ARGN(r[i].target_values[t], r[i].target_len);
-        ARG(r[i].dead_reason ? "1" : "0");
+        ARG(finish_mode(&r[i]));
         ARG(r[i].dead_reason ? r[i].dead_reason : "");
-        ARGN(r[i].payload ? r[i].payload : "", r[i].payload ? r[i].payload_len : 0);
+        ARGN(sends_payload(&r[i]) ? r[i].payload : "", sends_payload(&r[i]) ? r[i].payload_len : 0);
         NUM(r[i].deliveries);
         ARG(job_kind_name(r[i].kind));
     }
@@ -579,15 +670,26 @@ out:
     return rc;
 }
 
+static QueueRefusalKind refusal_kind(const char *which)
+{
+    return strcmp(which, "reply_to") == 0 ? QUEUE_REFUSED_REPLY
+           : strcmp(which, "target") == 0 ? QUEUE_REFUSED_TARGET
+                                          : QUEUE_REFUSED_RESULT;
+}
+
 int queue_finish(Queue *q, const QueueResult *r, int n, QueueRefusal *refused)
 {
     if (queue_ensure_ctx(q))
         return QUEUE_ECONN;
-    int calls = 0;
-    for (int i = 0; i < n; i += FINISH_CHUNK, calls++) {
-        int rc = append_finish(q, r + i, n - i < FINISH_CHUNK ? n - i : FINISH_CHUNK);
+    /* Pipelined: every call is sent before the first reply is read. */
+    int calls = 0, starts[n > 0 ? n : 1];
+    for (int i = 0; i < n; calls++) {
+        int c = finish_chunk(r + i, n - i);
+        int rc = append_finish(q, r + i, c);
         if (rc)
             return rc;
+        starts[calls] = i;
+        i += c;
     }
     int rc = QUEUE_OK;
     bool noscript = false;
@@ -601,12 +703,11 @@ int queue_finish(Queue *q, const QueueResult *r, int n, QueueRefusal *refused)
             rc = queue_set_err(q, QUEUE_EREPLY, "finishing jobs: %s", rep->str);
         } else if (rep->type == REDIS_REPLY_ARRAY) {
             for (size_t j = 0; j < rep->elements; j++) {
-                QueueRefusal *out = &refused[c * FINISH_CHUNK + (int)j];
+                QueueRefusal *out = &refused[starts[c] + (int)j];
                 const redisReply *e = rep->element[j];
                 out->what = QUEUE_REFUSED_NONE;
                 if (e->type == REDIS_REPLY_ARRAY && e->elements == 2) {
-                    out->what = strcmp(e->element[0]->str, "reply_to") == 0 ? QUEUE_REFUSED_REPLY
-                                                                            : QUEUE_REFUSED_TARGET;
+                    out->what = refusal_kind(e->element[0]->str);
                     snprintf(out->why, sizeof out->why, "%s", e->element[1]->str);
                 }
             }

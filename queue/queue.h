@@ -32,6 +32,7 @@ typedef struct QueueEntry {
     char *payload;      /* the "job" field, NULL when the entry has none */
     size_t payload_len;
     int deliveries;     /* 1 for a first read, more when reclaimed */
+    bool deleted;       /* deleted from the stream while pending (trimmed): no job to run */
 } QueueEntry;
 
 typedef struct QueueField {
@@ -54,7 +55,8 @@ typedef struct QueueResult {
     size_t target_len;          /* bytes per target value */
     int n_targets;
     const char *dead_reason;    /* non-NULL: also add a dead-letter entry */
-    const char *payload;        /* original job (dead letter) */
+    bool dead_only;             /* write only the dead letter (the result key is not ours) */
+    const char *payload;        /* original job: sent only with a dead letter */
     size_t payload_len;
     int deliveries;
 } QueueResult;
@@ -86,21 +88,34 @@ const char *queue_stream_key(const Queue *q, JobKind kind);
 void queue_result_key(const Queue *q, const char *job_id, char *buf, size_t len);
 const char *queue_dead_key(const Queue *q);
 
+/* Producer-named keys (queue/key_policy.c). The engine owns every key under "<prefix>:" but the
+ * reply lists under "<prefix>:reply:"; those are never a valid reply_to or target. Reply lists:
+ * "<prefix>:reply:*" or queue.reply_patterns; target hashes: queue.target_patterns only (none
+ * configured = target refused). Returns NULL when `key` (len bytes) is allowed for `use`, else
+ * the reason (static text or written into buf). The reason never repeats the key. */
+typedef enum QueueKeyUse { QUEUE_KEY_REPLY, QUEUE_KEY_TARGET } QueueKeyUse;
+const char *queue_key_refusal(const QueueConfig *qc, QueueKeyUse use, const char *key, size_t len, char *buf,
+                              size_t buflen);
+
 /* Creates the consumer group on both streams (MKSTREAM); an existing group is fine. */
 int queue_ensure_groups(Queue *q);
 
-/* XREADGROUP over the requested streams. `own_pending` reads this consumer's own pending
- * entries (ID 0) instead of new ones. Fills up to `max` entries; returns the count or < 0.
- * Entries must be released with queue_entries_clear. */
-int queue_read(Queue *q, bool embed, bool generate, int count, int block_ms, bool own_pending,
+/* XREADGROUP over the requested streams. `own_after` non-NULL reads this consumer's own pending
+ * entries with ids after it ("0" = from the start) instead of new ones; page through them by
+ * passing the last id read, so each is taken once. Fills up to `max` entries; returns the count
+ * or < 0. Entries must be released with queue_entries_clear. */
+int queue_read(Queue *q, bool embed, bool generate, int count, int block_ms, const char *own_after,
                QueueEntry *out, int max);
 /* XAUTOCLAIM entries idle longer than the visibility timeout from dead consumers, with their
- * delivery counts. Returns the count or < 0. */
+ * delivery counts. Entries deleted from the stream while pending (which XAUTOCLAIM drops from
+ * the group) come back too, flagged `deleted`, so they can be recorded. Returns the count or < 0. */
 int queue_reclaim(Queue *q, JobKind kind, QueueEntry *out, int max);
 void queue_entries_clear(QueueEntry *e, int n);
-/* Resets the idle time of entries this consumer is still working on (XCLAIM JUSTID), so a
- * long generation is not reclaimed from a live worker. Does not count as a delivery. */
-int queue_touch(Queue *q, JobKind kind, const char *const *entry_ids, int n);
+/* Keeps the leases of entries `consumer` is still working on (XCLAIM JUSTID of those still
+ * pending for it, so a long job is not reclaimed from a live worker; not a delivery). Any
+ * number of ids, in bounded calls; usable from another connection than the worker's. Returns
+ * how many were extended, or < 0. */
+int queue_extend_leases(Queue *q, const char *consumer, JobKind kind, const char *const *entry_ids, int n);
 
 /* For each job id, whether a result already exists (a duplicate delivery of a finished job). */
 int queue_results_exist(Queue *q, const char *const *job_ids, int n, bool *exists);
@@ -109,6 +124,7 @@ typedef enum QueueRefusalKind {
     QUEUE_REFUSED_NONE = 0,
     QUEUE_REFUSED_REPLY,   /* the reply_to key holds another type */
     QUEUE_REFUSED_TARGET,  /* a target key holds another type */
+    QUEUE_REFUSED_RESULT,  /* the result key is not a hash, or holds the other kind's result */
 } QueueRefusalKind;
 
 typedef struct QueueRefusal {
@@ -117,10 +133,10 @@ typedef struct QueueRefusal {
 } QueueRefusal;
 
 /* Writes n results atomically each (result hash with TTL, reply, targets, dead letter, XACK +
- * XDEL), pipelined. refused[i] says when result i was refused because a producer-named key has
- * the wrong type; nothing of it was written then. Returns 0 when every call ran (refusals
- * included), < 0 otherwise (then retry all: a result already written is recognised and only
- * acknowledged). */
+ * XDEL), pipelined in calls of bounded size. refused[i] says when result i was refused because a
+ * key it touches has the wrong type, or its result key holds the other job kind's result;
+ * nothing of it was written then. Returns 0 when every call ran (refusals included), < 0
+ * otherwise (then retry: a result already written is recognised and only acknowledged). */
 int queue_finish(Queue *q, const QueueResult *r, int n, QueueRefusal *refused);
 
 /* Consumer heartbeat: a key with TTL saying this consumer is alive and ready. */

@@ -44,7 +44,7 @@ def run_once(binary, model, n, gen, threads, tmp):
                 time.sleep(0.05)
         conf = os.path.join(tmp, "gen.conf")
         with open(conf, "w") as f:
-            f.write('redis: { port = %d; };\nqueue: { prefix = "bg"; };\n'
+            f.write('redis: { port = %d; };\nqueue: { prefix = "bg"; reply_patterns = "done"; };\n'
                     'embedder: { backend = "native"; snapshot = "%s"; threads = 1; };\n'
                     'decoder: { model = "%s"; max_slots = %d; threads = %d; kv_budget_tokens = %d; };\n'
                     % (port, os.path.join(ROOT, "models", "all-MiniLM-L6-v2"), model, max(n, 1), threads,

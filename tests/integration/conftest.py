@@ -79,7 +79,10 @@ def write_config(path, port, **overrides):
     overrides: {"queue": {"max_attempts": 2}, ...} merged per group."""
     groups = {
         "redis": {"port": port, "startup_deadline_ms": 10000},
-        "queue": {"prefix": "it", "visibility_timeout_ms": 1500, "shutdown_grace_ms": 5000},
+        # The producer-named keys the tests use, allowed as an operator would allow them.
+        "queue": {"prefix": "it", "visibility_timeout_ms": 1500, "shutdown_grace_ms": 5000,
+                  "reply_patterns": "done other replies not-a-list",
+                  "target_patterns": "doc:* fine-hash not-a-hash"},
         "embedder": {"backend": "test-hash", "dim": 8},
         "decoder": {"backend": "test-echo", "max_slots": 4},
     }

@@ -111,12 +111,16 @@ def test_producer_keys_of_the_wrong_type_turn_into_error_results_with_nothing_ha
     wait_for(lambda: r.llen("done") == 2, what="two notifications")
     wait_for(lambda: r.exists("it:result:t2"), what="t2 result")
     t1 = r.hgetall("it:result:t1")
-    assert t1[b"status"] == b"error" and b"not-a-hash holds a string, not a hash" in t1[b"error"]
+    assert t1[b"status"] == b"error" and b"target key 2 names a key of the wrong type (string, not hash)" in t1[b"error"]
     assert not r.exists("fine-hash"), "no target is written when another target is refused"
     t2 = r.hgetall("it:result:t2")
-    assert t2[b"status"] == b"error" and b"not-a-list holds a string, not a list" in t2[b"error"]
+    assert t2[b"status"] == b"error" and b"reply_to names a key of the wrong type (string, not list)" in t2[b"error"]
     assert r.get("not-a-list") == b"y" and r.get("not-a-hash") == b"x"
     assert r.hget("it:result:t3", "status") == b"ok"
     assert r.xlen("it:dead") == 2
+    # The dead letters of refused results keep the original job, so `dead requeue` can resend it.
+    dead = {f[b"job_id"]: json.loads(f[b"job"]) for _, f in r.xrange("it:dead")}
+    assert dead[b"t1"]["target"]["keys"] == ["fine-hash", "not-a-hash"]
+    assert dead[b"t2"]["reply_to"] == "not-a-list"
     assert r.xpending("it:jobs:embed", "weaver")["pending"] == 0
     assert eng.stop() == 0
