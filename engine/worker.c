@@ -261,12 +261,14 @@ static void rewrite_refused(Worker *w, int i, int slot)
 
 /* Writes results [off, off + n), bounded whatever Redis answers: connection faults are retried
  * (ensure_connected backs off) until the engine abandons; a call Redis rejects is split in
- * halves until the result at fault is alone, which gets FINISH_MAX_FAULTS attempts and is then
- * left pending (a later delivery, bounded by queue.max_attempts, tries again); refused results
+ * halves until the result at fault is alone, which gets FINISH_MAX_FAULTS attempts, then as many
+ * as an error result without its reply list and targets, and is then left pending (a later
+ * delivery, bounded by queue.max_attempts, tries again); refused results
  * are rewritten and written again. After abandon nothing more is written: those jobs stay
  * pending for another consumer, as the stop log says. */
 static void finish_range(Worker *w, int off, int n)
 {
+    bool fallen_back = false;
     for (int faults = 0; n > 0;) {
         if (atomic_load(&w->eng->abandon) || !ensure_connected(w)) {
             LOG_W("worker %d: leaving %d jobs pending (stopping)", w->index, n);
@@ -281,9 +283,21 @@ static void finish_range(Worker *w, int off, int n)
                 finish_range(w, off + n / 2, n - n / 2);
                 return;
             }
-            if (++faults >= FINISH_MAX_FAULTS) {
-                LOG_E("job %s: cannot write its result: %s; leaving it pending", w->results[off].job_id,
-                      queue_errstr(w->q));
+            if (++faults >= FINISH_MAX_FAULTS && !fallen_back) {
+                /* Last resort: an error result and dead letter under the engine's own keys,
+                 * without the reply list and targets the producer named. */
+                QueueResult failed = w->results[off];
+                failed.reply_to = NULL;
+                char why[256];
+                snprintf(why, sizeof why, "cannot write the result: %s", queue_errstr(w->q));
+                error_result_for(w, off, &failed, why);
+                fallen_back = true;
+                faults = 0;
+                continue;
+            }
+            if (faults >= FINISH_MAX_FAULTS) {
+                LOG_E("job %s: cannot write even its error result: %s; leaving it pending",
+                      w->results[off].job_id, queue_errstr(w->q));
                 return;
             }
             LOG_W("worker %d: writing the result of job %s failed: %s; retrying", w->index,

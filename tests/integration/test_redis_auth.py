@@ -47,3 +47,48 @@ def test_password_from_file_and_acl_user_and_environment(workdir):
         assert "NOAUTH" in e.read_log() or "Authentication required" in e.read_log()
     finally:
         srv.stop()
+
+
+# The engine's user as docs/operations.md writes it for prefix "it", replies also under
+# "app:replies:*" and targets under "vec:*": the ACL enforces the same namespaces as the engine.
+ENGINE_ACL = ["weaver", "on", ">engine-pass", "resetkeys", "~it:*", "~app:replies:*", "~vec:*", "resetchannels",
+              "-@all", "+@read", "+@write", "+@stream", "+@scripting", "+@connection", "+@keyspace",
+              "-@dangerous", "+info"]
+
+
+def test_the_engine_runs_under_its_documented_acl_and_a_denied_key_cannot_jam_it(workdir):
+    import redis
+    srv = RedisServer(workdir)
+    srv.proc = subprocess.Popen(
+        ["redis-server", "--port", str(srv.port), "--bind", "127.0.0.1", "--dir", workdir, "--save", "",
+         "--user", "default", "on", "nopass", "~*", "&*", "+@all", "--user"] + ENGINE_ACL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: _ping(redis.Redis(port=srv.port)), what="redis with ACL users")
+    r = redis.Redis(port=srv.port)
+    try:
+        secret = os.path.join(workdir, "engine.pass")
+        with open(secret, "w") as f:
+            f.write("engine-pass\n")
+        os.chmod(secret, 0o600)
+        # "denied:*" is allowed by the engine's config but not by its ACL: a misconfiguration whose
+        # writes Redis refuses. Such a result must not jam the worker: it is isolated, written as
+        # an error result under the engine's own keys, and the rest of the batch is untouched.
+        cfg = write_config(os.path.join(workdir, "acl-engine.conf"), srv.port,
+                           redis={"username": "weaver", "password_file": secret},
+                           queue={"reply_patterns": "app:replies:* denied:*", "target_patterns": "vec:*"})
+        eng = Engine(cfg).start()
+        xadd_jobs(r, "embed", [
+            {"id": "ok1", "text": "a", "reply_to": "app:replies:1", "target": {"key": "vec:1", "field": "v"}},
+            {"id": "bad", "text": "b", "reply_to": "denied:1"},
+            {"id": "ok2", "text": "c", "reply_to": "it:reply:2"},
+        ])
+        wait_for(lambda: r.llen("app:replies:1") == 1 and r.llen("it:reply:2") == 1, what="the allowed jobs")
+        assert len(r.hget("vec:1", "v")) == 32
+        wait_for(lambda: r.exists("it:result:bad"), timeout=30, what="the denied job's error result")
+        bad = r.hgetall("it:result:bad")
+        assert bad[b"status"] == b"error" and b"NOPERM" in bad[b"error"].upper()
+        assert not r.exists("denied:1")
+        assert r.xpending("it:jobs:embed", "weaver")["pending"] == 0
+        assert eng.stop(timeout=15) == 0
+    finally:
+        srv.stop()
