@@ -280,3 +280,26 @@ def test_generate_jobs_with_up_to_1024_messages_run(redis_server, engine_factory
     assert res["status"] == b"ok", res.get("error")
     assert eng.stop() == 0
 
+
+
+def rss_mb(pid):
+    st = open("/proc/%d/status" % pid).read()
+    return {ln.split(":")[0]: int(ln.split()[1]) / 1024 for ln in st.splitlines() if ln.startswith(("VmRSS", "VmHWM"))}
+
+
+def test_a_flood_of_maximal_jobs_keeps_peak_rss_within_64_mib_of_the_steady_state(redis_server, engine_factory):
+    """64 jobs of 1024 one-letter texts at dim 384: 6 MiB of JSON result each. Results are written
+    per embed chunk in calls of at most 8 MiB and the result arena shrinks back, so the engine
+    holds about one chunk's results at a time, not the whole read (which took 3.7 GB for 256)."""
+    r = redis_server.client()
+    eng = engine_factory(embedder={"backend": "test-hash", "dim": 384}).start()
+    job = lambda i: {"id": "f%d" % i, "texts": ["a"] * 1024, "reply_to": "done"}
+    xadd_jobs(r, "embed", [job(i) for i in range(4)])
+    wait_for(lambda: r.llen("done") == 4, what="warm-up")
+    steady = rss_mb(eng.proc.pid)["VmRSS"]
+    xadd_jobs(r, "embed", [job(i) for i in range(4, 68)])
+    wait_for(lambda: r.llen("done") == 68, timeout=120, what="the flood")
+    mem = rss_mb(eng.proc.pid)
+    assert mem["VmHWM"] < steady + 64, (steady, mem)
+    assert len(json.loads(r.hget("it:result:f67", "embeddings"))) == 1024
+    assert eng.stop() == 0
