@@ -15,7 +15,8 @@ from reference_bert import Reference  # noqa: E402
 
 MODEL = os.path.join(SOURCE_DIR, "models", "all-MiniLM-L6-v2")
 TEXTS = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
-         "Café naïve résumé, 東京 and emoji 🚀", "", "word " * 400]
+         "Café naïve résumé, 東京 and emoji 🚀", "", "word " * 400,
+         "a NUL\x00inside: the job carries it as \\u0000 and the tokenizer drops it, as Hugging Face's does"]
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,8 @@ def test_embed_jobs_through_the_queue_match_the_reference(redis_server, engine_f
         ref = reference.embed(text)
         assert cosine(v, ref) >= 0.99999, text[:40]
         assert abs(np.linalg.norm(v) - 1.0) < 1e-5
+    assert cosine(vecs[6], reference.embed("a NULinside: the job carries it as \\u0000 and the tokenizer "
+                                           "drops it, as Hugging Face's does")) >= 0.99999
     # Token counts: the long text is truncated to 256 tokens by default.
     expected_tokens = sum(min(len(reference.ids(t)), 256) for t in TEXTS)
     assert json.loads(res[b"usage"])["tokens"] == expected_tokens
