@@ -112,6 +112,7 @@ int daemon_run(const Config *cfg, int nworkers)
         rc = ENGINE_EXIT_MODEL;
         goto out_free_admin;
     }
+    embedder_set_cancel(eng.embedder, &eng.abandon); /* a stop past its grace ends a batch early */
     const EmbedderInfo *info = embedder_info(eng.embedder);
     LOG_I("embedder opened: model %s, dim %d, max %d tokens", info->model_id, info->dim, info->max_seq_len);
 

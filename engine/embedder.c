@@ -55,6 +55,7 @@ void embedder_close(Embedder *e)
 }
 
 const EmbedderInfo *embedder_info(const Embedder *e) { return &e->info; }
+void embedder_set_cancel(Embedder *e, const atomic_bool *flag) { e->cancel = flag; }
 const char *embedder_errstr(const Embedder *e) { return e->errstr; }
 EmbedWorkspace *embedder_workspace_new(Embedder *e) { return e->ops->workspace_new(e); }
 

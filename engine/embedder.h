@@ -5,6 +5,7 @@
 #ifndef WEAVER_EMBEDDER_H
 #define WEAVER_EMBEDDER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -55,6 +56,13 @@ void embedder_workspace_free(Embedder *e, EmbedWorkspace *ws); /* NULL-safe */
 /* Number of tokens `t` becomes (special tokens included, before truncation). Used by the
  * batcher to size batches. Returns < 0 on error. */
 int embedder_count_tokens(Embedder *e, EmbedWorkspace *ws, const char *text, size_t len);
+
+/* embedder_embed's return when the cancel flag was set: outputs and statuses are undefined. */
+#define EMBEDDER_ECANCELED (-2)
+
+/* A flag that, once set, makes every embed call in progress stop at its next unit of work and
+ * return EMBEDDER_ECANCELED (the daemon's abandon flag: a stop past its grace). NULL = none. */
+void embedder_set_cancel(Embedder *e, const atomic_bool *flag);
 
 /* Embeds n texts. out is n * info.dim floats: the pooled vector, NOT normalised (the caller
  * applies per-job dimensions and normalisation with embed_postprocess). ntokens[i] gets the

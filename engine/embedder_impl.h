@@ -2,6 +2,8 @@
 #ifndef WEAVER_EMBEDDER_IMPL_H
 #define WEAVER_EMBEDDER_IMPL_H
 
+#include <stdatomic.h>
+
 #include "engine/embedder.h"
 
 typedef struct EmbedderOps {
@@ -21,7 +23,12 @@ struct Embedder {
     EmbedderInfo info;
     void *impl;          /* backend state: weights, tokenizer, HTTP handles */
     char errstr[256];
+    const atomic_bool *cancel; /* embedder_set_cancel; NULL = never */
 };
+
+/* For backends: true once the cancel flag is set; checked between units of work (a pack, a
+ * request, a slice of a delay), after which embed returns EMBEDDER_ECANCELED. */
+static inline bool embedder_cancelled(const Embedder *e) { return e->cancel && atomic_load(e->cancel); }
 
 /* Registered backends; a backend not compiled into this build is NULL-absent from the table. */
 extern const EmbedderOps embedder_native_ops;    /* engine/embed/ */

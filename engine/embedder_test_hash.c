@@ -58,8 +58,12 @@ static uint64_t splitmix(uint64_t *s)
 static int hash_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts, int n, float *out, int *ntokens,
                       EmbedStatus *status)
 {
-    if (e->impl)
-        usleep((useconds_t)(intptr_t)e->impl * 1000);
+    /* The delay passes in 10 ms slices so a cancel ends it, like a native pack boundary. */
+    for (int waited = 0; waited < (int)(intptr_t)e->impl; waited += 10) {
+        if (embedder_cancelled(e))
+            return EMBEDDER_ECANCELED;
+        usleep(10 * 1000);
+    }
     for (int i = 0; i < n; i++) {
         int tokens = hash_count(e, ws, texts[i].text, texts[i].len);
         if (tokens > e->info.max_seq_len && !texts[i].truncate) {

@@ -419,7 +419,10 @@ static int embed_texts(Worker *w, int n)
             return EMBED_ABANDONED;
         for (int k = 0; k < count; k++)
             w->sub_texts[k] = w->texts[w->order[start + k]];
-        if (embedder_embed(e, w->ws, w->sub_texts, count, w->stage, w->sub_tokens, w->sub_status) != 0)
+        int rc = embedder_embed(e, w->ws, w->sub_texts, count, w->stage, w->sub_tokens, w->sub_status);
+        if (rc == EMBEDDER_ECANCELED)
+            return EMBED_ABANDONED;
+        if (rc != 0)
             return -1;
         for (int k = 0; k < count; k++) { /* back to input order */
             int i = w->order[start + k];
@@ -520,8 +523,10 @@ static int run_embed_chunk(Worker *w, const int *jobs, int njobs, int r)
     long long t0 = mono_ms();
     int rc = embed_texts(w, n);
     long long compute_ms = mono_ms() - t0;
-    if (rc == EMBED_ABANDONED)
-        return r; /* no results: these jobs stay pending for another consumer */
+    if (rc == EMBED_ABANDONED) { /* no results: these jobs stay pending for another consumer */
+        LOG_W("worker %d: leaving %d jobs pending (stopping)", w->index, njobs);
+        return r;
+    }
     int first = 0;
     for (int k = 0; k < njobs; k++) {
         int j = jobs[k];
@@ -809,8 +814,13 @@ static void process_entries(Worker *w, int n)
         }
         int texts = flush ? 0 : w->jobs[j].embed.n_texts;
         if (nchunk > 0 && (flush || chunk_texts + texts > w->max_texts)) {
-            if (atomic_load(&w->eng->abandon))
-                break; /* stopping: the rest stays pending */
+            if (atomic_load(&w->eng->abandon)) { /* stopping: the rest stays pending */
+                int left = 0;
+                for (int k = chunk[0]; k < n; k++)
+                    left += w->jobs_ok[k] && w->entries[k].kind == JOB_EMBED;
+                LOG_W("worker %d: leaving %d jobs pending (stopping)", w->index, left);
+                break;
+            }
             r = flush_results(w, run_embed_chunk(w, chunk, nchunk, r));
             nchunk = chunk_texts = 0;
         }

@@ -73,7 +73,7 @@ static void lane_run(Lane *l)
     const int L = n->snap.max_seq_len, H = n->snap.dim;
     for (;;) {
         int p = atomic_fetch_add_explicit(&ws->next_pack, 1, memory_order_relaxed);
-        if (p >= ws->npacks) return;
+        if (p >= ws->npacks || embedder_cancelled(ws->e)) return;
         p = ws->npacks - 1 - p;
         int j0 = ws->pack_start[p], j1 = ws->pack_start[p + 1], used = 0;
         for (int j = j0; j < j1; j++) {
@@ -332,6 +332,8 @@ static int native_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts,
         }
         ws->pack_start[ws->npacks] = ready;
         if (ready > 0) lanes_run(ws);
+        if (embedder_cancelled(e))
+            return EMBEDDER_ECANCELED;
         for (int j = 0; j < ready; j++)
             memcpy(out + (size_t)(w0 + ws->order[j]) * H, ws->pooled + (size_t)j * H, (size_t)H * sizeof(float));
     }
