@@ -161,6 +161,45 @@ static void job_ids_allow_only_safe_characters(void **state)
     assert_false(job_id_valid(longid));
 }
 
+/* cJSON ends strings at NUL: the parser recomputes every string's length from the raw JSON, so a
+ * \u0000 stays inside texts and prompts (with the right length, whatever precedes it: escapes,
+ * multi-byte characters, surrogate pairs) and is refused where it would cut a key or an id. */
+static void nul_characters_keep_their_length_or_are_refused(void **state)
+{
+    (void)state;
+    Job job;
+    char err[256] = "";
+    const char *s = "{\"texts\":[\"\\\"q\\\"\\u00e9\\ud83d\\ude80\\u0000tail\",\"a\\u0000\"]}";
+    assert_int_equal(parse(JOB_EMBED, s, &job, err), 0);
+    /* "q" in quotes (3) + é (2) + U+1F680 (4) + NUL (1) + tail (4) */
+    assert_int_equal(job.embed.lens[0], 14);
+    assert_memory_equal(job.embed.texts[0], "\"q\"\xc3\xa9\xf0\x9f\x9a\x80\0tail", 14);
+    assert_int_equal(job.embed.lens[1], 2);
+    job_free(&job);
+
+    assert_int_equal(parse(JOB_GENERATE, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}", &job, err), 0);
+    assert_int_equal(job.gen.messages[0].content_len, 3);
+    job_free(&job);
+    assert_int_equal(parse(JOB_GENERATE, "{\"prompt\":\"\\u0000\\u0000\"}", &job, err), 0);
+    assert_int_equal(job.gen.prompt_len, 2);
+    job_free(&job);
+
+    static const struct { JobKind kind; const char *json, *why; } bad[] = {
+        {JOB_EMBED, "{\"text\":\"x\",\"reply_to\":\"list\\u0000other\"}", "must not contain NUL"},
+        {JOB_EMBED, "{\"id\":\"abc\\u0000def\",\"text\":\"x\"}", "field 'id' must be"},
+        {JOB_EMBED, "{\"text\":\"x\",\"target\":{\"key\":\"k\\u0000\",\"field\":\"v\"}}", "must not contain NUL"},
+        {JOB_EMBED, "{\"text\":\"x\",\"id\\u0000x\":\"y\"}", "field names must not contain NUL"},
+        {JOB_GENERATE, "{\"prompt\":\"x\",\"stop\":\"a\\u0000b\"}", "stop strings must not contain NUL"},
+        {JOB_GENERATE, "{\"messages\":[{\"role\":\"user\\u0000x\",\"content\":\"c\"}]}", "role must be"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(parse(bad[i].kind, bad[i].json, &job, err), -1);
+        if (!strstr(err, bad[i].why))
+            fail_msg("case %zu: \"%s\" does not say \"%s\"", i, err, bad[i].why);
+        job_free(&job);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -173,6 +212,7 @@ int main(void)
         cmocka_unit_test(payload_is_bounded_by_its_length_not_a_terminator),
         cmocka_unit_test(utf8_validator_matches_the_standard),
         cmocka_unit_test(job_ids_allow_only_safe_characters),
+        cmocka_unit_test(nul_characters_keep_their_length_or_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
