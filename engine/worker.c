@@ -476,7 +476,7 @@ static int submit_generate(Worker *w, int j)
     fl->started_ms = now_ms();
     GenMessage msgs[64];
     GenRequest req = {.prompt = gj->prompt, .max_tokens = gj->max_tokens, .truncate_prompt = gj->truncate,
-                      .tag = fl};
+                      .parse_special = gj->parse_special, .tag = fl};
     if (!gj->prompt) {
         if (gj->n_messages > 64) {
             free(fl->reply_to);

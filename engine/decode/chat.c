@@ -85,6 +85,7 @@ typedef struct Buf {
     char *p;
     size_t n, cap;
     int oom;
+    ChatSpan *spans; /* where each message's text landed, or NULL */
 } Buf;
 
 static void put(Buf *b, const char *s, size_t n) {
@@ -106,12 +107,17 @@ static void put(Buf *b, const char *s, size_t n) {
 }
 static void puts_(Buf *b, const char *s) { put(b, s, strlen(s)); }
 
-/* llama.cpp's trim(): drops surrounding isspace() bytes in the C locale. */
+/* Message i's text, recorded as a span (trimmed: without surrounding isspace() bytes in the C
+ * locale, as llama.cpp's trim()). Every message's text goes through here exactly once. */
 static int is_space(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
-static void put_trimmed(Buf *b, const char *s) {
+static void put_content(Buf *b, const GenMessage *msgs, int i, int trimmed) {
+    const char *s = msgs[i].content;
     size_t n = strlen(s);
-    while (n && is_space(*s)) { s++; n--; }
-    while (n && is_space(s[n - 1])) n--;
+    if (trimmed) {
+        while (n && is_space(*s)) { s++; n--; }
+        while (n && is_space(s[n - 1])) n--;
+    }
+    if (b->spans) b->spans[i] = (ChatSpan){b->n, n};
     put(b, s, n);
 }
 
@@ -121,26 +127,26 @@ static void render_llama2(Buf *b, ChatKind k, const GenMessage *msgs, int n) {
     int inside = 1; /* the opening [INST] carries no <s>: the tokenizer adds BOS */
     puts_(b, "[INST] ");
     for (int i = 0; i < n; i++) {
-        const char *role = msgs[i].role, *c = msgs[i].content;
+        const char *role = msgs[i].role;
         if (!inside) {
             inside = 1;
             puts_(b, k == CHAT_LLAMA2_SYS_BOS ? "<s>[INST] " : "[INST] ");
         }
-        void (*body)(Buf *, const char *) = k == CHAT_LLAMA2_SYS_STRIP ? put_trimmed : puts_;
+        int strip = k == CHAT_LLAMA2_SYS_STRIP;
         if (strcmp(role, "system") == 0) {
             if (k != CHAT_LLAMA2) {
                 puts_(b, "<<SYS>>\n");
-                body(b, c);
+                put_content(b, msgs, i, strip);
                 puts_(b, "\n<</SYS>>\n\n");
             } else { /* no <<SYS>> support: the text joins the first turn */
-                body(b, c);
+                put_content(b, msgs, i, strip);
                 puts_(b, "\n");
             }
         } else if (strcmp(role, "user") == 0) {
-            body(b, c);
+            put_content(b, msgs, i, strip);
             puts_(b, " [/INST]");
         } else {
-            body(b, c);
+            put_content(b, msgs, i, strip);
             puts_(b, "</s>");
             inside = 0;
         }
@@ -155,7 +161,7 @@ static void render_mistral(Buf *b, ChatKind k, const GenMessage *msgs, int n) {
             if (strcmp(role, "system") == 0) puts_(b, "[SYSTEM_PROMPT] ");
             else if (strcmp(role, "user") == 0) puts_(b, "[INST] ");
             else puts_(b, " ");
-            puts_(b, msgs[i].content);
+            put_content(b, msgs, i, 0);
             puts_(b, strcmp(role, "system") == 0 ? "[/SYSTEM_PROMPT]" : strcmp(role, "user") == 0 ? "[/INST]" : "</s>");
         }
         return;
@@ -164,7 +170,7 @@ static void render_mistral(Buf *b, ChatKind k, const GenMessage *msgs, int n) {
     const char *trail = k == CHAT_MISTRAL_V3_TEKKEN ? "" : " ";
     int inside = 0;
     for (int i = 0; i < n; i++) {
-        const char *role = msgs[i].role, *c = msgs[i].content;
+        const char *role = msgs[i].role;
         if (!inside) {
             puts_(b, lead);
             puts_(b, "[INST]");
@@ -172,23 +178,22 @@ static void render_mistral(Buf *b, ChatKind k, const GenMessage *msgs, int n) {
             inside = 1;
         }
         if (strcmp(role, "system") == 0) {
-            puts_(b, c);
+            put_content(b, msgs, i, 0);
             puts_(b, "\n\n");
         } else if (strcmp(role, "user") == 0) {
-            puts_(b, c);
+            put_content(b, msgs, i, 0);
             puts_(b, lead);
             puts_(b, "[/INST]");
         } else {
             puts_(b, trail);
-            if (k == CHAT_MISTRAL_V3) put_trimmed(b, c);
-            else puts_(b, c);
+            put_content(b, msgs, i, k == CHAT_MISTRAL_V3);
             puts_(b, "</s>");
             inside = 0;
         }
     }
 }
 
-char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, char *err, size_t errlen) {
+char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, ChatSpan *content, char *err, size_t errlen) {
     if (ct->kind == CHAT_NONE) {
         snprintf(err, errlen, "the model's chat template is not one this engine recognises (chatml, llama3, llama2, mistral); send a raw prompt instead");
         return NULL;
@@ -203,7 +208,7 @@ char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, char *e
             snprintf(err, errlen, "message %d: role must be system, user or assistant, with content", i);
             return NULL;
         }
-    Buf b = {0};
+    Buf b = {.spans = content};
     if (ct->kind == CHAT_CHATML) {
         if (ct->default_system[0] && strcmp(msgs[0].role, "system") != 0) {
             puts_(&b, "<|im_start|>system\n");
@@ -214,7 +219,7 @@ char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, char *e
             puts_(&b, "<|im_start|>");
             puts_(&b, msgs[i].role);
             puts_(&b, "\n");
-            puts_(&b, msgs[i].content);
+            put_content(&b, msgs, i, 0);
             puts_(&b, "<|im_end|>\n");
         }
         puts_(&b, "<|im_start|>assistant\n");
@@ -227,7 +232,7 @@ char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, char *e
             puts_(&b, "<|start_header_id|>");
             puts_(&b, msgs[i].role);
             puts_(&b, "<|end_header_id|>\n\n");
-            put_trimmed(&b, msgs[i].content);
+            put_content(&b, msgs, i, 1);
             puts_(&b, "<|eot_id|>");
         }
         puts_(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");

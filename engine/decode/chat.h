@@ -30,8 +30,15 @@ typedef struct ChatTemplate {
 /* Recognises a template (tmpl may be NULL: no template). Always succeeds; kind says what. */
 void chat_detect(const char *tmpl, size_t len, ChatTemplate *out);
 const char *chat_kind_name(ChatKind k);
+/* Where message i's text lies in the rendered string: [off, off + len). */
+typedef struct ChatSpan {
+    size_t off, len;
+} ChatSpan;
+
 /* Renders messages plus the assistant generation prompt into a malloc'd string (special
- * tokens as text). NULL with err set on an unknown template or bad message. */
-char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, char *err, size_t errlen);
+ * tokens as text). content: NULL, or n spans, filled with where each message's text landed (so
+ * the tokenizer can tell the template's markers from marker text a message contains). NULL with
+ * err set on an unknown template or bad message. */
+char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, ChatSpan *content, char *err, size_t errlen);
 
 #endif
