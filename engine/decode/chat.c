@@ -1,7 +1,9 @@
-/* chat.c: recognition and rendering of common chat templates (see chat.h). Recognition looks
- * for each family's marker text in the Jinja source in llama.cpp's order (llm_chat_detect_template)
- * and rendering reproduces llama.cpp's llm_chat_apply_template byte for byte (fixtures recorded
- * by tests/reference/decode_make_fixtures.py). Must not evaluate Jinja. */
+/* chat.c: recognition and rendering of common chat templates (see chat.h for which reference
+ * each family matches). Recognition looks for each family's marker text in the Jinja source in
+ * llama.cpp's order (llm_chat_detect_template). Llama 2 / Mistral rendering reproduces llama.cpp's
+ * llm_chat_apply_template byte for byte (fixtures recorded by tests/reference/decode_make_fixtures.py);
+ * ChatML reproduces the template's Jinja rendering, default system turn included (checked against
+ * jinja2 on SmolLM2's template by tests/reference/test_decode_chat_jinja.py). Must not evaluate Jinja. */
 #include "engine/decode/chat.h"
 
 #include <stdarg.h>
@@ -25,8 +27,10 @@ void chat_detect(const char *tmpl, size_t len, ChatTemplate *out) {
         /* Phi-4 and SmolVLM use <|im_start|> but are not ChatML: not supported, so refused. */
         if (HAS("<|im_sep|>") || HAS("<end_of_utterance>")) return;
         out->kind = CHAT_CHATML;
-        /* A default system turn written as a literal, emitted when the first message is not
-         * a system message (SmolLM2, Qwen2.5): '<|im_start|>system\n...<|im_end|>\n'. */
+        /* A default system turn written as a literal after a "!= 'system'" test, emitted when
+         * the first message is not a system message (SmolLM2): '<|im_start|>system\n...<|im_end|>\n'.
+         * A default written in an else branch (Qwen2.5's `== 'system'` ... else) is not found, and
+         * then no default turn is rendered. */
         const char *cond = find_n(tmpl, len, "!= 'system'");
         if (!cond) cond = find_n(tmpl, len, "!= \"system\"");
         if (cond) {
