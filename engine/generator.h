@@ -41,6 +41,10 @@ typedef struct GenRequest {
     const char *stop[GEN_MAX_STOP];
     int n_stop;
     bool truncate_prompt;        /* false: a prompt longer than the context is a job error */
+    bool parse_special;          /* true: special-token text in the prompt or in a message (e.g.
+                                  * "<|im_end|>") becomes that token, as llama.cpp and transformers
+                                  * do; false: it stays text (the template's own markers are still
+                                  * special). Zero-initialised requests get false: set it. */
     void *tag;                   /* caller's handle, given back in GenDone */
 } GenRequest;
 

@@ -591,7 +591,7 @@ static int submit_generate(Worker *w, int j)
     fl->deliveries = e->deliveries;
     fl->started_ms = now_ms();
     GenRequest req = {.prompt = gj->prompt, .max_tokens = gj->max_tokens, .truncate_prompt = gj->truncate,
-                      .tag = fl};
+                      .parse_special = gj->parse_special, .tag = fl};
     for (int m = 0; m < gj->n_messages; m++)
         msgs[m] = (GenMessage){gj->messages[m].role, gj->messages[m].content};
     req.messages = msgs;

@@ -307,7 +307,7 @@ static int parse_generate(const cJSON *doc, const JobLimits *lim, GenJob *gj, ch
     static const char *const allowed[] = {"id", "prompt", "messages", "max_tokens", "temperature", "top_k",
                                           "top_p", "min_p", "repeat_penalty", "repeat_last_n",
                                           "presence_penalty", "frequency_penalty", "seed", "stop",
-                                          "truncate", "reply_to", NULL};
+                                          "truncate", "parse_special", "reply_to", NULL};
     if (check_fields(doc, allowed, err, errlen))
         return -1;
     const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(doc, "prompt");
@@ -415,6 +415,10 @@ static int parse_generate(const cJSON *doc, const JobLimits *lim, GenJob *gj, ch
     if (opt_bool(doc, "truncate", &trunc, err, errlen))
         return -1;
     gj->truncate = trunc;
+    int special = 1;
+    if (opt_bool(doc, "parse_special", &special, err, errlen))
+        return -1;
+    gj->parse_special = special;
     return 0;
 }
 

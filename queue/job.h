@@ -52,6 +52,7 @@ typedef struct GenJob {
     const char *stop[JOB_MAX_STOP];
     int n_stop;
     bool truncate;
+    bool parse_special;           /* default true: special-token text in prompt/messages is parsed */
 } GenJob;
 
 typedef struct Job {

@@ -1,7 +1,9 @@
-/* chat.c: recognition and rendering of common chat templates (see chat.h). Recognition looks
- * for each family's marker text in the Jinja source in llama.cpp's order (llm_chat_detect_template)
- * and rendering reproduces llama.cpp's llm_chat_apply_template byte for byte (fixtures recorded
- * by tests/reference/decode_make_fixtures.py). Must not evaluate Jinja. */
+/* chat.c: recognition and rendering of common chat templates (see chat.h for which reference
+ * each family matches). Recognition looks for each family's marker text in the Jinja source in
+ * llama.cpp's order (llm_chat_detect_template). Llama 2 / Mistral rendering reproduces llama.cpp's
+ * llm_chat_apply_template byte for byte (fixtures recorded by tests/reference/decode_make_fixtures.py);
+ * ChatML reproduces the template's Jinja rendering, default system turn included (checked against
+ * jinja2 on SmolLM2's template by tests/reference/test_decode_chat_jinja.py). Must not evaluate Jinja. */
 #include "engine/decode/chat.h"
 
 #include <stdarg.h>
@@ -25,8 +27,10 @@ void chat_detect(const char *tmpl, size_t len, ChatTemplate *out) {
         /* Phi-4 and SmolVLM use <|im_start|> but are not ChatML: not supported, so refused. */
         if (HAS("<|im_sep|>") || HAS("<end_of_utterance>")) return;
         out->kind = CHAT_CHATML;
-        /* A default system turn written as a literal, emitted when the first message is not
-         * a system message (SmolLM2, Qwen2.5): '<|im_start|>system\n...<|im_end|>\n'. */
+        /* A default system turn written as a literal after a "!= 'system'" test, emitted when
+         * the first message is not a system message (SmolLM2): '<|im_start|>system\n...<|im_end|>\n'.
+         * A default written in an else branch (Qwen2.5's `== 'system'` ... else) is not found, and
+         * then no default turn is rendered. */
         const char *cond = find_n(tmpl, len, "!= 'system'");
         if (!cond) cond = find_n(tmpl, len, "!= \"system\"");
         if (cond) {
@@ -85,6 +89,7 @@ typedef struct Buf {
     char *p;
     size_t n, cap;
     int oom;
+    ChatSpan *spans; /* where each message's text landed, or NULL */
 } Buf;
 
 static void put(Buf *b, const char *s, size_t n) {
@@ -106,12 +111,17 @@ static void put(Buf *b, const char *s, size_t n) {
 }
 static void puts_(Buf *b, const char *s) { put(b, s, strlen(s)); }
 
-/* llama.cpp's trim(): drops surrounding isspace() bytes in the C locale. */
+/* Message i's text, recorded as a span (trimmed: without surrounding isspace() bytes in the C
+ * locale, as llama.cpp's trim()). Every message's text goes through here exactly once. */
 static int is_space(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
-static void put_trimmed(Buf *b, const char *s) {
+static void put_content(Buf *b, const GenMessage *msgs, int i, int trimmed) {
+    const char *s = msgs[i].content;
     size_t n = strlen(s);
-    while (n && is_space(*s)) { s++; n--; }
-    while (n && is_space(s[n - 1])) n--;
+    if (trimmed) {
+        while (n && is_space(*s)) { s++; n--; }
+        while (n && is_space(s[n - 1])) n--;
+    }
+    if (b->spans) b->spans[i] = (ChatSpan){b->n, n};
     put(b, s, n);
 }
 
@@ -121,26 +131,26 @@ static void render_llama2(Buf *b, ChatKind k, const GenMessage *msgs, int n) {
     int inside = 1; /* the opening [INST] carries no <s>: the tokenizer adds BOS */
     puts_(b, "[INST] ");
     for (int i = 0; i < n; i++) {
-        const char *role = msgs[i].role, *c = msgs[i].content;
+        const char *role = msgs[i].role;
         if (!inside) {
             inside = 1;
             puts_(b, k == CHAT_LLAMA2_SYS_BOS ? "<s>[INST] " : "[INST] ");
         }
-        void (*body)(Buf *, const char *) = k == CHAT_LLAMA2_SYS_STRIP ? put_trimmed : puts_;
+        int strip = k == CHAT_LLAMA2_SYS_STRIP;
         if (strcmp(role, "system") == 0) {
             if (k != CHAT_LLAMA2) {
                 puts_(b, "<<SYS>>\n");
-                body(b, c);
+                put_content(b, msgs, i, strip);
                 puts_(b, "\n<</SYS>>\n\n");
             } else { /* no <<SYS>> support: the text joins the first turn */
-                body(b, c);
+                put_content(b, msgs, i, strip);
                 puts_(b, "\n");
             }
         } else if (strcmp(role, "user") == 0) {
-            body(b, c);
+            put_content(b, msgs, i, strip);
             puts_(b, " [/INST]");
         } else {
-            body(b, c);
+            put_content(b, msgs, i, strip);
             puts_(b, "</s>");
             inside = 0;
         }
@@ -155,7 +165,7 @@ static void render_mistral(Buf *b, ChatKind k, const GenMessage *msgs, int n) {
             if (strcmp(role, "system") == 0) puts_(b, "[SYSTEM_PROMPT] ");
             else if (strcmp(role, "user") == 0) puts_(b, "[INST] ");
             else puts_(b, " ");
-            puts_(b, msgs[i].content);
+            put_content(b, msgs, i, 0);
             puts_(b, strcmp(role, "system") == 0 ? "[/SYSTEM_PROMPT]" : strcmp(role, "user") == 0 ? "[/INST]" : "</s>");
         }
         return;
@@ -164,7 +174,7 @@ static void render_mistral(Buf *b, ChatKind k, const GenMessage *msgs, int n) {
     const char *trail = k == CHAT_MISTRAL_V3_TEKKEN ? "" : " ";
     int inside = 0;
     for (int i = 0; i < n; i++) {
-        const char *role = msgs[i].role, *c = msgs[i].content;
+        const char *role = msgs[i].role;
         if (!inside) {
             puts_(b, lead);
             puts_(b, "[INST]");
@@ -172,23 +182,22 @@ static void render_mistral(Buf *b, ChatKind k, const GenMessage *msgs, int n) {
             inside = 1;
         }
         if (strcmp(role, "system") == 0) {
-            puts_(b, c);
+            put_content(b, msgs, i, 0);
             puts_(b, "\n\n");
         } else if (strcmp(role, "user") == 0) {
-            puts_(b, c);
+            put_content(b, msgs, i, 0);
             puts_(b, lead);
             puts_(b, "[/INST]");
         } else {
             puts_(b, trail);
-            if (k == CHAT_MISTRAL_V3) put_trimmed(b, c);
-            else puts_(b, c);
+            put_content(b, msgs, i, k == CHAT_MISTRAL_V3);
             puts_(b, "</s>");
             inside = 0;
         }
     }
 }
 
-char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, char *err, size_t errlen) {
+char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, ChatSpan *content, char *err, size_t errlen) {
     if (ct->kind == CHAT_NONE) {
         snprintf(err, errlen, "the model's chat template is not one this engine recognises (chatml, llama3, llama2, mistral); send a raw prompt instead");
         return NULL;
@@ -203,7 +212,7 @@ char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, char *e
             snprintf(err, errlen, "message %d: role must be system, user or assistant, with content", i);
             return NULL;
         }
-    Buf b = {0};
+    Buf b = {.spans = content};
     if (ct->kind == CHAT_CHATML) {
         if (ct->default_system[0] && strcmp(msgs[0].role, "system") != 0) {
             puts_(&b, "<|im_start|>system\n");
@@ -214,7 +223,7 @@ char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, char *e
             puts_(&b, "<|im_start|>");
             puts_(&b, msgs[i].role);
             puts_(&b, "\n");
-            puts_(&b, msgs[i].content);
+            put_content(&b, msgs, i, 0);
             puts_(&b, "<|im_end|>\n");
         }
         puts_(&b, "<|im_start|>assistant\n");
@@ -227,7 +236,7 @@ char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, char *e
             puts_(&b, "<|start_header_id|>");
             puts_(&b, msgs[i].role);
             puts_(&b, "<|end_header_id|>\n\n");
-            put_trimmed(&b, msgs[i].content);
+            put_content(&b, msgs, i, 1);
             puts_(&b, "<|eot_id|>");
         }
         puts_(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");

@@ -18,7 +18,7 @@ static const char *usage =
     "usage: generate-local --model FILE (--prompt TEXT | --chat TEXT [--system TEXT] | --messages JSON)\n"
     "       [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
     "       [--repeat-last-n N] [--presence-penalty P] [--frequency-penalty P] [--seed S] [--stop TEXT]...\n"
-    "       [--threads N] [--ctx N] [--slots N] [--kv-budget N] [--jobs N] [--truncate]\n"
+    "       [--threads N] [--ctx N] [--slots N] [--kv-budget N] [--jobs N] [--truncate] [--no-parse-special]\n"
     "       [--tokenize-only] [--dump-logits K [--logits-out FILE] [--ubatch N | --prefill N]] [--greedy-ids]\n"
     "       [--ids 1,2,3 (token ids instead of a prompt, for --dump-logits / --greedy-ids)]\n";
 
@@ -198,7 +198,7 @@ done:
 int cli_generate_main(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *chat = NULL, *system = NULL, *messages_json = NULL, *logits_out = NULL;
     int max_tokens = 32, threads = 0, ctx = 0, slots = 0, kv_budget = 0, jobs = 1, tokenize_only = 0, dump = 0,
-        greedy = 0, truncate = 0, ubatch = 0, prefill = 0;
+        greedy = 0, truncate = 0, ubatch = 0, prefill = 0, parse_special = 1;
     const char *ids = NULL;
     GenSampling samp = {.temperature = 0, .top_k = 0, .top_p = 1, .min_p = 0, .repeat_penalty = 1,
                         .repeat_last_n = 64, .presence_penalty = 0, .frequency_penalty = 0, .seed = 0};
@@ -242,6 +242,7 @@ int cli_generate_main(int argc, char **argv) {
         } else if (strcmp(a, "--tokenize-only") == 0) tokenize_only = 1;
         else if (strcmp(a, "--greedy-ids") == 0) greedy = 1;
         else if (strcmp(a, "--truncate") == 0) truncate = 1;
+        else if (strcmp(a, "--no-parse-special") == 0) parse_special = 0; /* the job's parse_special: false */
         else if (strcmp(a, "--help") == 0) {
             fputs(usage, stdout);
             return 0;
@@ -278,7 +279,8 @@ int cli_generate_main(int argc, char **argv) {
     char err[512] = "";
     int rc = 1;
     GenRequest req = {.prompt = prompt, .messages = n_msgs ? msgs : NULL, .n_messages = n_msgs, .sampling = samp,
-                      .max_tokens = max_tokens, .n_stop = n_stop, .truncate_prompt = truncate};
+                      .max_tokens = max_tokens, .n_stop = n_stop, .truncate_prompt = truncate,
+                      .parse_special = parse_special};
     for (int i = 0; i < n_stop; i++) req.stop[i] = stops[i];
 
     if (tokenize_only || dump || greedy) {
@@ -293,7 +295,7 @@ int cli_generate_main(int argc, char **argv) {
                 cJSON_AddItemToObject(o, "tokens", ids_json(tv.v, tv.n));
                 cJSON_AddStringToObject(o, "chat_template", chat_kind_name(d->chat.kind));
                 if (req.messages) { /* the rendered conversation, to compare with llama.cpp's */
-                    char *txt = chat_render(&d->chat, req.messages, req.n_messages, err, sizeof err);
+                    char *txt = chat_render(&d->chat, req.messages, req.n_messages, NULL, err, sizeof err);
                     if (txt) cJSON_AddStringToObject(o, "prompt_text", txt);
                     free(txt);
                 }

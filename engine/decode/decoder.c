@@ -52,17 +52,27 @@ void decoder_free(Decoder *d) {
 
 int decoder_prompt_tokens(const Decoder *d, const GenRequest *req, TokVec *out, char *err, size_t errlen) {
     if (req->messages && req->n_messages > 0) {
-        char *text = chat_render(&d->chat, req->messages, req->n_messages, err, errlen);
-        if (!text) return -1;
-        int rc = tok_encode(d->tok, text, strlen(text), true, true, out, err, errlen);
+        ChatSpan *content = calloc((size_t)req->n_messages, sizeof *content);
+        TokSpan *plain = calloc((size_t)req->n_messages, sizeof *plain);
+        char *text = content && plain ? chat_render(&d->chat, req->messages, req->n_messages, content, err, errlen) : NULL;
+        int rc = -1;
+        if (text) {
+            for (int i = 0; i < req->n_messages; i++) plain[i] = (TokSpan){content[i].off, content[i].len};
+            rc = tok_encode_spans(d->tok, text, strlen(text), plain, req->parse_special ? 0 : req->n_messages, true, out,
+                                  err, errlen);
+        } else if (!content || !plain) {
+            snprintf(err, errlen, "out of memory");
+        }
         free(text);
+        free(plain);
+        free(content);
         return rc;
     }
     if (!req->prompt) {
         snprintf(err, errlen, "request has neither prompt nor messages");
         return -1;
     }
-    return tok_encode(d->tok, req->prompt, strlen(req->prompt), true, true, out, err, errlen);
+    return tok_encode(d->tok, req->prompt, strlen(req->prompt), req->parse_special, true, out, err, errlen);
 }
 
 static size_t u8len(const unsigned char *s, size_t n, int *incomplete) {

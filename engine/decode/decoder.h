@@ -18,8 +18,9 @@ typedef struct Decoder {
 
 Decoder *decoder_load(const char *path, char *err, size_t errlen);
 void decoder_free(Decoder *d); /* NULL-safe */
-/* Prompt tokens of a request: messages rendered with the chat template, or the raw prompt
- * (special-token text in either becomes special tokens; BOS added when the model asks). */
+/* Prompt tokens of a request: messages rendered with the chat template, or the raw prompt; BOS
+ * added when the model asks. Special-token text in the prompt or in a message's text becomes
+ * special tokens only with req->parse_special; the template's own markers always do. */
 int decoder_prompt_tokens(const Decoder *d, const GenRequest *req, TokVec *out, char *err, size_t errlen);
 /* Makes s[0..*n) valid UTF-8 in place: invalid bytes become U+FFFD (needs 3x room: cap),
  * an incomplete sequence at the very end is dropped. */

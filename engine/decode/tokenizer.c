@@ -514,31 +514,66 @@ static int spm_text(const Tokenizer *t, Work *w, const char *s, size_t n, bool p
     return bpe_word(t, w, o, out);
 }
 
-/* Copies text replacing invalid UTF-8 with U+FFFD. */
-static char *sanitize(const char *s, size_t n, size_t *outn) {
+/* Copies text replacing invalid UTF-8 with U+FFFD. With in_mask (a flag per input byte), also
+ * writes *out_mask: for each output byte, the flag of the input byte it came from. */
+static char *sanitize(const char *s, size_t n, const unsigned char *in_mask, unsigned char **out_mask, size_t *outn) {
     char *o = malloc(n * 3 + 1);
-    if (!o) return NULL;
+    unsigned char *m = in_mask ? malloc(n * 3 + 1) : NULL;
+    if (!o || (in_mask && !m)) {
+        free(o);
+        free(m);
+        return NULL;
+    }
     size_t k = 0;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         size_t l = utf8_len((const unsigned char *)s + i, n - i, &cp);
         if (l == 0) {
+            if (m) memset(m + k, in_mask[i], 3);
             k += utf8_put(o + k, 0xFFFD);
             i++;
             continue;
         }
         memcpy(o + k, s + i, l);
+        if (m) memcpy(m + k, in_mask + i, l);
         k += l;
         i += l;
     }
     *outn = k;
+    *out_mask = m;
     return o;
 }
 
-int tok_encode(const Tokenizer *t, const char *text, size_t len, bool parse_special, bool add_bos, TokVec *out,
-               char *err, size_t errlen) {
+/* The special token whose text starts at s[i] (longest first), or -1. A control or unknown token
+ * counts only when special parsing is on for all of its bytes (plain: a flag per byte, 1 = off,
+ * or NULL; all_plain: off throughout); user-defined tokens always count. */
+static int match_special(const Tokenizer *t, const char *s, size_t n, size_t i, const unsigned char *plain,
+                         bool all_plain) {
+    for (int k = 0; k < t->n_special; k++) {
+        int id = t->special[k];
+        const GgufStr *st = &t->text[id];
+        if (st->len > n - i || st->ptr[0] != s[i] || memcmp(st->ptr, s + i, st->len) != 0) continue;
+        if (t->type[id] != TOK_USER_DEFINED && (all_plain || (plain && memchr(plain + i, 1, st->len)))) continue;
+        return id;
+    }
+    return -1;
+}
+
+static int encode(const Tokenizer *t, const char *text, size_t len, const TokSpan *spans, int n_spans, bool all_plain,
+                  bool add_bos, TokVec *out, char *err, size_t errlen) {
+    unsigned char *in_mask = NULL, *plain = NULL;
+    if (n_spans > 0 && !all_plain) {
+        in_mask = calloc(len ? len : 1, 1);
+        if (!in_mask) return errf(err, errlen, "tokenizer: out of memory");
+        for (int k = 0; k < n_spans; k++)
+            if (spans[k].off < len) {
+                size_t l = spans[k].len < len - spans[k].off ? spans[k].len : len - spans[k].off;
+                memset(in_mask + spans[k].off, 1, l);
+            }
+    }
     size_t n;
-    char *s = sanitize(text, len, &n);
+    char *s = sanitize(text, len, in_mask, &plain, &n);
+    free(in_mask);
     pcre2_match_data *md = t->n_re ? pcre2_match_data_create(4, NULL) : NULL;
     Work w = {0};
     int rc = 0;
@@ -553,15 +588,7 @@ int tok_encode(const Tokenizer *t, const char *text, size_t len, bool parse_spec
     size_t seg = 0;
     bool prev_special = true; /* SPM: a space prefix at the start and after special tokens */
     for (size_t i = 0; i <= n;) {
-        int sp = -1;
-        if (i < n && parse_special)
-            for (int k = 0; k < t->n_special; k++) {
-                const GgufStr *st = &t->text[t->special[k]];
-                if (st->len <= n - i && st->ptr[0] == s[i] && memcmp(st->ptr, s + i, st->len) == 0) {
-                    sp = t->special[k];
-                    break;
-                }
-            }
+        int sp = i < n ? match_special(t, s, n, i, plain, all_plain) : -1;
         if (sp < 0 && i < n) {
             i++;
             continue;
@@ -586,11 +613,22 @@ int tok_encode(const Tokenizer *t, const char *text, size_t len, bool parse_spec
     }
 done:
     free(s);
+    free(plain);
     free(w.buf);
     free(w.syms);
     free(w.key);
     if (md) pcre2_match_data_free(md);
     return rc;
+}
+
+int tok_encode(const Tokenizer *t, const char *text, size_t len, bool parse_special, bool add_bos, TokVec *out,
+               char *err, size_t errlen) {
+    return encode(t, text, len, NULL, 0, !parse_special, add_bos, out, err, errlen);
+}
+
+int tok_encode_spans(const Tokenizer *t, const char *text, size_t len, const TokSpan *plain, int n_plain, bool add_bos,
+                     TokVec *out, char *err, size_t errlen) {
+    return encode(t, text, len, plain, n_plain, false, add_bos, out, err, errlen);
 }
 
 size_t tok_piece(const Tokenizer *t, int id, char *buf, size_t cap) {

@@ -27,11 +27,25 @@ Tokenizer *tok_load(const GgufFile *f, char *err, size_t errlen);
 void tok_free(Tokenizer *t); /* NULL-safe */
 
 /* Appends the tokens of text[0..len) to out. parse_special: text matching a control or
- * user-defined token becomes that token. add_bos: prepend BOS when the model asks for it
- * (tokenizer.ggml.add_bos_token). Invalid UTF-8 bytes are treated as U+FFFD.
- * Returns 0, or -1 with err set. */
+ * unknown token (<unk>) becomes that token; without it that text is plain text. Text matching a
+ * user-defined token becomes that token either way, as in llama.cpp and Hugging Face tokenizers.
+ * add_bos: prepend BOS when the model asks for it (tokenizer.ggml.add_bos_token). Invalid UTF-8
+ * bytes are treated as U+FFFD. Returns 0, or -1 with err set. */
 int tok_encode(const Tokenizer *t, const char *text, size_t len, bool parse_special, bool add_bos, TokVec *out,
                char *err, size_t errlen);
+
+/* A byte range text[off, off + len). */
+typedef struct TokSpan {
+    size_t off, len;
+} TokSpan;
+
+/* As tok_encode with parse_special, except that bytes inside the spans `plain` (ranges of text,
+ * in any order, may be empty) are tokenised as without it: a control or unknown token is
+ * recognised only when none of its bytes lie in a span. The text is still split and merged as
+ * one piece, so with no special-token text inside the spans the tokens equal tok_encode's with
+ * parse_special. For a chat: the template's markers stay special, the messages' text does not. */
+int tok_encode_spans(const Tokenizer *t, const char *text, size_t len, const TokSpan *plain, int n_plain, bool add_bos,
+                     TokVec *out, char *err, size_t errlen);
 
 /* The bytes a token stands for in generated text (control tokens: nothing). Writes at most
  * cap bytes and returns the full length. */

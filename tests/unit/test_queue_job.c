@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -65,6 +66,7 @@ static void generate_defaults_are_greedy_with_128_tokens_capped_by_the_limit(voi
     assert_int_equal(job.gen.n_stop, 1);
     assert_string_equal(job.gen.stop[0], "\n");
     assert_false(job.gen.seed_set);
+    assert_true(job.gen.parse_special);
     job_free(&job);
 }
 
@@ -109,6 +111,27 @@ static void bad_jobs_are_rejected_with_their_reason(void **state)
     expect_error(JOB_GENERATE, "{\"prompt\":\"a\",\"messages\":null}", "not both");
     expect_error(JOB_GENERATE, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"name\":\"n\"}]}",
                  "messages[0]: unknown field 'name'");
+}
+
+static void parse_special_must_be_true_or_false(void **state)
+{
+    (void)state;
+    Job job;
+    char err[256];
+    assert_int_equal(parse(JOB_GENERATE, "{\"prompt\":\"hi\",\"parse_special\":false}", &job, err), 0);
+    assert_false(job.gen.parse_special);
+    job_free(&job);
+    assert_int_equal(parse(JOB_GENERATE, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                         "\"parse_special\":true}", &job, err), 0);
+    assert_true(job.gen.parse_special);
+    job_free(&job);
+    const char *bad[] = {"\"false\"", "0", "1", "null", "[]", "{}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char s[128];
+        snprintf(s, sizeof s, "{\"prompt\":\"hi\",\"parse_special\":%s}", bad[i]);
+        expect_error(JOB_GENERATE, s, "field 'parse_special' must be true or false");
+    }
+    expect_error(JOB_EMBED, "{\"text\":\"a\",\"parse_special\":false}", "unknown field 'parse_special'");
 }
 
 static void payload_over_the_byte_limit_is_rejected_before_parsing(void **state)
@@ -208,6 +231,7 @@ int main(void)
         cmocka_unit_test(generate_defaults_are_greedy_with_128_tokens_capped_by_the_limit),
         cmocka_unit_test(error_still_reports_the_id_and_reply_list),
         cmocka_unit_test(bad_jobs_are_rejected_with_their_reason),
+        cmocka_unit_test(parse_special_must_be_true_or_false),
         cmocka_unit_test(payload_over_the_byte_limit_is_rejected_before_parsing),
         cmocka_unit_test(payload_is_bounded_by_its_length_not_a_terminator),
         cmocka_unit_test(utf8_validator_matches_the_standard),
