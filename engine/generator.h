@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "config/config.h"
 
@@ -18,6 +19,7 @@ typedef struct Generator Generator;
 typedef struct GenMessage {
     const char *role;    /* "system" | "user" | "assistant" */
     const char *content;
+    size_t content_len;  /* bytes of content (it may hold NUL); 0 = up to its terminator */
 } GenMessage;
 
 typedef struct GenSampling {
@@ -34,6 +36,7 @@ typedef struct GenSampling {
 
 typedef struct GenRequest {
     const char *prompt;          /* raw prompt, or NULL when messages are given */
+    size_t prompt_len;           /* bytes of prompt (it may hold NUL); 0 = up to its terminator */
     const GenMessage *messages;  /* chat messages rendered with the model's template */
     int n_messages;
     GenSampling sampling;
@@ -80,5 +83,9 @@ int generator_step(Generator *g, GenDone *done, int max_done);
 int generator_pending(const Generator *g);
 
 const char *gen_finish_name(GenFinish f);
+
+/* Lengths of a request's texts: the explicit length, or up to the terminator when it is 0. */
+static inline size_t gen_prompt_len(const GenRequest *r) { return r->prompt_len ? r->prompt_len : strlen(r->prompt); }
+static inline size_t gen_content_len(const GenMessage *m) { return m->content_len ? m->content_len : strlen(m->content); }
 
 #endif

@@ -64,17 +64,20 @@ static int echo_submit(Generator *g, const GenRequest *req, char *err, size_t er
 {
     Echo *e = g->impl;
     const char *src = req->prompt ? req->prompt : req->messages[req->n_messages - 1].content;
-    if (strlen(src) > (size_t)g->info.ctx_len * ECHO_BYTES_PER_STEP && !req->truncate_prompt) {
+    size_t src_len = req->prompt ? gen_prompt_len(req) : gen_content_len(&req->messages[req->n_messages - 1]);
+    if (src_len > (size_t)g->info.ctx_len * ECHO_BYTES_PER_STEP && !req->truncate_prompt) {
         snprintf(err, errlen, "prompt is longer than the context of %d tokens", g->info.ctx_len);
         return -1;
     }
     EchoSeq *s = calloc(1, sizeof *s);
-    if (!s || !(s->source = strdup(src))) {
+    if (!s || !(s->source = malloc(src_len + 1))) {
         free(s);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    s->source_len = strlen(src);
+    memcpy(s->source, src, src_len);
+    s->source[src_len] = '\0';
+    s->source_len = src_len;
     s->max_tokens = req->max_tokens;
     s->tag = req->tag;
     for (int i = 0; i < req->n_stop; i++)

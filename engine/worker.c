@@ -590,10 +590,10 @@ static int submit_generate(Worker *w, int j)
     fl->payload_len = e->payload_len;
     fl->deliveries = e->deliveries;
     fl->started_ms = now_ms();
-    GenRequest req = {.prompt = gj->prompt, .max_tokens = gj->max_tokens, .truncate_prompt = gj->truncate,
+    GenRequest req = {.prompt = gj->prompt, .prompt_len = gj->prompt_len, .max_tokens = gj->max_tokens, .truncate_prompt = gj->truncate,
                       .parse_special = gj->parse_special, .tag = fl};
     for (int m = 0; m < gj->n_messages; m++)
-        msgs[m] = (GenMessage){gj->messages[m].role, gj->messages[m].content};
+        msgs[m] = (GenMessage){gj->messages[m].role, gj->messages[m].content, gj->messages[m].content_len};
     req.messages = msgs;
     req.n_messages = gj->n_messages;
     req.sampling = (GenSampling){(float)gj->temperature, gj->top_k, (float)gj->top_p, (float)gj->min_p,

@@ -116,7 +116,7 @@ static void puts_(Buf *b, const char *s) { put(b, s, strlen(s)); }
 static int is_space(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
 static void put_content(Buf *b, const GenMessage *msgs, int i, int trimmed) {
     const char *s = msgs[i].content;
-    size_t n = strlen(s);
+    size_t n = gen_content_len(&msgs[i]);
     if (trimmed) {
         while (n && is_space(*s)) { s++; n--; }
         while (n && is_space(s[n - 1])) n--;
@@ -197,7 +197,8 @@ static void render_mistral(Buf *b, ChatKind k, const GenMessage *msgs, int n) {
     }
 }
 
-char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, ChatSpan *content, char *err, size_t errlen) {
+char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, ChatSpan *content, size_t *len, char *err,
+                  size_t errlen) {
     if (ct->kind == CHAT_NONE) {
         snprintf(err, errlen, "the model's chat template is not one this engine recognises (chatml, llama3, llama2, mistral); send a raw prompt instead");
         return NULL;
@@ -246,5 +247,7 @@ char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, ChatSpa
         snprintf(err, errlen, "out of memory rendering the chat template");
         return NULL;
     }
+    if (len)
+        *len = b.n;
     return b.p;
 }

@@ -46,6 +46,7 @@ typedef struct ChatSpan {
  * tokens as text). content: NULL, or n spans, filled with where each message's text landed (so
  * the tokenizer can tell the template's markers from marker text a message contains). NULL with
  * err set on an unknown template or bad message. */
-char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, ChatSpan *content, char *err, size_t errlen);
+char *chat_render(const ChatTemplate *ct, const GenMessage *msgs, int n, ChatSpan *content, size_t *len, char *err,
+                  size_t errlen);
 
 #endif

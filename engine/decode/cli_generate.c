@@ -273,8 +273,8 @@ int cli_generate_main(int argc, char **argv) {
             n_msgs++;
         }
     } else if (chat) {
-        if (system) msgs[n_msgs++] = (GenMessage){"system", system};
-        msgs[n_msgs++] = (GenMessage){"user", chat};
+        if (system) msgs[n_msgs++] = (GenMessage){"system", system, 0};
+        msgs[n_msgs++] = (GenMessage){"user", chat, 0};
     }
     char err[512] = "";
     int rc = 1;
@@ -295,7 +295,7 @@ int cli_generate_main(int argc, char **argv) {
                 cJSON_AddItemToObject(o, "tokens", ids_json(tv.v, tv.n));
                 cJSON_AddStringToObject(o, "chat_template", chat_kind_name(d->chat.kind));
                 if (req.messages) { /* the rendered conversation, to compare with llama.cpp's */
-                    char *txt = chat_render(&d->chat, req.messages, req.n_messages, NULL, err, sizeof err);
+                    char *txt = chat_render(&d->chat, req.messages, req.n_messages, NULL, NULL, err, sizeof err);
                     if (txt) cJSON_AddStringToObject(o, "prompt_text", txt);
                     free(txt);
                 }

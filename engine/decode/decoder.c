@@ -54,11 +54,13 @@ int decoder_prompt_tokens(const Decoder *d, const GenRequest *req, TokVec *out, 
     if (req->messages && req->n_messages > 0) {
         ChatSpan *content = calloc((size_t)req->n_messages, sizeof *content);
         TokSpan *plain = calloc((size_t)req->n_messages, sizeof *plain);
-        char *text = content && plain ? chat_render(&d->chat, req->messages, req->n_messages, content, err, errlen) : NULL;
+        size_t len = 0;
+        char *text = content && plain ? chat_render(&d->chat, req->messages, req->n_messages, content, &len, err, errlen)
+                                      : NULL;
         int rc = -1;
         if (text) {
             for (int i = 0; i < req->n_messages; i++) plain[i] = (TokSpan){content[i].off, content[i].len};
-            rc = tok_encode_spans(d->tok, text, strlen(text), plain, req->parse_special ? 0 : req->n_messages, true, out,
+            rc = tok_encode_spans(d->tok, text, len, plain, req->parse_special ? 0 : req->n_messages, true, out,
                                   err, errlen);
         } else if (!content || !plain) {
             snprintf(err, errlen, "out of memory");
@@ -72,7 +74,7 @@ int decoder_prompt_tokens(const Decoder *d, const GenRequest *req, TokVec *out, 
         snprintf(err, errlen, "request has neither prompt nor messages");
         return -1;
     }
-    return tok_encode(d->tok, req->prompt, strlen(req->prompt), req->parse_special, true, out, err, errlen);
+    return tok_encode(d->tok, req->prompt, gen_prompt_len(req), req->parse_special, true, out, err, errlen);
 }
 
 static size_t u8len(const unsigned char *s, size_t n, int *incomplete) {

@@ -306,3 +306,18 @@ def test_a_flood_of_maximal_jobs_keeps_peak_rss_within_64_mib_of_the_steady_stat
     assert mem["VmHWM"] < steady + 64, (steady, mem)
     assert len(json.loads(r.hget("it:result:f67", "embeddings"))) == 1024
     assert eng.stop() == 0
+
+
+def test_a_nul_inside_a_prompt_or_message_reaches_the_generator(redis_server, engine_factory):
+    """The echo backend counts a token per 4 prompt bytes: a prompt cut at its NUL would count fewer."""
+    r = redis_server.client()
+    eng = engine_factory().start()
+    xadd_jobs(r, "generate", ['{"id":"pn","prompt":"ab\\u0000cdefgh","max_tokens":1,"reply_to":"done"}',
+                              '{"id":"mn","messages":[{"role":"user","content":"ab\\u0000cdefgh"}],'
+                              '"max_tokens":1,"reply_to":"done"}'])
+    wait_for(lambda: r.llen("done") == 2, what="both generations")
+    for job_id in ("pn", "mn"):
+        res = result(r, job_id)
+        assert res["status"] == b"ok", res.get("error")
+        assert json.loads(res["usage"])["prompt_tokens"] == 3  # ceil(9 bytes / 4)
+    assert eng.stop() == 0

@@ -21,10 +21,10 @@ static ChatKind detect(const char *t) {
 static char *render(const char *t, const GenMessage *m, int n, char *err) {
     ChatTemplate ct;
     chat_detect(t, strlen(t), &ct);
-    return chat_render(&ct, m, n, NULL, err, 256);
+    return chat_render(&ct, m, n, NULL, NULL, err, 256);
 }
 
-static const GenMessage CONV[] = {{"system", "Be terse."}, {"user", "Hi "}, {"assistant", " Hello! "}, {"user", "2+2?"}};
+static const GenMessage CONV[] = {{"system", "Be terse.", 0}, {"user", "Hi ", 0}, {"assistant", " Hello! ", 0}, {"user", "2+2?", 0}};
 
 static void llama2_and_mistral_families_are_recognised_by_their_markers(void **state) {
     (void)state;
@@ -67,8 +67,8 @@ static void each_message_text_is_reported_where_it_was_rendered(void **state) {
         "<|start_header_id|><|end_header_id|>", "[INST] content.strip()", "bos_token + '[INST] <<SYS>>",
         "[INST] <<SYS>>", "[INST]", "' [INST] ' + system_message", "[AVAILABLE_TOOLS][INST]",
         "[AVAILABLE_TOOLS] \"[INST]\"", "[SYSTEM_PROMPT] [INST]"};
-    static const GenMessage conv[] = {{"user", " <|im_end|> hi "}, {"assistant", "\n[/INST] ok\n"},
-                                      {"system", ""}, {"user", "<s>2+2?"}};
+    static const GenMessage conv[] = {{"user", " <|im_end|> hi ", 0}, {"assistant", "\n[/INST] ok\n", 0},
+                                      {"system", "", 0}, {"user", "<s>2+2?", 0}};
     unsigned seen = 0;
     for (size_t t = 0; t < sizeof templates / sizeof templates[0]; t++) {
         ChatTemplate ct;
@@ -78,7 +78,7 @@ static void each_message_text_is_reported_where_it_was_rendered(void **state) {
         ChatSpan sp[4];
         memset(sp, 0xff, sizeof sp);
         char err[256];
-        char *s = chat_render(&ct, conv, 4, sp, err, sizeof err);
+        char *s = chat_render(&ct, conv, 4, sp, NULL, err, sizeof err);
         assert_non_null(s);
         for (int i = 0; i < 4; i++) {
             const char *c = conv[i].content;

@@ -131,7 +131,7 @@ static void chat_reply_ends_with_eos(void **state) {
     GenDone d[1];
     /* llama.cpp's greedy reply on this file (same bits as ours): "The primary colors are: ..." then
      * <|im_end|> after 27 tokens. */
-    GenMessage m[1] = {{"user", "List three primary colors."}};
+    GenMessage m[1] = {{"user", "List three primary colors.", 0}};
     GenRequest r = {.messages = m, .n_messages = 1, .max_tokens = 64, .sampling = {.top_p = 1, .repeat_penalty = 1}};
     assert_int_equal(g->ops->submit(g, &r, err, sizeof err), 0);
     drain(g, d, 1);
