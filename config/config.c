@@ -2,12 +2,14 @@
  * Loading, defaults, type/range/allowed-value checks, cross-field rules and docs/config.md all
  * come from cfg_schema[] and cfg_rules[] below: a new key is one table line.
  * Must not: exit or print, keep mutable global state, or include anything but libconfig for
- * parsing; it only checks what a value means for start-up (files exist, devices are built in),
- * it never opens a model, a device or a connection. */
+ * parsing; it only checks what a value means for start-up (files exist, devices are built in,
+ * a model file starts with the right magic), it never loads a model, opens a device or a
+ * connection. */
 #include "config/config.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -27,8 +29,11 @@ typedef enum CfgType { CFG_INT, CFG_BOOL, CFG_STRING } CfgType;
 
 typedef enum CfgPathKind {
     CFG_PATH_NONE,
-    CFG_PATH_DIR,  /* an existing directory */
-    CFG_PATH_FILE, /* an existing, readable regular file */
+    CFG_PATH_DIR,      /* an existing directory */
+    CFG_PATH_FILE,     /* an existing, readable regular file */
+    CFG_PATH_SECRET,   /* a FILE holding a secret: a warning when group or others may read it */
+    CFG_PATH_SNAPSHOT, /* a DIR holding every file the native embedder loads (snapshot_files) */
+    CFG_PATH_GGUF,     /* a FILE starting with the GGUF magic and a version the decoder reads */
 } CfgPathKind;
 
 typedef struct CfgLoad CfgLoad;
@@ -58,8 +63,12 @@ typedef struct CfgKey {
     const CfgWhen *required_when;  /* CFG_STRING: must be non-empty when this holds, and its path
                                     * is checked only then; NULL = optional, path checked if set */
     CfgPathKind path;              /* CFG_STRING: the value names a file or directory */
+    size_t max_len;                /* CFG_STRING: longest value in bytes; 0 = unbounded */
     const char *doc;               /* one line for docs/config.md */
 } CfgKey;
+
+#define CFG_STR_(x) #x
+#define CFG_STR(x) CFG_STR_(x)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Value rules used by the table                                                              */
@@ -178,7 +187,7 @@ static const CfgKey cfg_schema[] = {
         .doc = "Logical database number (`SELECT`)."),
     CFG_STR_KEY("redis.username", redis.username, "",
         .doc = "ACL user name; empty = the default user."),
-    CFG_STR_KEY("redis.password_file", redis.password_file, "", .path = CFG_PATH_FILE,
+    CFG_STR_KEY("redis.password_file", redis.password_file, "", .path = CFG_PATH_SECRET,
         .doc = "File holding the Redis password; empty = use `$WEAVER_REDIS_PASSWORD` if set, "
                "else no password."),
     CFG_INT_KEY("redis.connect_timeout_ms", redis.connect_timeout_ms, 2000, 1, INT_MAX,
@@ -191,11 +200,18 @@ static const CfgKey cfg_schema[] = {
                "milliseconds."),
 
     CFG_STR_KEY("queue.prefix", queue.prefix, "weaver", .check = &name_token,
-        .doc = "Every Redis key the engine uses lives under `<prefix>:`."),
+        .max_len = CFG_QUEUE_PREFIX_MAX,
+        .doc = "Every Redis key the engine uses lives under `<prefix>:`. At most "
+               CFG_STR(CFG_QUEUE_PREFIX_MAX) " bytes, so that the longest keys, "
+               "`<prefix>:consumer:<consumer name>` (a name of up to 127 bytes) and "
+               "`<prefix>:result:<job id>` (an id of up to 128 bytes), fit the engine's 256-byte "
+               "key buffers: " CFG_STR(CFG_QUEUE_PREFIX_MAX) " + 10 + 127 + 1 = 256."),
     CFG_STR_KEY("queue.group", queue.group, "weaver", .check = &name_token,
         .doc = "Consumer group name; engines in one group share the work."),
-    CFG_STR_KEY("queue.consumer", queue.consumer, "",
-        .doc = "Consumer name within the group; empty = `<hostname>-<pid>`."),
+    CFG_STR_KEY("queue.consumer", queue.consumer, "", .max_len = CFG_QUEUE_CONSUMER_MAX,
+        .doc = "Consumer name within the group; empty = `<hostname>-<pid>`. Worker N reads as "
+               "`<consumer>-N`, so at most " CFG_STR(CFG_QUEUE_CONSUMER_MAX) " bytes: with `-255` "
+               "that fills a 127-byte consumer name."),
     CFG_INT_KEY("queue.read_count", queue.read_count, 256, 1, 10000,
         .doc = "Entries fetched per `XREADGROUP` call (`COUNT`)."),
     CFG_INT_KEY("queue.block_ms", queue.block_ms, 50, 1, 60000,
@@ -243,7 +259,7 @@ static const CfgKey cfg_schema[] = {
         .doc = "`native` runs the model in-process, `remote` calls an embedding service over "
                "HTTP, `test-hash` (test builds only) returns deterministic fake vectors."),
     CFG_STR_KEY("embedder.snapshot", embedder.snapshot, "models/all-MiniLM-L6-v2",
-        .required_when = &when_embedder_native, .path = CFG_PATH_DIR,
+        .required_when = &when_embedder_native, .path = CFG_PATH_SNAPSHOT,
         .doc = "sentence-transformers model directory of the `native` backend."),
     CFG_STR_KEY("embedder.device", embedder.device, "cpu", .check = &device_name,
         .doc = "Where the `native` backend runs."),
@@ -257,7 +273,7 @@ static const CfgKey cfg_schema[] = {
     CFG_STR_KEY("embedder.api", embedder.api, "tei", .allowed = embedder_apis,
         .doc = "Protocol of the remote service: `tei` (text-embeddings-inference `/embed`) or "
                "`openai` (`/v1/embeddings`)."),
-    CFG_STR_KEY("embedder.token_file", embedder.token_file, "", .path = CFG_PATH_FILE,
+    CFG_STR_KEY("embedder.token_file", embedder.token_file, "", .path = CFG_PATH_SECRET,
         .doc = "File holding a bearer token for the remote service; empty = no token."),
     CFG_INT_KEY("embedder.timeout_ms", embedder.timeout_ms, 30000, 1, INT_MAX,
         .doc = "Timeout of one request to the remote service, in milliseconds."),
@@ -271,7 +287,7 @@ static const CfgKey cfg_schema[] = {
         .doc = "`native` runs the GGUF model in-process, `test-echo` (test builds only) echoes "
                "the prompt."),
     CFG_STR_KEY("decoder.model", decoder.model, "models/SmolLM2-135M-Instruct.Q4_1.gguf",
-        .required_when = &when_decoder_native, .path = CFG_PATH_FILE,
+        .required_when = &when_decoder_native, .path = CFG_PATH_GGUF,
         .doc = "GGUF model file of the `native` decoder."),
     CFG_STR_KEY("decoder.device", decoder.device, "cpu", .check = &device_name,
         .doc = "Where the `native` decoder runs."),
@@ -285,7 +301,11 @@ static const CfgKey cfg_schema[] = {
         .doc = "Size of the KV cache shared by all running sequences, in tokens."),
 
     CFG_STR_KEY("pin.cohort", pin.cohort, "default", .check = &name_token,
-        .doc = "Cohort name: every engine of one cohort must embed with the identical model."),
+        .max_len = CFG_PIN_COHORT_MAX,
+        .doc = "Cohort name: every engine of one cohort must embed with the identical model. At "
+               "most " CFG_STR(CFG_PIN_COHORT_MAX) " bytes, so that `<prefix>:pin:<cohort>` fits "
+               "a 256-byte key: " CFG_STR(CFG_QUEUE_PREFIX_MAX) " + 5 + " CFG_STR(CFG_PIN_COHORT_MAX)
+               " + 1 = 256."),
 
     CFG_STR_KEY("log.level", log.level, "info", .allowed = log_levels,
         .doc = "Least severe message level written to stderr."),
@@ -315,6 +335,8 @@ static const CfgGroup cfg_groups[] = {
 
 static void rule_lookahead_holds_a_batch(CfgLoad *ld);
 static void rule_visibility_exceeds_block(CfgLoad *ld);
+static void rule_embedder_device_has_a_backend(CfgLoad *ld);
+static void rule_decoder_device_has_a_backend(CfgLoad *ld);
 
 typedef struct CfgRule {
     void (*check)(CfgLoad *ld);
@@ -328,6 +350,14 @@ static const CfgRule cfg_rules[] = {
     { rule_visibility_exceeds_block,
       "`queue.visibility_timeout_ms` must be greater than `queue.block_ms`: a job must stay "
       "with its worker for longer than one blocking read can last." },
+    { rule_embedder_device_has_a_backend,
+      "When `embedder.backend = \"native\"`, `embedder.device = \"cuda:N\"` needs a native "
+      "embedder with a CUDA backend, even in a build with CUDA; none has one yet, so use "
+      "`\"cpu\"`." },
+    { rule_decoder_device_has_a_backend,
+      "When `decoder.enabled = true and decoder.backend = \"native\"`, `decoder.device = "
+      "\"cuda:N\"` needs a native decoder with a CUDA backend, even in a build with CUDA; none "
+      "has one yet, so use `\"cpu\"`." },
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -339,6 +369,7 @@ struct CfgLoad {
     Config *cfg;
     CfgErrors *errs;
     int *err_lines;                              /* line of each message in errs, for sorting */
+    int *warn_lines;                             /* line of each warning in errs */
     bool oom;
     const config_setting_t *key_set[CFG_NKEYS];  /* where the file sets each key, or NULL */
     bool key_bad[CFG_NKEYS];                     /* set, but to an invalid value */
@@ -398,23 +429,44 @@ static const config_setting_t *rule_where(const CfgLoad *ld, const char *key, co
     return i >= 0 ? key_where(ld, i) : NULL;
 }
 
-/* Appends a formatted message; on allocation failure remembers it and drops the message. */
-static void errs_push(CfgLoad *ld, int line, char *msg)
+/* One list of messages with their lines: the errors or the warnings of ld->errs. */
+typedef struct CfgMsgList {
+    char ***msgs;
+    int *count;
+    int **lines;
+} CfgMsgList;
+
+static CfgMsgList errors_of(CfgLoad *ld)
 {
-    CfgErrors *e = ld->errs;
-    size_t n = (size_t)e->count + 1;
-    char **msgs = msg ? realloc(e->msgs, n * sizeof *msgs) : NULL;
+    return (CfgMsgList){ &ld->errs->msgs, &ld->errs->count, &ld->err_lines };
+}
+
+static CfgMsgList warnings_of(CfgLoad *ld)
+{
+    return (CfgMsgList){ &ld->errs->warnings, &ld->errs->n_warnings, &ld->warn_lines };
+}
+
+/* Appends a formatted message; on allocation failure remembers it and drops the message. */
+static void list_push(CfgLoad *ld, CfgMsgList l, int line, char *msg)
+{
+    size_t n = (size_t)*l.count + 1;
+    char **msgs = msg ? realloc(*l.msgs, n * sizeof *msgs) : NULL;
     if (msgs)
-        e->msgs = msgs;
-    int *lines = msgs ? realloc(ld->err_lines, n * sizeof *lines) : NULL;
+        *l.msgs = msgs;
+    int *lines = msgs ? realloc(*l.lines, n * sizeof *lines) : NULL;
     if (!lines) {
         free(msg);
         ld->oom = true;
         return;
     }
-    ld->err_lines = lines;
-    e->msgs[e->count] = msg;
-    lines[e->count++] = line;
+    *l.lines = lines;
+    msgs[*l.count] = msg;
+    lines[(*l.count)++] = line;
+}
+
+static void errs_push(CfgLoad *ld, int line, char *msg)
+{
+    list_push(ld, errors_of(ld), line, msg);
 }
 
 static int line_order(int line)
@@ -424,21 +476,28 @@ static int line_order(int line)
 
 /* Orders the messages by line (stable insertion sort), so a file reads top to bottom whichever
  * check found each problem. Then forgets the lines. */
+static void list_sort_and_finish(CfgMsgList l)
+{
+    char **msgs = *l.msgs;
+    int *lines = *l.lines;
+    for (int i = 1; i < *l.count; i++) {
+        char *msg = msgs[i];
+        int line = lines[i], j = i;
+        for (; j > 0 && line_order(lines[j - 1]) > line_order(line); j--) {
+            msgs[j] = msgs[j - 1];
+            lines[j] = lines[j - 1];
+        }
+        msgs[j] = msg;
+        lines[j] = line;
+    }
+    free(lines);
+    *l.lines = NULL;
+}
+
 static void errs_sort_and_finish(CfgLoad *ld)
 {
-    CfgErrors *e = ld->errs;
-    for (int i = 1; i < e->count; i++) {
-        char *msg = e->msgs[i];
-        int line = ld->err_lines[i], j = i;
-        for (; j > 0 && line_order(ld->err_lines[j - 1]) > line_order(line); j--) {
-            e->msgs[j] = e->msgs[j - 1];
-            ld->err_lines[j] = ld->err_lines[j - 1];
-        }
-        e->msgs[j] = msg;
-        ld->err_lines[j] = line;
-    }
-    free(ld->err_lines);
-    ld->err_lines = NULL;
+    list_sort_and_finish(errors_of(ld));
+    list_sort_and_finish(warnings_of(ld));
 }
 
 static char *vformat(const char *fmt, va_list ap)
@@ -462,20 +521,40 @@ static char *format(const char *fmt, ...)
     return s;
 }
 
-/* "file:line: key: reason", the file and line taken from `where` (NULL = this file, line 0). */
+/* "file:line: key: [warning: ]reason", the file and line taken from `where` (NULL = this file,
+ * line 0), appended to the errors or to the warnings. */
+static void key_message(CfgLoad *ld, bool warning, const config_setting_t *where, const char *key,
+                        const char *fmt, va_list ap)
+{
+    char *reason = vformat(fmt, ap);
+    const char *file = where && config_setting_source_file(where)
+                           ? config_setting_source_file(where) : ld->name;
+    int line = where ? (int)config_setting_source_line(where) : 0;
+    char *msg = reason ? format("%s:%d: %s: %s%s", file, line, key, warning ? "warning: " : "",
+                                reason) : NULL;
+    list_push(ld, warning ? warnings_of(ld) : errors_of(ld), line, msg);
+    free(reason);
+}
+
 __attribute__((format(printf, 4, 5)))
 static void key_error(CfgLoad *ld, const config_setting_t *where, const char *key,
                       const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *reason = vformat(fmt, ap);
+    key_message(ld, false, where, key, fmt, ap);
     va_end(ap);
-    const char *file = where && config_setting_source_file(where)
-                           ? config_setting_source_file(where) : ld->name;
-    int line = where ? (int)config_setting_source_line(where) : 0;
-    errs_push(ld, line, reason ? format("%s:%d: %s: %s", file, line, key, reason) : NULL);
-    free(reason);
+}
+
+/* A problem that does not stop the engine: reported, but the load still succeeds. */
+__attribute__((format(printf, 4, 5)))
+static void key_warning(CfgLoad *ld, const config_setting_t *where, const char *key,
+                        const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    key_message(ld, true, where, key, fmt, ap);
+    va_end(ap);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -710,6 +789,11 @@ static bool read_string(CfgLoad *ld, int i, const config_setting_t *s)
         key_error(ld, s, k->name, "%s", why);
         return false;
     }
+    if (k->max_len && strlen(v) > k->max_len) {
+        key_error(ld, s, k->name, "is %zu bytes long; at most %zu fit in the Redis keys the "
+                  "engine builds", strlen(v), k->max_len);
+        return false;
+    }
     char *copy = strdup(v);
     if (!copy) {
         ld->oom = true;
@@ -811,6 +895,144 @@ static bool decoder_is_native(const CfgLoad *ld)
            str_key_is(ld, "decoder.backend", "native");
 }
 
+static bool path_is_dir(CfgPathKind kind)
+{
+    return kind == CFG_PATH_DIR || kind == CFG_PATH_SNAPSHOT;
+}
+
+/* What the native embedder opens in a snapshot directory (engine/embed/snapshot.c reads
+ * config.json, embed_native.c model.safetensors, wordpiece.c tokenizer.json or else vocab.txt).
+ * One entry per file it needs; "a|b" = either will do. Optional files (modules.json, the
+ * pooling config) are not listed: the loader checks what they say. */
+static const char *const snapshot_files[] = {
+    "config.json", "model.safetensors", "tokenizer.json|vocab.txt",
+};
+#define CFG_NSNAPSHOT_FILES (sizeof snapshot_files / sizeof snapshot_files[0])
+
+/* Appends entry e of snapshot_files to buf as "a (or b)", each name between `quote`s. */
+static void snapshot_entry_phrase(char *buf, size_t len, size_t e, const char *quote)
+{
+    const char *name = snapshot_files[e];
+    size_t used = strlen(buf), n = strcspn(name, "|");
+    snprintf(buf + used, len - used, "%s%.*s%s", quote, (int)n, name, quote);
+    for (name += n; *name == '|'; name += n) {
+        n = strcspn(++name, "|");
+        used = strlen(buf);
+        snprintf(buf + used, len - used, " (or %s%.*s%s)", quote, (int)n, name, quote);
+    }
+}
+
+/* "path/name" without a doubled slash; NULL when out of memory. */
+static char *join_path(const char *dir, const char *name, size_t name_len)
+{
+    size_t n = strlen(dir);
+    return format("%s%s%.*s", dir, n && dir[n - 1] == '/' ? "" : "/", (int)name_len, name);
+}
+
+/* Why `path` is not a readable regular file (written into buf), or NULL when it is one;
+ * *missing = it does not exist at all. */
+static const char *file_problem(const char *path, bool *missing, char *buf, size_t len)
+{
+    struct stat st;
+    *missing = false;
+    if (stat(path, &st) != 0) {
+        *missing = errno == ENOENT || errno == ENOTDIR;
+        snprintf(buf, len, "cannot access \"%s\": %s", path, strerror(errno));
+    } else if (!S_ISREG(st.st_mode)) {
+        snprintf(buf, len, "\"%s\" is not a regular file", path);
+    } else if (access(path, R_OK) != 0) {
+        snprintf(buf, len, "\"%s\" is not readable: %s", path, strerror(errno));
+    } else {
+        return NULL;
+    }
+    return buf;
+}
+
+/* Every file of snapshot_files must be a readable regular file: the missing ones are named in
+ * one message, a file that is there but unusable gets its own. */
+static void check_snapshot(CfgLoad *ld, int i, const char *dir)
+{
+    const CfgKey *k = &cfg_schema[i];
+    char missing[256] = "", why[PATH_MAX + 128], bad[PATH_MAX + 128];
+    for (size_t e = 0; e < CFG_NSNAPSHOT_FILES; e++) {
+        bool found = false, all_absent = true;
+        for (const char *name = snapshot_files[e]; *name && !found;) {
+            size_t n = strcspn(name, "|");
+            char *path = join_path(dir, name, n);
+            if (!path) {
+                ld->oom = true;
+                return;
+            }
+            bool absent;
+            const char *problem = file_problem(path, &absent, why, sizeof why);
+            free(path);
+            found = !problem;
+            if (problem && !absent && all_absent) {
+                snprintf(bad, sizeof bad, "%s", problem); /* there but unusable: say why, */
+                all_absent = false;                       /* unless an alternative is fine */
+            }
+            name += n + (name[n] == '|');
+        }
+        if (found)
+            continue;
+        if (!all_absent) {
+            key_error(ld, key_where(ld, i), k->name, "%s", bad);
+        } else {
+            if (missing[0])
+                strcat(missing, ", ");
+            snapshot_entry_phrase(missing, sizeof missing, e, "");
+        }
+    }
+    if (missing[0])
+        key_error(ld, key_where(ld, i), k->name, "\"%s\" is not a snapshot the native embedder "
+                  "can load: missing %s", dir, missing);
+}
+
+/* The first 8 bytes of a GGUF file: the magic "GGUF", then the version as a little-endian
+ * uint32. engine/decode/gguf.c reads versions 2 and 3. */
+static void check_gguf(CfgLoad *ld, int i, const char *path)
+{
+    const CfgKey *k = &cfg_schema[i];
+    const config_setting_t *where = key_where(ld, i);
+    unsigned char head[8];
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        key_error(ld, where, k->name, "cannot open \"%s\": %s", path, strerror(errno));
+        return;
+    }
+    size_t n = fread(head, 1, sizeof head, f);
+    int read_errno = ferror(f) ? (errno ? errno : EIO) : 0;
+    fclose(f);
+    if (read_errno) {
+        key_error(ld, where, k->name, "cannot read \"%s\": %s", path, strerror(read_errno));
+        return;
+    }
+    if (n < 4 || memcmp(head, "GGUF", 4) != 0) {
+        key_error(ld, where, k->name, "\"%s\" is not a GGUF file (it does not start with "
+                  "\"GGUF\")", path);
+        return;
+    }
+    if (n < 8) {
+        key_error(ld, where, k->name, "\"%s\" ends inside its GGUF header", path);
+        return;
+    }
+    uint32_t version = (uint32_t)head[4] | (uint32_t)head[5] << 8 | (uint32_t)head[6] << 16 |
+                       (uint32_t)head[7] << 24;
+    if (version != 2 && version != 3)
+        key_error(ld, where, k->name, "\"%s\" is GGUF version %" PRIu32 "; the native decoder "
+                  "reads versions 2 and 3", path, version);
+}
+
+static void warn_if_others_read(CfgLoad *ld, int i, const char *path, mode_t mode)
+{
+    if (!(mode & (S_IRGRP | S_IROTH)))
+        return;
+    const char *who = (mode & S_IRGRP) && (mode & S_IROTH) ? "group and others"
+                    : (mode & S_IRGRP) ? "group" : "others";
+    key_warning(ld, key_where(ld, i), cfg_schema[i].name, "\"%s\" is readable by %s "
+                "(mode %04o); chmod 600 it", path, who, (unsigned)(mode & 07777));
+}
+
 static void check_path(CfgLoad *ld, int i, const char *path)
 {
     const CfgKey *k = &cfg_schema[i];
@@ -827,12 +1049,18 @@ static void check_path(CfgLoad *ld, int i, const char *path)
                       "from the current directory, %s)", path, cwd);
         else
             key_error(ld, where, k->name, "\"%s\" does not exist", path);
-    } else if (k->path == CFG_PATH_DIR && !S_ISDIR(st.st_mode)) {
+    } else if (path_is_dir(k->path) && !S_ISDIR(st.st_mode)) {
         key_error(ld, where, k->name, "\"%s\" is not a directory", path);
-    } else if (k->path == CFG_PATH_FILE && !S_ISREG(st.st_mode)) {
+    } else if (!path_is_dir(k->path) && !S_ISREG(st.st_mode)) {
         key_error(ld, where, k->name, "\"%s\" is not a regular file", path);
-    } else if (k->path == CFG_PATH_FILE && access(path, R_OK) != 0) {
+    } else if (!path_is_dir(k->path) && access(path, R_OK) != 0) {
         key_error(ld, where, k->name, "\"%s\" is not readable: %s", path, strerror(errno));
+    } else if (k->path == CFG_PATH_SNAPSHOT) {
+        check_snapshot(ld, i, path);
+    } else if (k->path == CFG_PATH_GGUF) {
+        check_gguf(ld, i, path);
+    } else if (k->path == CFG_PATH_SECRET) {
+        warn_if_others_read(ld, i, path, st.st_mode);
     }
 }
 
@@ -861,6 +1089,33 @@ static void rule_lookahead_holds_a_batch(CfgLoad *ld)
         return;
     key_error(ld, rule_where(ld, "batch.lookahead", "batch.max_texts"), "batch.lookahead",
               "%d must be at least batch.max_texts (%d)", b->lookahead, b->max_texts);
+}
+
+/* A cuda:N device that this build knows (else check_device already refused it) for a native
+ * backend that has no CUDA implementation. */
+static void device_needs_cuda_backend(CfgLoad *ld, const char *key, bool native, bool built,
+                                      const char *what)
+{
+    int i = key_index(key), index;
+    if (!native || built || i < 0 || ld->key_bad[i])
+        return;
+    const char *device = *str_field(ld->cfg, &cfg_schema[i]);
+    if (!cfg_parse_device(device, &index) || index < 0)
+        return;
+    key_error(ld, key_where(ld, i), key, "\"%s\": the native %s has no CUDA backend yet in this "
+              "build; use \"cpu\"", device, what);
+}
+
+static void rule_embedder_device_has_a_backend(CfgLoad *ld)
+{
+    device_needs_cuda_backend(ld, "embedder.device", embedder_is_native(ld),
+                              cfg_build_has_cuda_embedder(), "embedder");
+}
+
+static void rule_decoder_device_has_a_backend(CfgLoad *ld)
+{
+    device_needs_cuda_backend(ld, "decoder.device", decoder_is_native(ld),
+                              cfg_build_has_cuda_decoder(), "decoder");
 }
 
 static void rule_visibility_exceeds_block(CfgLoad *ld)
@@ -912,8 +1167,7 @@ static int load_text(const char *text, const char *name, Config *out, CfgErrors 
 static void load_begin(Config *out, CfgErrors *errs)
 {
     memset(out, 0, sizeof *out);
-    errs->count = 0;
-    errs->msgs = NULL;
+    memset(errs, 0, sizeof *errs);
 }
 
 int cfg_load_string(const char *text, const char *name, Config *out, CfgErrors *errs)
@@ -992,12 +1246,16 @@ void cfg_errors_free(CfgErrors *errs)
     for (int i = 0; i < errs->count; i++)
         free(errs->msgs[i]);
     free(errs->msgs);
-    errs->count = 0;
-    errs->msgs = NULL;
+    for (int i = 0; i < errs->n_warnings; i++)
+        free(errs->warnings[i]);
+    free(errs->warnings);
+    memset(errs, 0, sizeof *errs);
 }
 
 void cfg_errors_print(const CfgErrors *errs, FILE *out)
 {
+    for (int i = 0; errs && i < errs->n_warnings; i++)
+        fprintf(out, "%s\n", errs->warnings[i]);
     for (int i = 0; errs && i < errs->count; i++)
         fprintf(out, "%s\n", errs->msgs[i]);
 }
@@ -1034,6 +1292,18 @@ bool cfg_build_has_cuda(void)
 #endif
 }
 
+/* No native embedder or decoder has a CUDA implementation yet: the change that adds one makes
+ * its query follow the build (e.g. return cfg_build_has_cuda()). */
+bool cfg_build_has_cuda_embedder(void)
+{
+    return false;
+}
+
+bool cfg_build_has_cuda_decoder(void)
+{
+    return false;
+}
+
 bool cfg_build_has_test_backends(void)
 {
 #ifdef WEAVER_TEST_BACKENDS
@@ -1055,6 +1325,43 @@ static void doc_default(FILE *out, const CfgKey *k)
     }
 }
 
+/* How docs/config.md names what a path must be: the short form for the "Allowed" column, the
+ * long one for the rules. Empty for CFG_PATH_NONE. */
+static void doc_path(char *buf, size_t len, CfgPathKind kind, bool rule)
+{
+    buf[0] = '\0';
+    switch (kind) {
+    case CFG_PATH_NONE: break;
+    case CFG_PATH_DIR:
+        snprintf(buf, len, "%s", rule ? "an existing directory" : "a directory");
+        break;
+    case CFG_PATH_FILE:
+        snprintf(buf, len, "%s", rule ? "an existing, readable regular file" : "a readable file");
+        break;
+    case CFG_PATH_SECRET:
+        snprintf(buf, len, "%s", rule ? "an existing, readable regular file; a warning (not an "
+                 "error) when group or others may read it: `chmod 600` it" : "a readable file");
+        break;
+    case CFG_PATH_SNAPSHOT:
+        if (!rule) {
+            snprintf(buf, len, "a snapshot directory");
+            break;
+        }
+        snprintf(buf, len, "a directory holding, as readable regular files, what the native "
+                 "embedder loads: ");
+        for (size_t e = 0; e < CFG_NSNAPSHOT_FILES; e++) {
+            if (e > 0)
+                strncat(buf, e + 1 < CFG_NSNAPSHOT_FILES ? ", " : " and ", len - strlen(buf) - 1);
+            snapshot_entry_phrase(buf, len, e, "`");
+        }
+        break;
+    case CFG_PATH_GGUF:
+        snprintf(buf, len, "%s", rule ? "a readable regular file that starts with the GGUF magic "
+                 "(`GGUF`) and version 2 or 3" : "a GGUF file");
+        break;
+    }
+}
+
 static void doc_allowed(FILE *out, const CfgKey *k)
 {
     char buf[256];
@@ -1069,11 +1376,13 @@ static void doc_allowed(FILE *out, const CfgKey *k)
     } else if (k->check && k->check->doc) {
         fprintf(out, "%s", k->check->doc);
     } else if (k->path != CFG_PATH_NONE) {
-        fprintf(out, "%spath of %s", k->required_when ? "" : "empty, or ",
-                k->path == CFG_PATH_DIR ? "a directory" : "a readable file");
+        doc_path(buf, sizeof buf, k->path, false);
+        fprintf(out, "%spath of %s", k->required_when ? "" : "empty, or ", buf);
     } else {
         fprintf(out, "any string");
     }
+    if (k->type == CFG_STRING && k->max_len)
+        fprintf(out, ", at most %zu bytes", k->max_len);
 }
 
 static void doc_group(FILE *out, int g)
@@ -1104,8 +1413,9 @@ static void doc_rules(FILE *out)
                  "Checked after every key has been read; each broken rule is its own error.\n\n");
     for (int i = 0; i < CFG_NKEYS; i++) {
         const CfgKey *k = &cfg_schema[i];
-        const char *what = k->path == CFG_PATH_DIR ? "an existing directory"
-                         : k->path == CFG_PATH_FILE ? "an existing, readable regular file" : NULL;
+        char buf[512];
+        doc_path(buf, sizeof buf, k->path, true);
+        const char *what = buf[0] ? buf : NULL;
         if (k->required_when && what)
             fprintf(out, "- When `%s`, `%s` must be non-empty and name %s.\n",
                     k->required_when->doc, k->name, what);
@@ -1137,7 +1447,9 @@ int cfg_write_docs(FILE *out)
         "whole file is validated before anything starts, and every problem is reported at once, "
         "in line order, as `file:line: key: reason` (line 0 when the key is not in the file and "
         "neither is its group); `weaver-engine check-config` does only this and exits with "
-        "status 78 (`EX_CONFIG`) on a bad file.\n\n"
+        "status 78 (`EX_CONFIG`) on a bad file. A few things are worth a warning but not a "
+        "refusal (a secret file that others may read): they are printed first, as "
+        "`file:line: key: warning: reason`, by `check-config` and at every start.\n\n"
         "Relative paths (`embedder.snapshot`, `decoder.model`, `embedder.token_file`, "
         "`redis.password_file`) are resolved from the engine's current working directory, not "
         "from the directory of the config file; under systemd set `WorkingDirectory=` or use "

@@ -10,6 +10,19 @@
 
 #define CFG_EX_CONFIG 78 /* sysexits EX_CONFIG: what check-config and the daemon exit with */
 
+/* Longest value, in bytes, of the configured names that become part of Redis keys. Every key
+ * the engine builds must fit its QUEUE_KEY_MAX (256) byte buffer, NUL included, so:
+ *   queue.prefix   118 = 255 - strlen(":consumer:") (10) - a consumer name of up to 127 bytes
+ *                        (QUEUE_CONSUMER_MAX - 1); the other long key, ":result:" (8) + a job
+ *                        id of JOB_ID_MAX (128) bytes, would allow 119;
+ *   queue.consumer 123 = 127 - strlen("-255"): a worker's consumer name is "<consumer>-<index>";
+ *   pin.cohort     132 = 255 - 118 - strlen(":pin:") (5).
+ * queue/queue.c and engine/worker.c check these sums at compile time. Literal numbers, so the
+ * key docs in config.c can quote them. */
+#define CFG_QUEUE_PREFIX_MAX 118
+#define CFG_QUEUE_CONSUMER_MAX 123
+#define CFG_PIN_COHORT_MAX 132
+
 typedef struct RedisConfig {
     char *host;             /* redis.host */
     int port;               /* redis.port */
@@ -91,23 +104,28 @@ typedef struct Config {
 } Config;
 
 /* Every problem found, each already formatted as "file:line: key: reason" (or "file:line: reason"
- * for a problem with the file itself: unreadable, syntax error). Line 0 = no line to point at. */
+ * for a problem with the file itself: unreadable, syntax error). Line 0 = no line to point at.
+ * Warnings ("file:line: key: warning: reason") are worth telling the operator but do not fail
+ * the load (a secret file that others may read); they are kept on success and on failure. */
 typedef struct CfgErrors {
     int count;
     char **msgs;
+    int n_warnings;
+    char **warnings;
 } CfgErrors;
 
 /* Loads and validates `path` (NULL = "./weaver.conf"). Returns 0 and fills *out with every key
  * (defaults applied), or -1 with every problem in *errs. *out is usable only on success; after a
  * failure it is zeroed, so cfg_free(out) is harmless either way. *errs is always (re)initialised
  * and must be released with cfg_errors_free; count is 0 on success (and after a failure only
- * when memory ran out while recording the errors). */
+ * when memory ran out while recording the errors); n_warnings may be non-zero either way. */
 int cfg_load(const char *path, Config *out, CfgErrors *errs);
 /* Same, from a string (tests; `name` is used as the file name in messages, NULL = "<string>"). */
 int cfg_load_string(const char *text, const char *name, Config *out, CfgErrors *errs);
 void cfg_free(Config *cfg);          /* NULL-safe; leaves *cfg zeroed */
 void cfg_errors_free(CfgErrors *errs); /* NULL-safe; leaves *errs empty */
-/* Writes every message of errs to `out`, one per line (what check-config prints to stderr). */
+/* Writes every warning, then every error of errs to `out`, one per line, each list in line
+ * order (what check-config and the daemon print to stderr). */
 void cfg_errors_print(const CfgErrors *errs, FILE *out);
 
 /* Parses a device name as validation accepts it: "cpu" (*cuda_index = -1) or "cuda:N"
@@ -120,8 +138,13 @@ int cfg_write_docs(FILE *out);
 /* Iterates over schema key names ("group.key"); returns NULL past the end (tests, docs check). */
 const char *cfg_schema_key(int i);
 
-/* Build features, reported by the build so validation can name the missing build option. */
+/* Build features, reported by the build so validation can name the missing build option.
+ * cfg_build_has_cuda: the CUDA kernels are compiled in (WEAVER_HAVE_CUDA). The backend queries
+ * say whether the native embedder / decoder can run on such a device; both are false until a
+ * CUDA implementation of that backend exists (its change flips the answer here). */
 bool cfg_build_has_cuda(void);
+bool cfg_build_has_cuda_embedder(void);
+bool cfg_build_has_cuda_decoder(void);
 bool cfg_build_has_test_backends(void);
 
 #endif

@@ -27,7 +27,7 @@ static int usage(void)
 
 static bool valid_cohort(const char *s)
 {
-    if (!s || !s[0] || strlen(s) > 200)
+    if (!s || !s[0] || strlen(s) > CFG_PIN_COHORT_MAX)
         return false;
     for (; *s; s++)
         if ((unsigned char)*s <= ' ' || *s == 0x7f)
@@ -62,9 +62,10 @@ static void print_json(cJSON *o)
 static int pin_show(Queue *q, const char *cohort)
 {
     QueuePin p = {0};
-    char key[512];
-    queue_pin_key(q, cohort, key, sizeof key);
-    int rc = queue_pin_get(q, cohort, &p);
+    char key[QUEUE_KEY_MAX];
+    int rc = queue_pin_key(q, cohort, key, sizeof key);
+    if (rc == QUEUE_OK)
+        rc = queue_pin_get(q, cohort, &p);
     if (rc < 0) {
         fprintf(stderr, "weaver-engine: pin show: %s\n", queue_errstr(q));
         return CLI_EX_UNAVAILABLE;
@@ -86,8 +87,11 @@ static int pin_show(Queue *q, const char *cohort)
 
 static int pin_reset(Queue *q, const char *cohort, bool yes)
 {
-    char key[512];
-    queue_pin_key(q, cohort, key, sizeof key);
+    char key[QUEUE_KEY_MAX];
+    if (queue_pin_key(q, cohort, key, sizeof key) != QUEUE_OK) {
+        fprintf(stderr, "weaver-engine: pin reset: cohort \"%s\" is too long for a pin key\n", cohort);
+        return CLI_EX_USAGE;
+    }
     if (!yes) {
         fprintf(stderr,
                 "weaver-engine: pin reset deletes the pin of cohort \"%s\" (%s): the next engine to start pins\n"
@@ -196,7 +200,8 @@ int cli_pin(const Config *cfg, int argc, char **argv)
     if (!verb || (strcmp(verb, "show") && strcmp(verb, "verify") && strcmp(verb, "reset")))
         return usage();
     if (!valid_cohort(cohort)) {
-        fprintf(stderr, "weaver-engine: pin: --cohort must be a non-empty name without whitespace\n");
+        fprintf(stderr, "weaver-engine: pin: --cohort must be a non-empty name without whitespace, at most %d "
+                        "bytes\n", CFG_PIN_COHORT_MAX);
         return CLI_EX_USAGE;
     }
     Queue *q = queue_open(&cfg->redis, &cfg->queue, "pin-cli");

@@ -91,9 +91,16 @@ int cli_enqueue(const Config *cfg, int argc, char **argv)
     Queue *q = connect_or_complain(cfg);
     if (!q)
         return CLI_EX_UNAVAILABLE;
-    char run_id[64], reply[192];
+    char run_id[64], reply[QUEUE_KEY_MAX];
+    _Static_assert(CFG_QUEUE_PREFIX_MAX + sizeof ":reply:" - 1 + sizeof run_id - 1 < sizeof reply,
+                   "<prefix>:reply:<run id> must fit a key buffer");
     snprintf(run_id, sizeof run_id, "cli-%d-%lld", (int)getpid(), mono_ms());
-    snprintf(reply, sizeof reply, "%s:reply:%s", cfg->queue.prefix, run_id);
+    int reply_len = snprintf(reply, sizeof reply, "%s:reply:%s", cfg->queue.prefix, run_id);
+    if (reply_len < 0 || (size_t)reply_len >= sizeof reply) { /* the config bounds the prefix: cannot happen */
+        fprintf(stderr, "weaver-engine: queue.prefix is too long for the reply key\n");
+        queue_free(q);
+        return CLI_EX_USAGE;
+    }
 
     enum { CHUNK = 1000 };
     char *jobs[CHUNK];

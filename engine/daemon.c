@@ -57,6 +57,8 @@ static void *lease_main(void *arg)
     return NULL;
 }
 
+/* queue.consumer (bounded by the config to fit), else "<hostname>-<pid>" (at most 63 + 1 + 10
+ * bytes, well within QUEUE_CONSUMER_MAX). */
 static void consumer_base(const Config *cfg, char *buf, size_t len)
 {
     if (cfg->queue.consumer && cfg->queue.consumer[0]) {
@@ -67,6 +69,8 @@ static void consumer_base(const Config *cfg, char *buf, size_t len)
     gethostname(host, sizeof host - 1);
     snprintf(buf, len, "%s-%d", host, (int)getpid());
 }
+_Static_assert(CFG_QUEUE_CONSUMER_MAX < QUEUE_CONSUMER_MAX && 63 + 1 + 10 < QUEUE_CONSUMER_MAX,
+               "the consumer base must fit its buffer");
 
 int daemon_run(const Config *cfg, int nworkers)
 {

@@ -9,6 +9,7 @@
 
 #include "config/config.h"
 #include "engine/embedder.h"
+#include "queue/queue.h"
 
 /* Exit codes of the daemon (documented in docs/operations.md). */
 #define ENGINE_EXIT_OK 0
@@ -16,10 +17,14 @@
 #define ENGINE_EXIT_UNAVAILABLE 69 /* EX_UNAVAILABLE: Redis unreachable by the start-up deadline */
 #define ENGINE_EXIT_MODEL 66     /* EX_NOINPUT: a model could not be opened */
 
+/* Most worker threads of one engine (--workers): worker N's consumer name is "<base>-<N>", so
+ * this bounds the suffix that queue.consumer leaves room for (CFG_QUEUE_CONSUMER_MAX). */
+#define ENGINE_WORKERS_MAX 256
+
 typedef struct Engine {
     const Config *cfg;
     Embedder *embedder;        /* shared weights; each worker has its own workspace */
-    char consumer_base[128];
+    char consumer_base[QUEUE_CONSUMER_MAX]; /* queue.consumer, or "<hostname>-<pid>" */
     atomic_bool stop;          /* set on SIGTERM/SIGINT: stop reading, finish in-flight work */
     atomic_bool abandon;       /* set when the grace period ran out: leave in-flight work pending */
     atomic_long jobs_done;

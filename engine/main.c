@@ -37,18 +37,17 @@ static void usage(FILE *out)
             WEAVER_VERSION);
 }
 
-/* Loads the config and prints every problem; returns 0 or CFG_EX_CONFIG. */
+/* Loads the config and prints every warning and problem; returns 0 or CFG_EX_CONFIG. */
 static int load_config(const char *path, Config *cfg)
 {
     CfgErrors errs = {0};
-    if (cfg_load(path, cfg, &errs) == 0)
-        return 0;
-    for (int i = 0; i < errs.count; i++)
-        fprintf(stderr, "%s\n", errs.msgs[i]);
-    fprintf(stderr, "weaver-engine: %d configuration error%s; nothing was started\n", errs.count,
-            errs.count == 1 ? "" : "s");
+    int rc = cfg_load(path, cfg, &errs);
+    cfg_errors_print(&errs, stderr);
+    if (rc != 0)
+        fprintf(stderr, "weaver-engine: %d configuration error%s; nothing was started\n", errs.count,
+                errs.count == 1 ? "" : "s");
     cfg_errors_free(&errs);
-    return CFG_EX_CONFIG;
+    return rc == 0 ? 0 : CFG_EX_CONFIG;
 }
 
 int main(int argc, char **argv)
@@ -74,8 +73,9 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) {
             char *end;
             long n = strtol(argv[++i], &end, 10);
-            if (*end || n < 1 || n > 256) {
-                fprintf(stderr, "weaver-engine: --workers must be an integer in [1, 256], not '%s'\n", argv[i]);
+            if (*end || n < 1 || n > ENGINE_WORKERS_MAX) {
+                fprintf(stderr, "weaver-engine: --workers must be an integer in [1, %d], not '%s'\n",
+                        ENGINE_WORKERS_MAX, argv[i]);
                 exit(CLI_EX_USAGE);
             }
             workers = (int)n;

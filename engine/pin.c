@@ -131,7 +131,8 @@ static void report_start(Queue *q, const char *cohort, PinReport *out)
 {
     memset(out, 0, sizeof *out);
     out->cosine = -2.0;
-    queue_pin_key(q, cohort, out->key, sizeof out->key);
+    /* A cohort too long for a key leaves it ""; the pin call after this reports why. */
+    (void)queue_pin_key(q, cohort, out->key, sizeof out->key);
 }
 
 static void report_stored(PinReport *out, const QueuePin *stored)

@@ -35,7 +35,7 @@ typedef struct PinDiff {
 } PinDiff;
 
 typedef struct PinReport {
-    char key[512];          /* the Redis key of the pin */
+    char key[QUEUE_KEY_MAX]; /* the Redis key of the pin ("" when the cohort is too long for one) */
     bool created;           /* this call wrote the pin (first boot of the cohort) */
     bool match;             /* created, or every compared field matched */
     double cosine;          /* probe cosine; -2 when the probes could not be compared */

@@ -20,6 +20,12 @@
 #include "engine/log.h"
 #include "queue/queue.h"
 
+#define WORKER_STR_(x) #x
+#define WORKER_STR(x) WORKER_STR_(x)
+/* "<queue.consumer>-<index>" fits a consumer name for every index below ENGINE_WORKERS_MAX. */
+_Static_assert(CFG_QUEUE_CONSUMER_MAX + sizeof "-" WORKER_STR(ENGINE_WORKERS_MAX) - 1 <
+               QUEUE_CONSUMER_MAX, "queue.consumer must leave room for \"-<worker index>\"");
+
 /* A generate job between submit and finish: what is needed to write its result. */
 typedef struct GenFlight {
     JobKind kind;
@@ -44,7 +50,7 @@ struct Worker {
     Engine *eng;
     const Config *cfg;
     int index;
-    char consumer[160];
+    char consumer[QUEUE_CONSUMER_MAX];
     Queue *q;
     EmbedWorkspace *ws;
     Generator *gen;
@@ -116,7 +122,13 @@ Worker *worker_create(Engine *eng, int index, char *err, size_t errlen)
     w->cfg = cfg;
     w->index = index;
     pthread_mutex_init(&w->lease_lock, NULL);
-    snprintf(w->consumer, sizeof w->consumer, "%s-%d", eng->consumer_base, index);
+    int len = snprintf(w->consumer, sizeof w->consumer, "%s-%d", eng->consumer_base, index);
+    if (len < 0 || (size_t)len >= sizeof w->consumer) { /* never cut: two workers would share it */
+        snprintf(err, errlen, "worker %d: consumer name \"%s-%d\" is longer than %zu bytes", index,
+                 eng->consumer_base, index, sizeof w->consumer - 1);
+        worker_free(w);
+        return NULL;
+    }
     w->limits = (JobLimits){cfg->queue.max_input_bytes, cfg->queue.max_texts_per_job, cfg->queue.max_tokens};
     w->q = queue_open(&cfg->redis, &cfg->queue, w->consumer);
     if (!w->q || !queue_connected(w->q)) {

@@ -30,8 +30,11 @@ char *queue_result_json(Queue *q, const char *job_id)
 {
     if (queue_ensure_ctx(q))
         return NULL;
-    char key[256];
-    queue_result_key(q, job_id, key, sizeof key);
+    char key[QUEUE_KEY_MAX];
+    if (queue_result_key(q, job_id, key, sizeof key) != QUEUE_OK) {
+        queue_set_err(q, QUEUE_EARG, "job id \"%.40s...\" is too long for a result key", job_id);
+        return NULL;
+    }
     redisReply *r = redisCommand(q->ctx, "HGETALL %s", key);
     if (queue_check_reply(q, r, "HGETALL") || r->elements == 0) {
         freeReplyObject(r);
@@ -110,8 +113,9 @@ int queue_status(Queue *q, JobKind kind, QueueStreamStatus *st)
     }
     freeReplyObject(r);
     for (int c = 0; c < st->n_consumers; c++) {
-        char key[256];
-        snprintf(key, sizeof key, "%s:consumer:%s", q->qc.prefix, st->consumers[c].name);
+        char key[QUEUE_KEY_MAX];
+        if (queue_format_key(q, key, sizeof key, "%s:consumer:%s", q->qc.prefix, st->consumers[c].name))
+            return QUEUE_EARG;
         st->consumers[c].ready = int_reply(q, "EXISTS %s", key, NULL) == 1;
     }
     return q->ctx ? QUEUE_OK : QUEUE_ECONN;
@@ -166,8 +170,9 @@ int queue_dead_requeue(Queue *q, const char *const *dead_ids, int n, int *requeu
     *requeued = 0;
     if (queue_ensure_ctx(q))
         return QUEUE_ECONN;
-    char result_prefix[200];
-    snprintf(result_prefix, sizeof result_prefix, "%s:result:", q->qc.prefix);
+    char result_prefix[QUEUE_KEY_MAX];
+    if (queue_format_key(q, result_prefix, sizeof result_prefix, "%s:result:", q->qc.prefix))
+        return QUEUE_EARG;
     redisReply *all = NULL;
     if (n == 0) {
         all = redisCommand(q->ctx, "XRANGE %s - +", q->dead);

@@ -18,9 +18,21 @@ static const char PIN_CREATE_LUA[] =
     "end\n"
     "return {created, redis.call('HGETALL', KEYS[1])}\n";
 
-void queue_pin_key(const Queue *q, const char *cohort, char *buf, size_t len)
+_Static_assert(CFG_QUEUE_PREFIX_MAX + sizeof ":pin:" - 1 + CFG_PIN_COHORT_MAX < QUEUE_KEY_MAX,
+               "<prefix>:pin:<cohort> must fit QUEUE_KEY_MAX: lower CFG_PIN_COHORT_MAX");
+
+int queue_pin_key(const Queue *q, const char *cohort, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s:pin:%s", q->qc.prefix, cohort);
+    return queue_key_fits(buf, len, "%s:pin:%s", q->qc.prefix, cohort) ? QUEUE_OK : QUEUE_EARG;
+}
+
+/* queue_pin_key into a QUEUE_KEY_MAX buffer, with errstr set when the cohort is too long. */
+static int pin_key(Queue *q, const char *cohort, char *buf)
+{
+    if (queue_pin_key(q, cohort, buf, QUEUE_KEY_MAX) == QUEUE_OK)
+        return QUEUE_OK;
+    return queue_set_err(q, QUEUE_EARG, "cohort \"%.40s...\" (%zu bytes) makes a pin key longer "
+                         "than %d bytes", cohort, strlen(cohort), QUEUE_KEY_MAX - 1);
 }
 
 void queue_pin_clear(QueuePin *p)
@@ -145,8 +157,9 @@ int queue_pin_create(Queue *q, const char *cohort, const QueuePin *mine, QueuePi
         return queue_set_err(q, QUEUE_EARG, "a pin needs a probe vector");
     if (queue_ensure_ctx(q))
         return QUEUE_ECONN;
-    char key[512], dim[16], msl[16], at[24];
-    queue_pin_key(q, cohort, key, sizeof key);
+    char key[QUEUE_KEY_MAX], dim[16], msl[16], at[24];
+    if (pin_key(q, cohort, key))
+        return QUEUE_EARG;
     snprintf(dim, sizeof dim, "%d", mine->dim);
     snprintf(msl, sizeof msl, "%d", mine->max_seq_len);
     snprintf(at, sizeof at, "%lld", mine->created_at);
@@ -184,8 +197,9 @@ int queue_pin_get(Queue *q, const char *cohort, QueuePin *out)
 {
     if (queue_ensure_ctx(q))
         return QUEUE_ECONN;
-    char key[512];
-    queue_pin_key(q, cohort, key, sizeof key);
+    char key[QUEUE_KEY_MAX];
+    if (pin_key(q, cohort, key))
+        return QUEUE_EARG;
     redisReply *r = redisCommand(q->ctx, "HGETALL %s", key);
     int rc = queue_check_reply(q, r, "HGETALL pin");
     if (rc == QUEUE_OK) {
@@ -204,8 +218,9 @@ int queue_pin_delete(Queue *q, const char *cohort)
 {
     if (queue_ensure_ctx(q))
         return QUEUE_ECONN;
-    char key[512];
-    queue_pin_key(q, cohort, key, sizeof key);
+    char key[QUEUE_KEY_MAX];
+    if (pin_key(q, cohort, key))
+        return QUEUE_EARG;
     redisReply *r = redisCommand(q->ctx, "DEL %s", key);
     int rc = queue_check_reply(q, r, "DEL pin");
     if (rc == QUEUE_OK)

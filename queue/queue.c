@@ -13,7 +13,15 @@
 #include <time.h>
 #include <unistd.h>
 
-
+/* The longest keys fit their buffers with the longest names the config and the job format
+ * allow (config/config.h derives the bounds; queue/pin.c checks the pin key). */
+_Static_assert(CFG_QUEUE_PREFIX_MAX + sizeof ":result:" - 1 + JOB_ID_MAX < QUEUE_KEY_MAX,
+               "<prefix>:result:<job id> must fit QUEUE_KEY_MAX: lower CFG_QUEUE_PREFIX_MAX");
+_Static_assert(CFG_QUEUE_PREFIX_MAX + sizeof ":consumer:" - 1 + (QUEUE_CONSUMER_MAX - 1) <
+               QUEUE_KEY_MAX,
+               "<prefix>:consumer:<consumer> must fit QUEUE_KEY_MAX: lower CFG_QUEUE_PREFIX_MAX");
+_Static_assert(CFG_QUEUE_PREFIX_MAX + sizeof ":jobs:generate" - 1 < QUEUE_KEY_MAX,
+               "<prefix>:jobs:generate must fit QUEUE_KEY_MAX");
 
 /* The atomic finish of a batch of jobs, one script call for many results. Per result:
  * - every key it touches is type-checked before anything of that result is written (a script
@@ -127,6 +135,38 @@ int queue_set_err(Queue *q, int code, const char *fmt, ...)
     return code;
 }
 
+static bool vformat_key(char *buf, size_t len, const char *fmt, va_list ap)
+{
+    int n = vsnprintf(buf, len, fmt, ap);
+    if (n >= 0 && (size_t)n < len)
+        return true;
+    if (len)
+        buf[0] = '\0';
+    return false;
+}
+
+bool queue_key_fits(char *buf, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    bool ok = vformat_key(buf, len, fmt, ap);
+    va_end(ap);
+    return ok;
+}
+
+int queue_format_key(Queue *q, char *buf, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    bool ok = vformat_key(buf, len, fmt, ap);
+    va_end(ap);
+    if (ok)
+        return QUEUE_OK;
+    return queue_set_err(q, QUEUE_EARG, "a Redis key under prefix \"%.40s%s\" would be longer "
+                         "than %zu bytes; refusing to cut it short", q->qc.prefix,
+                         strlen(q->qc.prefix) > 40 ? "..." : "", len - 1);
+}
+
 /* Turns a NULL reply (I/O failure) or an error reply into an error code; frees nothing. */
 int queue_check_reply(Queue *q, redisReply *r, const char *what)
 {
@@ -220,10 +260,15 @@ Queue *queue_open(const RedisConfig *rc, const QueueConfig *qc, const char *cons
         return NULL;
     q->rc = *rc;
     q->qc = *qc;
-    snprintf(q->consumer, sizeof q->consumer, "%s", consumer ? consumer : "producer");
-    snprintf(q->stream[JOB_EMBED], sizeof q->stream[0], "%s:jobs:embed", qc->prefix);
-    snprintf(q->stream[JOB_GENERATE], sizeof q->stream[0], "%s:jobs:generate", qc->prefix);
-    snprintf(q->dead, sizeof q->dead, "%s:dead", qc->prefix);
+    if (!queue_key_fits(q->consumer, sizeof q->consumer, "%s", consumer ? consumer : "producer")) {
+        queue_set_err(q, QUEUE_EARG, "consumer name \"%.40s...\" is longer than %zu bytes",
+                      consumer, sizeof q->consumer - 1);
+        return q;
+    }
+    if (queue_format_key(q, q->stream[JOB_EMBED], sizeof q->stream[0], "%s:jobs:embed", qc->prefix) ||
+        queue_format_key(q, q->stream[JOB_GENERATE], sizeof q->stream[0], "%s:jobs:generate", qc->prefix) ||
+        queue_format_key(q, q->dead, sizeof q->dead, "%s:dead", qc->prefix))
+        return q;
     strcpy(q->reclaim_cursor[0], "0-0");
     strcpy(q->reclaim_cursor[1], "0-0");
     /* Credentials come from a file or the environment, never from the config itself. */
@@ -250,9 +295,9 @@ const char *queue_consumer(const Queue *q) { return q->consumer; }
 const char *queue_stream_key(const Queue *q, JobKind kind) { return q->stream[kind]; }
 const char *queue_dead_key(const Queue *q) { return q->dead; }
 
-void queue_result_key(const Queue *q, const char *job_id, char *buf, size_t len)
+int queue_result_key(const Queue *q, const char *job_id, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s:result:%s", q->qc.prefix, job_id);
+    return queue_key_fits(buf, len, "%s:result:%s", q->qc.prefix, job_id) ? QUEUE_OK : QUEUE_EARG;
 }
 
 void queue_free(Queue *q)
@@ -501,12 +546,24 @@ int queue_reclaim(Queue *q, JobKind kind, QueueEntry *out, int max)
     return n;
 }
 
+/* queue_result_key into a QUEUE_KEY_MAX buffer, with errstr set when the id is too long. */
+static int result_key(Queue *q, const char *job_id, char *buf)
+{
+    if (queue_result_key(q, job_id, buf, QUEUE_KEY_MAX) == QUEUE_OK)
+        return QUEUE_OK;
+    return queue_set_err(q, QUEUE_EARG, "job id \"%.40s...\" (%zu bytes) makes a result key longer "
+                         "than %d bytes", job_id, strlen(job_id), QUEUE_KEY_MAX - 1);
+}
+
 /* Pipelined EXISTS per key: which of the results exist. */
 static int exists_each(Queue *q, const char *const *job_ids, int n, bool *exists)
 {
-    char key[256];
+    char key[QUEUE_KEY_MAX];
+    for (int i = 0; i < n; i++) /* every key first: a pipeline is never left half-sent */
+        if (result_key(q, job_ids[i], key))
+            return QUEUE_EARG;
     for (int i = 0; i < n; i++) {
-        queue_result_key(q, job_ids[i], key, sizeof key);
+        result_key(q, job_ids[i], key);
         redisAppendCommand(q->ctx, "EXISTS %s", key);
     }
     int rc = QUEUE_OK;
@@ -532,7 +589,7 @@ int queue_results_exist(Queue *q, const char *const *job_ids, int n, bool *exist
      * key by key. */
     const char **argv = malloc(((size_t)n + 1) * sizeof *argv);
     size_t *lens = malloc(((size_t)n + 1) * sizeof *lens);
-    char (*keys)[256] = malloc((size_t)n * sizeof *keys);
+    char (*keys)[QUEUE_KEY_MAX] = malloc((size_t)n * sizeof *keys);
     int rc = QUEUE_OK;
     if (!argv || !lens || !keys) {
         rc = queue_set_err(q, QUEUE_ENOMEM, "out of memory");
@@ -541,7 +598,8 @@ int queue_results_exist(Queue *q, const char *const *job_ids, int n, bool *exist
     argv[0] = "EXISTS";
     lens[0] = 6;
     for (int i = 0; i < n; i++) {
-        queue_result_key(q, job_ids[i], keys[i], sizeof keys[i]);
+        if ((rc = result_key(q, job_ids[i], keys[i])))
+            goto out;
         argv[i + 1] = keys[i];
         lens[i + 1] = strlen(keys[i]);
     }
@@ -609,7 +667,7 @@ static int append_finish(Queue *q, const QueueResult *r, int n)
     size_t *lens = malloc((size_t)nargs * sizeof *lens);
     /* Numbers and result keys rendered for this call: 5 numbers and one key per result. */
     char (*num)[24] = malloc(((size_t)n * 4 + 5) * sizeof *num);
-    char (*rkey)[256] = malloc((size_t)n * sizeof *rkey);
+    char (*rkey)[QUEUE_KEY_MAX] = malloc((size_t)n * sizeof *rkey);
     int rc = QUEUE_OK;
     if (!argv || !lens || !num || !rkey) {
         rc = queue_set_err(q, QUEUE_ENOMEM, "out of memory");
@@ -626,7 +684,8 @@ static int append_finish(Queue *q, const QueueResult *r, int n)
     ARG(q->stream[JOB_GENERATE]);
     ARG(q->dead);
     for (int i = 0; i < n; i++) {
-        queue_result_key(q, r[i].job_id, rkey[i], sizeof rkey[i]);
+        if ((rc = result_key(q, r[i].job_id, rkey[i])))
+            goto out;
         ARG(rkey[i]);
         if (r[i].reply_to)
             ARG(r[i].reply_to);
@@ -681,6 +740,10 @@ int queue_finish(Queue *q, const QueueResult *r, int n, QueueRefusal *refused)
 {
     if (queue_ensure_ctx(q))
         return QUEUE_ECONN;
+    char key[QUEUE_KEY_MAX];
+    for (int i = 0; i < n; i++) /* every key first: a pipeline is never left half-sent */
+        if (result_key(q, r[i].job_id, key))
+            return QUEUE_EARG;
     /* Pipelined: every call is sent before the first reply is read. */
     int calls = 0, starts[n > 0 ? n : 1];
     for (int i = 0; i < n; calls++) {
@@ -724,8 +787,9 @@ int queue_heartbeat(Queue *q, int ttl_ms)
 {
     if (queue_ensure_ctx(q))
         return QUEUE_ECONN;
-    char key[256];
-    snprintf(key, sizeof key, "%s:consumer:%s", q->qc.prefix, q->consumer);
+    char key[QUEUE_KEY_MAX];
+    if (queue_format_key(q, key, sizeof key, "%s:consumer:%s", q->qc.prefix, q->consumer))
+        return QUEUE_EARG;
     redisReply *r = redisCommand(q->ctx, "SET %s ready PX %d", key, ttl_ms);
     int rc = queue_check_reply(q, r, "SET heartbeat");
     freeReplyObject(r);

@@ -24,6 +24,13 @@ enum {
 };
 
 #define QUEUE_ENTRY_ID_MAX 48
+/* Bytes of every Redis key buffer, NUL included. The config bounds the names that go into keys
+ * (CFG_QUEUE_PREFIX_MAX, CFG_PIN_COHORT_MAX in config/config.h) so that the longest key the
+ * engine builds fits; queue.c and pin.c check the sums at compile time, and every key builder
+ * refuses (QUEUE_EARG) rather than cut a key short. */
+#define QUEUE_KEY_MAX 256
+/* Bytes of a consumer name buffer, NUL included (a worker's is "<queue.consumer>-<index>"). */
+#define QUEUE_CONSUMER_MAX 128
 
 /* One stream entry handed to a worker. */
 typedef struct QueueEntry {
@@ -62,7 +69,7 @@ typedef struct QueueResult {
 } QueueResult;
 
 typedef struct QueueConsumerStatus {
-    char name[128];
+    char name[QUEUE_CONSUMER_MAX];
     long long pending, idle_ms;
     bool ready;     /* its heartbeat key is live */
 } QueueConsumerStatus;
@@ -74,7 +81,8 @@ typedef struct QueueStreamStatus {
 } QueueStreamStatus;
 
 /* Connects (retrying with backoff until redis.startup_deadline_ms) and authenticates. Returns
- * NULL only on allocation failure; check queue_connected(). */
+ * NULL only on allocation failure; check queue_connected(). A prefix or consumer name too long
+ * for its keys leaves it unconnected with the reason in queue_errstr(). */
 Queue *queue_open(const RedisConfig *rc, const QueueConfig *qc, const char *consumer);
 bool queue_connected(const Queue *q);
 /* One reconnect attempt (AUTH, SELECT, script load). */
@@ -83,9 +91,11 @@ void queue_free(Queue *q);                  /* NULL-safe */
 const char *queue_errstr(const Queue *q);
 const char *queue_consumer(const Queue *q);
 
-/* Key names: "<prefix>:jobs:embed", "<prefix>:result:<id>", ... into buf. */
+/* Key names: "<prefix>:jobs:embed", "<prefix>:result:<id>", ... queue_result_key writes into
+ * buf and returns QUEUE_OK, or QUEUE_EARG (buf then "") when the key would not fit in len
+ * bytes: a key is never cut short, so two long ids can never share one. */
 const char *queue_stream_key(const Queue *q, JobKind kind);
-void queue_result_key(const Queue *q, const char *job_id, char *buf, size_t len);
+int queue_result_key(const Queue *q, const char *job_id, char *buf, size_t len);
 const char *queue_dead_key(const Queue *q);
 
 /* Producer-named keys (queue/key_policy.c). The engine owns every key under "<prefix>:" but the
@@ -180,7 +190,8 @@ typedef struct QueuePin {
     char created_by[192];
 } QueuePin;
 
-void queue_pin_key(const Queue *q, const char *cohort, char *buf, size_t len);
+/* "<prefix>:pin:<cohort>" into buf: QUEUE_OK, or QUEUE_EARG (buf then "") when it would not fit. */
+int queue_pin_key(const Queue *q, const char *cohort, char *buf, size_t len);
 /* Writes `mine` as the cohort's pin if there is none, atomically (one Lua call: two engines
  * booting at once agree on one pin). *stored gets the pin Redis holds afterwards (ours or the
  * one that was there) and *created says which. Returns QUEUE_OK or < 0. */

@@ -10,9 +10,9 @@ struct Queue {
     redisContext *ctx;
     RedisConfig rc;
     QueueConfig qc;
-    char consumer[128];
-    char stream[2][192];
-    char dead[192];
+    char consumer[QUEUE_CONSUMER_MAX];
+    char stream[2][QUEUE_KEY_MAX];
+    char dead[QUEUE_KEY_MAX];
     char finish_sha[41];
     char reclaim_cursor[2][QUEUE_ENTRY_ID_MAX];
     char password[256];
@@ -25,5 +25,10 @@ int queue_set_err(Queue *q, int code, const char *fmt, ...) __attribute__((forma
 int queue_check_reply(Queue *q, redisReply *r, const char *what);
 /* QUEUE_ECONN with a message when there is no live connection. */
 int queue_ensure_ctx(Queue *q);
+/* snprintf into a key buffer of len bytes: QUEUE_OK, or QUEUE_EARG with errstr naming the key
+ * when it would not fit (buf is then ""): keys are never cut short. */
+int queue_format_key(Queue *q, char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* The same without a Queue to report on: true when the whole key fit. */
+bool queue_key_fits(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

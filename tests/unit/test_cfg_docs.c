@@ -120,8 +120,16 @@ static void test_docs_explain_groups_rules_paths_and_environment(void **state)
         "## `redis`\n", "## `queue`\n", "## `batch`\n", "## `embedder`\n", "## `decoder`\n",
         "## `pin`\n", "## `log`\n",
         "## Cross-field rules\n",
-        "- When `embedder.backend = \"native\"`, `embedder.snapshot` must be non-empty and name an "
-        "existing directory.\n",
+        "- When `embedder.backend = \"native\"`, `embedder.snapshot` must be non-empty and name a "
+        "directory holding, as readable regular files, what the native embedder loads: "
+        "`config.json`, `model.safetensors` and `tokenizer.json` (or `vocab.txt`).\n",
+        "`decoder.model` must be non-empty and name a readable regular file that starts with the "
+        "GGUF magic",
+        "`redis.password_file`, when non-empty, must name an existing, readable regular file; a "
+        "warning (not an error) when group or others may read it",
+        "`embedder.device = \"cuda:N\"` needs a native embedder with a CUDA backend",
+        "`decoder.device = \"cuda:N\"` needs a native decoder with a CUDA backend",
+        "| `queue.prefix` | string | `\"weaver\"` | non-empty, no whitespace, at most 118 bytes | no |",
         "- When `embedder.backend = \"remote\"`, `embedder.url` must be non-empty.\n",
         "`batch.lookahead` must be at least `batch.max_texts`",
         "`queue.visibility_timeout_ms` must be greater than `queue.block_ms`",

@@ -4,6 +4,9 @@
  * live in test_cfg_rules.c; this file must not depend on model files or the build's features. */
 #include "tests/unit/test_cfg_util.h"
 
+#include "queue/job.h"   /* JOB_ID_MAX, QUEUE_KEY_MAX, QUEUE_CONSUMER_MAX: macros only, */
+#include "queue/queue.h" /* for the key bounds test; nothing of queue/ is linked */
+
 /* ---- defaults and values ---- */
 
 static void test_keys_left_out_get_their_documented_defaults(void **state)
@@ -65,7 +68,7 @@ static void test_decoder_is_enabled_unless_the_file_says_otherwise(void **state)
     (void)state;
     Config c;
     cfg_test_load_ok("embedder = { backend = \"remote\"; url = \"http://e\"; };\n"
-                     "decoder = { backend = \"native\"; model = \"tests/fixtures/config/secret.txt\"; };\n",
+                     "decoder = { backend = \"native\"; model = \"tests/fixtures/config/header-only.gguf\"; };\n",
                      &c);
     assert_true(c.decoder.enabled);
     cfg_free(&c);
@@ -307,6 +310,64 @@ static void test_names_used_in_redis_keys_must_be_nonempty_without_whitespace(vo
                       "t.conf:7: pin.cohort: \"a\tb\" must not contain whitespace");
 }
 
+/* A name of `n` copies of `c`, in a static buffer (one at a time). */
+static const char *repeat(char c, size_t n)
+{
+    static char buf[512];
+    assert_true(n < sizeof buf);
+    memset(buf, c, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+static void test_names_used_in_redis_keys_are_bounded_so_no_key_is_cut_short(void **state)
+{
+    (void)state;
+    char text[2048];
+    snprintf(text, sizeof text, CFG_TEST_BASE "queue = { prefix = \"%s\"; ", repeat('p', CFG_QUEUE_PREFIX_MAX));
+    snprintf(text + strlen(text), sizeof text - strlen(text), "consumer = \"%s\"; };\n",
+             repeat('c', CFG_QUEUE_CONSUMER_MAX));
+    snprintf(text + strlen(text), sizeof text - strlen(text), "pin = { cohort = \"%s\"; };\n",
+             repeat('k', CFG_PIN_COHORT_MAX));
+    Config c;
+    cfg_test_load_ok(text, &c);
+    assert_int_equal(strlen(c.queue.prefix), CFG_QUEUE_PREFIX_MAX);
+    assert_int_equal(strlen(c.queue.consumer), CFG_QUEUE_CONSUMER_MAX);
+    assert_int_equal(strlen(c.pin.cohort), CFG_PIN_COHORT_MAX);
+    cfg_free(&c);
+
+    snprintf(text, sizeof text, CFG_TEST_BASE "queue = {\n  prefix = \"%s\";\n",
+             repeat('p', CFG_QUEUE_PREFIX_MAX + 1));
+    snprintf(text + strlen(text), sizeof text - strlen(text), "  consumer = \"%s\";\n};\n",
+             repeat('c', CFG_QUEUE_CONSUMER_MAX + 1));
+    snprintf(text + strlen(text), sizeof text - strlen(text), "pin = { cohort = \"%s\"; };\n",
+             repeat('k', CFG_PIN_COHORT_MAX + 1));
+    assert_cfg_errors(text,
+                      "t.conf:4: queue.prefix: is 119 bytes long; at most 118 fit in the Redis keys "
+                      "the engine builds",
+                      "t.conf:5: queue.consumer: is 124 bytes long; at most 123 fit in the Redis "
+                      "keys the engine builds",
+                      "t.conf:7: pin.cohort: is 133 bytes long; at most 132 fit in the Redis keys "
+                      "the engine builds");
+}
+
+/* config.h derives the bounds from the queue's key buffers and the longest job id; they must
+ * be the longest that fit (queue.c and pin.c check at compile time that they fit at all). */
+static void test_key_name_bounds_are_the_longest_that_fit_the_key_buffers(void **state)
+{
+    (void)state;
+    size_t nul = 1;
+    /* <prefix>:result:<job id>: fits */
+    assert_true(CFG_QUEUE_PREFIX_MAX + strlen(":result:") + JOB_ID_MAX + nul <= QUEUE_KEY_MAX);
+    /* <prefix>:consumer:<consumer name>: fits exactly, so the prefix cannot be longer */
+    assert_int_equal(CFG_QUEUE_PREFIX_MAX + strlen(":consumer:") + (QUEUE_CONSUMER_MAX - nul) + nul,
+                     QUEUE_KEY_MAX);
+    /* <prefix>:pin:<cohort>: fits exactly */
+    assert_int_equal(CFG_QUEUE_PREFIX_MAX + strlen(":pin:") + CFG_PIN_COHORT_MAX + nul, QUEUE_KEY_MAX);
+    /* <consumer>-<worker index below 256>: fills a consumer name exactly */
+    assert_int_equal(CFG_QUEUE_CONSUMER_MAX + strlen("-255") + nul, QUEUE_CONSUMER_MAX);
+}
+
 /* ---- unknown names ---- */
 
 static void test_misspelt_key_is_an_error_with_a_did_you_mean_hint(void **state)
@@ -476,6 +537,8 @@ int main(void)
         cmocka_unit_test(test_string_outside_the_allowed_values_lists_them),
         cmocka_unit_test(test_enumerated_strings_are_checked_case_sensitively),
         cmocka_unit_test(test_names_used_in_redis_keys_must_be_nonempty_without_whitespace),
+        cmocka_unit_test(test_names_used_in_redis_keys_are_bounded_so_no_key_is_cut_short),
+        cmocka_unit_test(test_key_name_bounds_are_the_longest_that_fit_the_key_buffers),
         cmocka_unit_test(test_misspelt_key_is_an_error_with_a_did_you_mean_hint),
         cmocka_unit_test(test_unknown_key_far_from_every_key_gets_no_hint),
         cmocka_unit_test(test_key_in_the_wrong_group_points_to_the_right_one),

@@ -43,6 +43,29 @@ static int load_with_path(const char *fmt, const char *path, Config *c, CfgError
         assert_cfg_errors(text_, __VA_ARGS__);                                                 \
     } while (0)
 
+/* Fills `dir` with the files the native embedder loads (their content does not matter to the
+ * config check): config.json, model.safetensors and `tokenizer` (tokenizer.json or vocab.txt). */
+static void make_snapshot_files(const char *dir, const char *tokenizer)
+{
+    const char *names[] = { "config.json", "model.safetensors", tokenizer };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fputs("{}", f);
+        assert_int_equal(fclose(f), 0);
+    }
+}
+
+/* A GGUF file header: the magic, then `version` as a little-endian uint32. */
+static void make_gguf(const CfgScratch *s, const char *name, unsigned version, char *out, size_t len)
+{
+    unsigned char head[8] = { 'G', 'G', 'U', 'F', (unsigned char)version,
+                              (unsigned char)(version >> 8), 0, 0 };
+    cfg_scratch_bytes(s, name, head, sizeof head, 0600, out, len);
+}
+
 /* ---- embedder.snapshot (native) ---- */
 
 static void test_native_embedder_with_empty_snapshot_says_snapshot_is_required(void **state)
@@ -80,6 +103,7 @@ static void test_relative_snapshot_is_resolved_from_the_current_directory(void *
     char dir[PATH_MAX];
     cfg_scratch_subdir(s, "models", dir, sizeof dir);
     cfg_scratch_subdir(s, "models/all-MiniLM-L6-v2", dir, sizeof dir);
+    make_snapshot_files(dir, "tokenizer.json");
     Config c;
     cfg_test_load_ok(DECODER_OFF "embedder = {\n  device = \"cpu\";\n};\n", &c);
     assert_string_equal(c.embedder.snapshot, "models/all-MiniLM-L6-v2");
@@ -96,9 +120,58 @@ static void test_native_embedder_snapshot_that_is_a_file_is_not_a_directory(void
     assert_path_errors(DECODER_OFF "embedder = {\n  snapshot = \"%s\";\n};\n", path, msg);
 }
 
+static void test_native_embedder_snapshot_that_is_an_empty_directory_names_every_missing_file(
+    void **state)
+{
+    CfgScratch *s = *state;
+    char msg[PATH_MAX + 256];
+    snprintf(msg, sizeof msg, "t.conf:3: embedder.snapshot: \"%s\" is not a snapshot the native "
+             "embedder can load: missing config.json, model.safetensors, tokenizer.json (or "
+             "vocab.txt)", s->dir);
+    assert_path_errors(DECODER_OFF "embedder = {\n  snapshot = \"%s\";\n};\n", s->dir, msg);
+}
+
+static void test_native_embedder_snapshot_without_weights_names_model_safetensors(void **state)
+{
+    CfgScratch *s = *state;
+    char path[PATH_MAX], msg[PATH_MAX + 256];
+    make_snapshot_files(s->dir, "vocab.txt");
+    snprintf(path, sizeof path, "%s/model.safetensors", s->dir);
+    assert_int_equal(remove(path), 0);
+    snprintf(msg, sizeof msg, "t.conf:2: embedder.snapshot: \"%s/\" is not a snapshot the native "
+             "embedder can load: missing model.safetensors", s->dir);
+    /* A trailing slash is fine and not doubled in the message's paths. */
+    assert_path_errors(DECODER_OFF "embedder = { snapshot = \"%s/\"; };\n", s->dir, msg);
+}
+
+static void test_native_embedder_snapshot_file_that_is_not_a_regular_file_is_named(void **state)
+{
+    CfgScratch *s = *state;
+    char dir[PATH_MAX], msg[PATH_MAX + 256];
+    make_snapshot_files(s->dir, "tokenizer.json");
+    char weights[PATH_MAX];
+    snprintf(weights, sizeof weights, "%s/model.safetensors", s->dir);
+    assert_int_equal(remove(weights), 0);
+    cfg_scratch_subdir(s, "model.safetensors", dir, sizeof dir);
+    snprintf(msg, sizeof msg, "t.conf:2: embedder.snapshot: \"%s\" is not a regular file", weights);
+    assert_path_errors(DECODER_OFF "embedder = { snapshot = \"%s\"; };\n", s->dir, msg);
+}
+
+static void test_native_embedder_snapshot_with_vocab_txt_instead_of_tokenizer_json_loads(void **state)
+{
+    CfgScratch *s = *state;
+    make_snapshot_files(s->dir, "vocab.txt");
+    Config c;
+    CfgErrors errs;
+    assert_int_equal(load_with_path(DECODER_OFF "embedder = { snapshot = \"%s\"; };\n", s->dir,
+                                    &c, &errs), 0);
+    cfg_test_done(&c, &errs);
+}
+
 static void test_native_embedder_with_an_existing_snapshot_directory_loads(void **state)
 {
     CfgScratch *s = *state;
+    make_snapshot_files(s->dir, "tokenizer.json");
     Config c;
     CfgErrors errs;
     assert_int_equal(load_with_path(DECODER_OFF "embedder = { snapshot = \"%s\"; };\n", s->dir,
@@ -193,6 +266,43 @@ static void test_cuda_device_needs_a_cuda_build(void **state)
     }
 }
 
+/* A build with CUDA still has no CUDA code in the native embedder or decoder: cuda:N for them is
+ * refused up front instead of after connecting to Redis (the embedder) or after writing the
+ * cohort pin (the decoder). Without CUDA the device itself is refused, as above. */
+static void test_cuda_device_for_a_native_backend_without_cuda_code_is_an_error(void **state)
+{
+    CfgScratch *s = *state;
+    char model[PATH_MAX], embed[TEXT_MAX], decode[TEXT_MAX];
+    make_snapshot_files(s->dir, "tokenizer.json");
+    make_gguf(s, "m.gguf", 3, model, sizeof model);
+    snprintf(embed, sizeof embed, DECODER_OFF "embedder = {\n  snapshot = \"%s\";\n"
+             "  device = \"cuda:0\";\n};\n", s->dir);
+    snprintf(decode, sizeof decode, EMBEDDER_REMOTE "decoder = {\n  model = \"%s\";\n"
+             "  device = \"cuda:1\";\n};\n", model);
+    if (!cfg_build_has_cuda()) {
+        assert_cfg_errors(embed, "t.conf:4: embedder.device: \"cuda:0\": this build has no CUDA "
+                          "support; rebuild with -DWEAVER_CUDA=ON");
+        assert_cfg_errors(decode, "t.conf:4: decoder.device: \"cuda:1\": this build has no CUDA "
+                          "support; rebuild with -DWEAVER_CUDA=ON");
+        return;
+    }
+    Config c;
+    if (cfg_build_has_cuda_embedder()) {
+        cfg_test_load_ok(embed, &c);
+        cfg_free(&c);
+    } else {
+        assert_cfg_errors(embed, "t.conf:4: embedder.device: \"cuda:0\": the native embedder has "
+                          "no CUDA backend yet in this build; use \"cpu\"");
+    }
+    if (cfg_build_has_cuda_decoder()) {
+        cfg_test_load_ok(decode, &c);
+        cfg_free(&c);
+    } else {
+        assert_cfg_errors(decode, "t.conf:4: decoder.device: \"cuda:1\": the native decoder has no "
+                          "CUDA backend yet in this build; use \"cpu\"");
+    }
+}
+
 static void test_parse_device_reads_cpu_and_cuda_index(void **state)
 {
     (void)state;
@@ -223,6 +333,9 @@ static void test_build_features_match_the_compile_definitions(void **state)
 #else
     assert_false(cfg_build_has_test_backends());
 #endif
+    /* No native backend has CUDA code yet, whatever the build: cuda:N is refused for them. */
+    assert_false(cfg_build_has_cuda_embedder());
+    assert_false(cfg_build_has_cuda_decoder());
 }
 
 static void test_test_backends_need_a_test_backends_build(void **state)
@@ -284,17 +397,71 @@ static void test_disabled_decoder_does_not_need_a_model(void **state)
     cfg_free(&c);
 }
 
-static void test_native_decoder_with_an_existing_model_file_loads(void **state)
+static void test_native_decoder_reads_gguf_versions_2_and_3(void **state)
+{
+    CfgScratch *s = *state;
+    for (unsigned version = 2; version <= 3; version++) {
+        char path[PATH_MAX];
+        make_gguf(s, version == 2 ? "v2.gguf" : "v3.gguf", version, path, sizeof path);
+        Config c;
+        CfgErrors errs;
+        assert_int_equal(load_with_path(EMBEDDER_REMOTE "decoder = { model = \"%s\"; };\n", path,
+                                        &c, &errs), 0);
+        assert_true(c.decoder.enabled);
+        assert_string_equal(c.decoder.model, path);
+        cfg_test_done(&c, &errs);
+    }
+}
+
+static void test_native_decoder_model_that_is_not_gguf_is_refused(void **state)
+{
+    CfgScratch *s = *state;
+    const char *contents[] = { "{\"model_type\": \"bert\"}", "" }; /* another format; empty */
+    for (size_t i = 0; i < sizeof contents / sizeof contents[0]; i++) {
+        char path[PATH_MAX], msg[PATH_MAX + 128];
+        cfg_scratch_file(s, "model.bin", contents[i], path, sizeof path);
+        snprintf(msg, sizeof msg, "t.conf:3: decoder.model: \"%s\" is not a GGUF file (it does not "
+                 "start with \"GGUF\")", path);
+        assert_path_errors(EMBEDDER_REMOTE "decoder = {\n  model = \"%s\";\n};\n", path, msg);
+    }
+}
+
+static void test_native_decoder_model_cut_inside_its_header_is_refused(void **state)
+{
+    CfgScratch *s = *state;
+    char path[PATH_MAX], msg[PATH_MAX + 128];
+    cfg_scratch_bytes(s, "cut.gguf", "GGUF\3", 5, 0600, path, sizeof path);
+    snprintf(msg, sizeof msg, "t.conf:2: decoder.model: \"%s\" ends inside its GGUF header", path);
+    assert_path_errors(EMBEDDER_REMOTE "decoder = { model = \"%s\"; };\n", path, msg);
+}
+
+static void test_native_decoder_model_of_another_gguf_version_is_refused(void **state)
+{
+    CfgScratch *s = *state;
+    const unsigned versions[] = { 1, 4, 0x300 };
+    for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
+        char path[PATH_MAX], msg[PATH_MAX + 128];
+        make_gguf(s, "old.gguf", versions[i], path, sizeof path);
+        snprintf(msg, sizeof msg, "t.conf:2: decoder.model: \"%s\" is GGUF version %u; the native "
+                 "decoder reads versions 2 and 3", path, versions[i]);
+        assert_path_errors(EMBEDDER_REMOTE "decoder = { model = \"%s\"; };\n", path, msg);
+    }
+}
+
+static void test_only_the_native_decoder_needs_a_gguf_model(void **state)
 {
     CfgScratch *s = *state;
     char path[PATH_MAX];
-    cfg_scratch_file(s, "m.gguf", "GGUF", path, sizeof path);
+    cfg_scratch_file(s, "model.bin", "not gguf", path, sizeof path);
     Config c;
     CfgErrors errs;
-    assert_int_equal(load_with_path(EMBEDDER_REMOTE "decoder = { model = \"%s\"; };\n", path, &c,
-                                    &errs), 0);
-    assert_true(c.decoder.enabled);
-    assert_string_equal(c.decoder.model, path);
+    assert_int_equal(load_with_path(EMBEDDER_REMOTE "decoder = { enabled = false; model = \"%s\"; };\n",
+                                    path, &c, &errs), 0);
+    cfg_test_done(&c, &errs);
+    if (!cfg_build_has_test_backends())
+        return;
+    assert_int_equal(load_with_path(EMBEDDER_REMOTE "decoder = { backend = \"test-echo\"; "
+                                    "model = \"%s\"; };\n", path, &c, &errs), 0);
     cfg_test_done(&c, &errs);
 }
 
@@ -376,6 +543,75 @@ static void test_readable_token_and_password_files_load(void **state)
     cfg_test_done(&c, &errs);
 }
 
+/* Sets `path` to `mode`, loads a config whose token and password files are `path`, and checks
+ * that it loads with one warning per key naming `who` may read it (NULL = no warning). */
+static void assert_secret_warnings(const char *path, mode_t mode, const char *who)
+{
+    assert_int_equal(chmod(path, mode), 0);
+    Config c;
+    CfgErrors errs;
+    assert_int_equal(load_with_path(DECODER_OFF "embedder = { backend = \"remote\"; url = "
+                                    "\"http://e\"; token_file = \"%1$s\"; };\n"
+                                    "redis = { password_file = \"%1$s\"; };\n",
+                                    path, &c, &errs), 0);
+    assert_int_equal(errs.count, 0);
+    if (!who) {
+        assert_int_equal(errs.n_warnings, 0);
+        cfg_test_done(&c, &errs);
+        return;
+    }
+    char w1[PATH_MAX + 160], w2[PATH_MAX + 160];
+    snprintf(w1, sizeof w1, "t.conf:2: embedder.token_file: warning: \"%s\" is readable by %s "
+             "(mode %04o); chmod 600 it", path, who, (unsigned)mode);
+    snprintf(w2, sizeof w2, "t.conf:3: redis.password_file: warning: \"%s\" is readable by %s "
+             "(mode %04o); chmod 600 it", path, who, (unsigned)mode);
+    assert_int_equal(errs.n_warnings, 2);
+    assert_string_equal(errs.warnings[0], w1);
+    assert_string_equal(errs.warnings[1], w2);
+    cfg_test_done(&c, &errs);
+}
+
+static void test_secret_files_others_can_read_are_a_warning_not_an_error(void **state)
+{
+    CfgScratch *s = *state;
+    char path[PATH_MAX];
+    cfg_scratch_bytes(s, "secret", "hunter2\n", 8, 0600, path, sizeof path);
+    assert_secret_warnings(path, 0644, "group and others");
+    assert_secret_warnings(path, 0640, "group");
+    assert_secret_warnings(path, 0604, "others");
+    assert_secret_warnings(path, 0400, NULL);
+    assert_secret_warnings(path, 0600, NULL);
+}
+
+static void test_warnings_survive_a_failed_load_and_print_before_the_errors(void **state)
+{
+    CfgScratch *s = *state;
+    char path[PATH_MAX], text[TEXT_MAX], want[PATH_MAX + 256];
+    cfg_scratch_bytes(s, "secret", "hunter2\n", 8, 0644, path, sizeof path);
+    snprintf(text, sizeof text, CFG_TEST_BASE "redis = {\n  port = 0;\n  password_file = \"%s\";\n};\n",
+             path);
+    Config c;
+    CfgErrors errs;
+    assert_int_equal(cfg_test_load(text, &c, &errs), -1);
+    assert_int_equal(errs.count, 1);
+    assert_int_equal(errs.n_warnings, 1);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    assert_non_null(out);
+    cfg_errors_print(&errs, out);
+    assert_int_equal(fclose(out), 0);
+    snprintf(want, sizeof want,
+             "t.conf:5: redis.password_file: warning: \"%s\" is readable by group and others "
+             "(mode 0644); chmod 600 it\n"
+             "t.conf:4: redis.port: 0 is out of range (allowed 1..65535)\n", path);
+    assert_string_equal(buf, want);
+    free(buf);
+    cfg_test_done(&c, &errs);
+    assert_int_equal(errs.n_warnings, 0);
+    assert_null(errs.warnings);
+}
+
 /* ---- two keys compared ---- */
 
 static void test_lookahead_smaller_than_max_texts_is_an_error(void **state)
@@ -444,12 +680,17 @@ int main(void)
         T(test_native_embedder_snapshot_that_does_not_exist_is_named),
         T(test_relative_snapshot_is_resolved_from_the_current_directory),
         T(test_native_embedder_snapshot_that_is_a_file_is_not_a_directory),
+        T(test_native_embedder_snapshot_that_is_an_empty_directory_names_every_missing_file),
+        T(test_native_embedder_snapshot_without_weights_names_model_safetensors),
+        T(test_native_embedder_snapshot_file_that_is_not_a_regular_file_is_named),
+        T(test_native_embedder_snapshot_with_vocab_txt_instead_of_tokenizer_json_loads),
         T(test_native_embedder_with_an_existing_snapshot_directory_loads),
         T(test_remote_embedder_ignores_the_snapshot),
         T(test_remote_embedder_without_url_points_at_the_embedder_group),
         T(test_embedder_url_must_be_http_or_https),
         T(test_device_must_be_cpu_or_cuda_n),
         T(test_cuda_device_needs_a_cuda_build),
+        T(test_cuda_device_for_a_native_backend_without_cuda_code_is_an_error),
         T(test_parse_device_reads_cpu_and_cuda_index),
         T(test_build_features_match_the_compile_definitions),
         T(test_test_backends_need_a_test_backends_build),
@@ -457,11 +698,17 @@ int main(void)
         T(test_native_decoder_model_must_be_a_regular_file),
         T(test_native_decoder_with_empty_model_says_model_is_required),
         T(test_disabled_decoder_does_not_need_a_model),
-        T(test_native_decoder_with_an_existing_model_file_loads),
+        T(test_native_decoder_reads_gguf_versions_2_and_3),
+        T(test_native_decoder_model_that_is_not_gguf_is_refused),
+        T(test_native_decoder_model_cut_inside_its_header_is_refused),
+        T(test_native_decoder_model_of_another_gguf_version_is_refused),
+        T(test_only_the_native_decoder_needs_a_gguf_model),
         T(test_token_and_password_files_must_exist_when_set),
         T(test_token_and_password_files_must_be_regular_files),
         T(test_unreadable_token_file_is_reported),
         T(test_readable_token_and_password_files_load),
+        T(test_secret_files_others_can_read_are_a_warning_not_an_error),
+        T(test_warnings_survive_a_failed_load_and_print_before_the_errors),
         T(test_lookahead_smaller_than_max_texts_is_an_error),
         T(test_visibility_timeout_must_exceed_block_ms),
         T(test_rules_skip_keys_that_are_already_invalid),

@@ -97,6 +97,18 @@ static inline void cfg_scratch_file(const CfgScratch *s, const char *name, const
     assert_int_equal(fclose(f), 0);
 }
 
+/* The same with `n` raw bytes (NULs included), and the file's mode set to `mode`. */
+static inline void cfg_scratch_bytes(const CfgScratch *s, const char *name, const void *bytes,
+                                     size_t n, mode_t mode, char *out, size_t len)
+{
+    snprintf(out, len, "%s/%s", s->dir, name);
+    FILE *f = fopen(out, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(out, mode), 0);
+}
+
 static inline void cfg_scratch_subdir(const CfgScratch *s, const char *name, char *out, size_t len)
 {
     snprintf(out, len, "%s/%s", s->dir, name);
