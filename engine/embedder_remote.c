@@ -23,10 +23,31 @@
  *   (a text the service rejects with truncate = false is EMBED_ERR_TOO_LONG). What still fails
  *   becomes a per-text EMBED_ERR_BACKEND with the reason in errstr: a job error result, never
  *   a crash. Once a request has exhausted its retries the rest of the call fails fast.
+ * - Untrusted answers: a 2xx answer is checked before any vector is used, and an answer that
+ *   breaks these rules is never retried (a service that sent it once will send it again) nor
+ *   split; its texts get EMBED_ERR_BACKEND with the rule and the offending index in errstr.
+ *   Whole request fails (no text can be trusted to own its vector):
+ *     - the body is not JSON (this includes NaN and Infinity, which cJSON does not read);
+ *     - TEI: not a list of exactly n items; OpenAI: no "data" list of exactly n items;
+ *     - OpenAI: an item's "index" is missing or not an integer, is outside [0, n), or repeats
+ *       an earlier item's (then some text has no vector). Vectors go by "index", never by
+ *       position;
+ *     - the body is longer than REMOTE_RESPONSE_SLACK + n * (REMOTE_RESPONSE_PER_TEXT + dim *
+ *       REMOTE_RESPONSE_PER_NUMBER) bytes (GET /info, /v1/models: REMOTE_MAX_INFO_RESPONSE; the
+ *       probe: REMOTE_MAX_PROBE_RESPONSE), by Content-Length or as read: reading stops there,
+ *       so a broken service cannot make the engine hold gigabytes. This applies to error
+ *       answers too.
+ *   Only that text fails (its vector is identified; the others of the answer are used):
+ *     - its vector is not an array of exactly dim numbers, dim being what the probe at open
+ *       found;
+ *     - an element is not a number, or not finite once a float (cJSON reads 1e999 as inf,
+ *       and 1e39 overflows a float), so no NaN or inf reaches a result.
+ *   The probe itself follows the same rules; any fault there stops the start-up.
  * Must not log or exit. The bearer token (embedder.token_file) is never put in a message. */
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -44,7 +65,12 @@
 #define REMOTE_BACKOFF_MAX_MS 2000
 #define REMOTE_OPENAI_MAX_BATCH 2048
 #define REMOTE_DEFAULT_MAX_SEQ 512
-#define REMOTE_MAX_RESPONSE (256u << 20)
+/* What a response may hold before the engine stops reading it (see "Untrusted answers"). */
+#define REMOTE_MAX_INFO_RESPONSE ((size_t)4 << 20)   /* GET /info, GET /v1/models */
+#define REMOTE_MAX_PROBE_RESPONSE ((size_t)16 << 20) /* the probe: the dimension is not known yet */
+#define REMOTE_RESPONSE_PER_NUMBER 32                /* a double in full precision, indented */
+#define REMOTE_RESPONSE_PER_TEXT 512                 /* OpenAI's {"object", "index", ...} */
+#define REMOTE_RESPONSE_SLACK ((size_t)64 << 10)     /* usage, model, headers of the list */
 #define REMOTE_DIM_PROBE "weaver-engine remote backend: dimension probe"
 
 typedef struct Buf {
@@ -68,8 +94,11 @@ struct EmbedWorkspace {
     CURL *curl;
     struct curl_slist *headers;
     Buf req, resp;
+    size_t resp_limit;      /* the current request's response cap */
+    bool resp_over;         /* the response passed resp_limit and was cut off */
     char curl_err[CURL_ERROR_SIZE];
     int *order;             /* scratch: text indices in request order */
+    int *where;             /* scratch: where[s] = the OpenAI item that holds text s's vector */
     int order_cap;
     unsigned seed;          /* backoff jitter */
 };
@@ -146,11 +175,21 @@ static int buf_json_string(Buf *b, const char *s, size_t n)
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
 {
-    Buf *b = ud;
+    EmbedWorkspace *ws = ud;
     size_t n = size * nmemb;
-    if (b->len + n > REMOTE_MAX_RESPONSE || buf_add(b, data, n) != 0)
+    if (ws->resp.len + n > ws->resp_limit) {
+        ws->resp_over = true;
         return 0; /* CURLE_WRITE_ERROR */
+    }
+    if (buf_add(&ws->resp, data, n) != 0)
+        return 0;
     return n;
+}
+
+/* The cap on the answer to an embed request of n texts of dimension dim. */
+static size_t embed_response_limit(int n, int dim)
+{
+    return REMOTE_RESPONSE_SLACK + (size_t)n * (REMOTE_RESPONSE_PER_TEXT + (size_t)dim * REMOTE_RESPONSE_PER_NUMBER);
 }
 
 static int approx_tokens(size_t len) { return (int)((len + 3) / 4) + 2; }
@@ -218,6 +257,7 @@ static void ws_free_all(EmbedWorkspace *ws)
     free(ws->req.p);
     free(ws->resp.p);
     free(ws->order);
+    free(ws->where);
     free(ws);
 }
 
@@ -225,13 +265,15 @@ typedef enum HttpOutcome {
     HTTP_OK = 0,        /* 2xx; body in ws->resp */
     HTTP_REJECTED = 1,  /* a non-retryable HTTP status; *status and body set */
     HTTP_FAILED = 2,    /* retries exhausted (transport error or retryable status); why set */
+    HTTP_TOO_BIG = 3,   /* the answer passed max_body: not retried; why set */
 } HttpOutcome;
 
 static bool retryable(long status) { return status == 408 || status == 429 || (status >= 500 && status <= 599); }
 
-/* One request with retries. body == NULL means GET. */
+/* One request with retries. body == NULL means GET. The answer is read up to max_body bytes;
+ * a longer one is HTTP_TOO_BIG at once, whatever its status. */
 static HttpOutcome http_call(Remote *r, EmbedWorkspace *ws, const char *path, const char *body, size_t body_len,
-                             long *status, char *why, size_t whylen)
+                             size_t max_body, long *status, char *why, size_t whylen)
 {
     char url[1200];
     snprintf(url, sizeof url, "%s%s", r->url, path);
@@ -244,6 +286,8 @@ static HttpOutcome http_call(Remote *r, EmbedWorkspace *ws, const char *path, co
         ws->resp.len = 0;
         if (ws->resp.p)
             ws->resp.p[0] = '\0';
+        ws->resp_limit = max_body;
+        ws->resp_over = false;
         ws->curl_err[0] = '\0';
         curl_easy_setopt(c, CURLOPT_URL, url);
         curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -252,7 +296,8 @@ static HttpOutcome http_call(Remote *r, EmbedWorkspace *ws, const char *path, co
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(r->timeout_ms < 10000 ? r->timeout_ms : 10000));
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, ws->headers);
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &ws->resp);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, ws);
+        curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_body); /* by Content-Length */
         curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ws->curl_err);
         curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
         if (body) {
@@ -265,6 +310,13 @@ static HttpOutcome http_call(Remote *r, EmbedWorkspace *ws, const char *path, co
         CURLcode cc = curl_easy_perform(c);
         long code = 0;
         curl_off_t retry_after = 0;
+        if (ws->resp_over || cc == CURLE_FILESIZE_EXCEEDED) {
+            *status = 0;
+            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+            snprintf(why, whylen, "%s %.100s: the answer (HTTP %ld) is larger than %zu bytes", body ? "POST" : "GET",
+                     url, *status, max_body);
+            return HTTP_TOO_BIG;
+        }
         if (cc == CURLE_OK) {
             curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
             curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &retry_after);
@@ -325,76 +377,148 @@ static int build_body(Remote *r, EmbedWorkspace *ws, const EmbedText *texts, con
     return bad ? -1 : 0;
 }
 
-/* Copies one JSON vector into out (dim floats). dim == 0 accepts any length >= 1. Returns its
- * length, or -1 when it is not an array of numbers of the expected length. */
-static int take_vector(const cJSON *arr, float *out, int dim)
+static const char *json_type(const cJSON *v)
 {
-    if (!cJSON_IsArray(arr))
-        return -1;
-    int n = cJSON_GetArraySize(arr);
-    if (n < 1 || (dim > 0 && n != dim))
-        return -1;
-    int i = 0;
-    const cJSON *v;
-    cJSON_ArrayForEach(v, arr)
-    {
-        if (!cJSON_IsNumber(v))
-            return -1;
-        if (out)
-            out[i] = (float)v->valuedouble;
-        i++;
-    }
-    return n;
+    if (cJSON_IsString(v))
+        return "a string";
+    if (cJSON_IsArray(v))
+        return "an array";
+    if (cJSON_IsObject(v))
+        return "an object";
+    if (cJSON_IsBool(v))
+        return "a boolean";
+    if (cJSON_IsNull(v))
+        return "null";
+    return cJSON_IsNumber(v) ? "a number" : "not JSON";
 }
 
-/* Parses an embed response of n vectors into out[idx[i] * dim]. dim_io: 0 = learn it. */
-static int parse_vectors(Remote *r, const Buf *resp, const int *idx, int n, float *out, int *dim_io, char *why,
-                         size_t whylen)
+/* Checks that vec is an array of exactly dim finite numbers that are finite as floats too, and
+ * copies it into out (when out is not NULL). On failure says why, naming element and value. */
+static int take_vector(const cJSON *vec, float *out, int dim, char *why, size_t whylen)
 {
-    cJSON *doc = cJSON_ParseWithLength(resp->p ? resp->p : "", resp->len);
+    if (!cJSON_IsArray(vec)) {
+        snprintf(why, whylen, "%s, not an array of numbers", json_type(vec));
+        return -1;
+    }
+    int n = cJSON_GetArraySize(vec);
+    if (n != dim) {
+        snprintf(why, whylen, "%d numbers, not the %d of the model's dimension", n, dim);
+        return -1;
+    }
+    int i = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, vec)
+    {
+        if (!cJSON_IsNumber(v)) {
+            snprintf(why, whylen, "element %d is %s, not a number", i, json_type(v));
+            return -1;
+        }
+        /* cJSON reads 1e999 as inf; 1e39 is a finite double but an infinite float. */
+        float f = (float)v->valuedouble;
+        if (!isfinite(f)) {
+            snprintf(why, whylen, "element %d is %g, not a finite float", i, v->valuedouble);
+            return -1;
+        }
+        if (out)
+            out[i] = f;
+        i++;
+    }
+    return 0;
+}
+
+/* Up to 24 bytes at p as printable ASCII, for an error message. */
+static void snippet(char *dst, size_t len, const char *p, const char *end)
+{
+    size_t k = 0;
+    for (; k + 1 < len && k < 24 && p + k < end; k++) {
+        unsigned char c = (unsigned char)p[k];
+        dst[k] = c >= 0x20 && c < 0x7f && c != '"' ? (char)c : '?';
+    }
+    dst[k] = '\0';
+}
+
+/* Parses the answer to an embed request for texts idx[0..n) and puts text s's vector at
+ * out[idx[s] * dim] (out may be NULL). *dim_io: the dimension, 0 = learn it from the first vector
+ * (the probe). where: n ints of scratch (OpenAI).
+ * Returns -1 when the answer as a whole is unusable (why says why; no status is touched), else
+ * the number of texts whose vector was bad: status[idx[s]] is EMBED_OK or EMBED_ERR_BACKEND
+ * for every s, and why describes the last bad vector. */
+static int parse_vectors(Remote *r, const Buf *resp, const int *idx, int n, int *where, float *out, int *dim_io,
+                         EmbedStatus *status, char *why, size_t whylen)
+{
+    const char *text = resp->p ? resp->p : "";
+    const char *stop = NULL;
+    cJSON *doc = cJSON_ParseWithLengthOpts(text, resp->len, &stop, false);
     int rc = -1;
     if (!doc) {
-        snprintf(why, whylen, "the service's response is not JSON");
+        char near[32];
+        size_t at = stop && stop >= text && stop <= text + resp->len ? (size_t)(stop - text) : 0;
+        snippet(near, sizeof near, text + at, text + resp->len);
+        snprintf(why, whylen, "the service's answer is not JSON (at byte %zu of %zu: \"%s\")", at, resp->len, near);
         goto out;
     }
     const cJSON *list = r->openai ? cJSON_GetObjectItemCaseSensitive(doc, "data") : doc;
-    if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) != n) {
-        snprintf(why, whylen, "the service returned %d vectors for %d texts",
-                 cJSON_IsArray(list) ? cJSON_GetArraySize(list) : -1, n);
+    if (!cJSON_IsArray(list)) {
+        snprintf(why, whylen, "the service's answer %s", r->openai ? "has no \"data\" list" : "is not a list");
         goto out;
     }
-    int pos = 0;
+    if (cJSON_GetArraySize(list) != n) {
+        snprintf(why, whylen, "the service returned %d vectors for %d texts", cJSON_GetArraySize(list), n);
+        goto out;
+    }
+    /* OpenAI: which item belongs to which text is "index" alone. Any doubt about it fails the
+     * whole answer: a vector put at the wrong text is worse than no vector. */
+    if (r->openai) {
+        for (int s = 0; s < n; s++)
+            where[s] = -1;
+        int k = 0;
+        const cJSON *item;
+        cJSON_ArrayForEach(item, list)
+        {
+            const cJSON *ix = cJSON_GetObjectItemCaseSensitive(item, "index");
+            if (!cJSON_IsNumber(ix) || ix->valuedouble != floor(ix->valuedouble)) {
+                snprintf(why, whylen, "data[%d] has no integer \"index\" (it is %s)", k,
+                         !ix ? "missing" : cJSON_IsNumber(ix) ? "a fraction" : json_type(ix));
+                goto out;
+            }
+            if (ix->valuedouble < 0 || ix->valuedouble >= n) {
+                snprintf(why, whylen, "data[%d] has index %g, outside [0, %d)", k, ix->valuedouble, n);
+                goto out;
+            }
+            int s = (int)ix->valuedouble;
+            if (where[s] >= 0) {
+                snprintf(why, whylen, "index %d appears twice (data[%d] and data[%d])", s, where[s], k);
+                goto out;
+            }
+            where[s] = k;
+            k++;
+        }
+    }
+    int bad = 0, k = 0;
     const cJSON *item;
     cJSON_ArrayForEach(item, list)
     {
-        int slot = pos;
-        const cJSON *vec = item;
-        if (r->openai) {
-            const cJSON *ix = cJSON_GetObjectItemCaseSensitive(item, "index");
-            vec = cJSON_GetObjectItemCaseSensitive(item, "embedding");
-            if (cJSON_IsNumber(ix))
-                slot = (int)ix->valuedouble;
-            if (slot < 0 || slot >= n) {
-                snprintf(why, whylen, "the service returned an embedding with index %d for %d texts", slot, n);
-                goto out;
-            }
-        }
-        if (*dim_io == 0) {
-            int d = take_vector(vec, NULL, 0);
-            if (d < 1) {
-                snprintf(why, whylen, "the service returned something that is not a vector");
-                goto out;
-            }
-            *dim_io = d;
-        }
-        float *dst = out ? out + (size_t)idx[slot] * (size_t)*dim_io : NULL;
-        if (take_vector(vec, dst, *dim_io) < 0) {
-            snprintf(why, whylen, "the service returned a vector that is not %d numbers", *dim_io);
+        int s = r->openai ? (int)cJSON_GetObjectItemCaseSensitive(item, "index")->valuedouble : k;
+        const cJSON *vec = r->openai ? cJSON_GetObjectItemCaseSensitive(item, "embedding") : item;
+        if (*dim_io == 0)
+            *dim_io = cJSON_IsArray(vec) && cJSON_GetArraySize(vec) > 0 ? cJSON_GetArraySize(vec) : -1;
+        char what[160];
+        if (*dim_io < 1) {
+            snprintf(why, whylen, "the service's vector %d %s", s,
+                     cJSON_IsArray(vec) ? "is empty" : "is not an array of numbers");
             goto out;
         }
-        pos++;
+        float *dst = out ? out + (size_t)idx[s] * (size_t)*dim_io : NULL;
+        if (take_vector(vec, dst, *dim_io, what, sizeof what) == 0) {
+            status[idx[s]] = EMBED_OK;
+        } else {
+            status[idx[s]] = EMBED_ERR_BACKEND;
+            snprintf(why, whylen, "the service's vector %d (of %d in the request): %s", s, n, what);
+            bad++;
+        }
+        k++;
     }
-    rc = 0;
+    rc = bad;
 out:
     cJSON_Delete(doc);
     return rc;
@@ -433,16 +557,21 @@ static void embed_request(EmbedCall *c, const int *idx, int n, bool truncate)
         return;
     }
     long status = 0;
+    int dim = c->e->info.dim;
     HttpOutcome o = http_call(r, c->ws, r->openai ? "/v1/embeddings" : "/embed", c->ws->req.p, c->ws->req.len,
-                              &status, why, sizeof why);
+                              embed_response_limit(n, dim), &status, why, sizeof why);
     if (o == HTTP_OK) {
-        int dim = c->e->info.dim;
-        if (parse_vectors(r, &c->ws->resp, idx, n, c->out, &dim, why, sizeof why) == 0) {
-            for (int i = 0; i < n; i++)
-                c->status[idx[i]] = EMBED_OK;
-            return;
-        }
-        set_err(c->e, "remote embedder %.160s: %.200s", r->url, why);
+        /* A bad answer is not retried: a service that sent it once will most likely send it
+         * again. Vectors that can be told apart fail alone; the rest of the answer still counts. */
+        int bad = parse_vectors(r, &c->ws->resp, idx, n, c->ws->where, c->out, &dim, c->status, why, sizeof why);
+        if (bad != 0)
+            set_err(c->e, "remote embedder %.160s: %.200s", r->url, why);
+        if (bad < 0)
+            fail_texts(c, idx, n, EMBED_ERR_BACKEND);
+        return;
+    }
+    if (o == HTTP_TOO_BIG) {
+        set_err(c->e, "remote embedder: %s (the limit for %d vectors of %d numbers); not retried", why, n, dim);
         fail_texts(c, idx, n, EMBED_ERR_BACKEND);
         return;
     }
@@ -472,11 +601,14 @@ static int remote_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts,
         return 0;
     if (ws->order_cap < n) {
         int *o = realloc(ws->order, (size_t)n * sizeof *o);
-        if (!o) {
+        if (o)
+            ws->order = o;
+        int *w = o ? realloc(ws->where, (size_t)n * sizeof *w) : NULL;
+        if (!w) {
             set_err(e, "remote embedder: out of memory");
             return -1;
         }
-        ws->order = o;
+        ws->where = w;
         ws->order_cap = n;
     }
     /* Texts that may be truncated first, then those that may not: TEI's flag is per request. */
@@ -552,7 +684,7 @@ static int json_int(const cJSON *o, const char *key, int def)
 static int open_tei(Embedder *e, Remote *r, EmbedWorkspace *ws, const EmbedderConfig *cfg, char *err, size_t errlen)
 {
     long status = 0;
-    if (http_call(r, ws, "/info", NULL, 0, &status, err, errlen) != HTTP_OK)
+    if (http_call(r, ws, "/info", NULL, 0, REMOTE_MAX_INFO_RESPONSE, &status, err, errlen) != HTTP_OK)
         return -1;
     cJSON *info = cJSON_ParseWithLength(ws->resp.p ? ws->resp.p : "", ws->resp.len);
     if (!cJSON_IsObject(info)) {
@@ -609,7 +741,7 @@ static int open_openai(Embedder *e, Remote *r, EmbedWorkspace *ws, const Embedde
                        size_t errlen)
 {
     long status = 0;
-    if (http_call(r, ws, "/v1/models", NULL, 0, &status, err, errlen) != HTTP_OK)
+    if (http_call(r, ws, "/v1/models", NULL, 0, REMOTE_MAX_INFO_RESPONSE, &status, err, errlen) != HTTP_OK)
         return -1;
     cJSON *doc = cJSON_ParseWithLength(ws->resp.p ? ws->resp.p : "", ws->resp.len);
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(doc, "data");
@@ -703,17 +835,18 @@ static int remote_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig
     if (rc == 0) {
         /* The dimension comes from a real request, the same path every job takes. */
         EmbedText t = {REMOTE_DIM_PROBE, strlen(REMOTE_DIM_PROBE), true};
-        int idx = 0, dim = 0;
+        int idx = 0, where = 0, dim = 0;
+        EmbedStatus st = EMBED_ERR_BACKEND;
         char why[200];
         long status = 0;
         if (build_body(r, ws, &t, &idx, 1, true) != 0) {
             snprintf(err, sizeof err, "out of memory");
             rc = -1;
-        } else if (http_call(r, ws, r->openai ? "/v1/embeddings" : "/embed", ws->req.p, ws->req.len, &status, why,
-                             sizeof why) != HTTP_OK) {
+        } else if (http_call(r, ws, r->openai ? "/v1/embeddings" : "/embed", ws->req.p, ws->req.len,
+                             REMOTE_MAX_PROBE_RESPONSE, &status, why, sizeof why) != HTTP_OK) {
             snprintf(err, sizeof err, "probe request: %.200s", why);
             rc = -1;
-        } else if (parse_vectors(r, &ws->resp, &idx, 1, NULL, &dim, why, sizeof why) != 0) {
+        } else if (parse_vectors(r, &ws->resp, &idx, 1, &where, NULL, &dim, &st, why, sizeof why) != 0) {
             snprintf(err, sizeof err, "probe request: %.200s", why);
             rc = -1;
         }

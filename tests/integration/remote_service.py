@@ -8,8 +8,10 @@ engine speaks:
 It behaves like the real services where the engine depends on it: TEI answers 413 to a batch
 over max_client_batch_size and to a text over max_input_length with truncate=false, normalises
 unless told not to; the OpenAI API always returns unit vectors. Test hooks (not part of either
-API): --token requires a bearer token; GET /_stats lists every request's batch size and status;
-POST /_fail {"count": N, "status": 503} makes the next N embed requests fail with that status.
+API): --token requires a bearer token; GET /_stats lists every request's batch size, status,
+texts and fault; POST /_fail {"count": N, "status": 503} makes the next N embed requests fail
+with that status; RemoteService.fault = NAME (one of FAULTS) breaks the protocol in the 200
+answer to every embed request that holds a text containing FAULT_MARKER.
 
 Run in-process (RemoteService(...).start()) or as a process that can be killed:
   python3 remote_service.py --snapshot models/all-MiniLM-L6-v2 --port 8080 [--model-id ID]
@@ -29,6 +31,26 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
 from reference_bert import Reference  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
+
+
+FAULT_MARKER = "<fault>"
+# How an answer can break the protocol. The vector broken is the first marked text's.
+FAULTS = (
+    "wrong_count",            # one vector fewer than texts (the last text's is left out)
+    "duplicate_index",        # OpenAI: the marked item carries the next item's index
+    "index_out_of_range",     # OpenAI: the marked item's index is n
+    "missing_index",          # OpenAI: the marked item has no "index"
+    "wrong_dimension",        # the marked vector lacks its last number
+    "nan",                    # the marked vector starts with NaN (not JSON, Python writes it)
+    "infinity",               # ... with Infinity (not JSON either)
+    "1e999",                  # ... with 1e999: JSON, but beyond a double
+    "float_overflow",         # ... with 1e39: a double, but beyond a float
+    "string",                 # ... with its first number as a string
+    "oversized",              # a valid answer padded to OVERSIZED_BYTES, Content-Length announced
+    "oversized_unannounced",  # the same without Content-Length, ended by closing the connection
+)
+RAW_NUMBER = {"nan": "NaN", "infinity": "Infinity", "1e999": "1e999", "float_overflow": "1e39"}
+OVERSIZED_BYTES = 8 << 20
 
 
 class Model:
@@ -77,9 +99,53 @@ class Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def _record(self, path, n, status):
+    def _record(self, path, n, status, texts=None, fault=None):
         with self.server.svc.lock:
-            self.server.svc.requests.append({"path": path, "n": n, "status": status})
+            self.server.svc.requests.append({"path": path, "n": n, "status": status, "texts": texts, "fault": fault})
+
+    def _answer(self, path, texts, vecs, openai, usage=None):
+        """Sends vectors (TEI: a list of lists; OpenAI: "data" items in reverse order), broken
+        the way the armed fault says when a text carries FAULT_MARKER."""
+        svc = self.server.svc
+        marked = [i for i, t in enumerate(texts) if FAULT_MARKER in t]
+        fault = svc.fault if marked else None
+        items = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vecs)]
+        p = marked[0] if marked else None
+        if fault == "wrong_count":
+            items.pop()
+        elif fault == "duplicate_index":
+            items[p]["index"] = (p + 1) % len(items)
+        elif fault == "index_out_of_range":
+            items[p]["index"] = len(items)
+        elif fault == "missing_index":
+            del items[p]["index"]
+        elif fault == "wrong_dimension":
+            items[p]["embedding"] = items[p]["embedding"][:-1]
+        elif fault == "string":
+            items[p]["embedding"][0] = repr(items[p]["embedding"][0])
+        elif fault in RAW_NUMBER:
+            items[p]["embedding"][0] = "@RAW@"
+        if openai:
+            items.reverse()  # clients must place vectors by "index", not by position
+            obj = {"object": "list", "data": items, "model": svc.model.model_id, "usage": usage}
+        else:
+            obj = [it["embedding"] for it in items]
+        body = json.dumps(obj).replace('"@RAW@"', RAW_NUMBER.get(fault, '"@RAW@"'))
+        if fault in ("oversized", "oversized_unannounced"):
+            body += " " * (OVERSIZED_BYTES - len(body))
+        self._record(path, len(texts), 200, texts, fault)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if fault == "oversized_unannounced":
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body.encode())
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client stopped reading: what it should do
 
     def _injected_failure(self, path, n):
         svc = self.server.svc
@@ -157,8 +223,7 @@ class Handler(BaseHTTPRequestHandler):
                                                      "Given: %d" % (svc.model.ref.max_len, n), "error_type": "Validation"})
         normalize = req.get("normalize", True)
         vecs = [svc.model.embed(t, normalize).astype(np.float32).tolist() for t in texts]
-        self._record("/embed", len(texts), 200)
-        self._send(200, vecs)
+        self._answer("/embed", texts, vecs, openai=False)
 
     def _openai(self, req):
         svc = self.server.svc
@@ -174,13 +239,9 @@ class Handler(BaseHTTPRequestHandler):
                                               "type": "invalid_request_error"}})
         if self._injected_failure("/v1/embeddings", len(texts)):
             return
-        data = [{"object": "embedding", "index": i,
-                 "embedding": svc.model.embed(t, True).astype(np.float32).tolist()} for i, t in enumerate(texts)]
-        data.reverse()  # clients must place vectors by "index", not by position
+        vecs = [svc.model.embed(t, True).astype(np.float32).tolist() for t in texts]
         ntok = sum(min(svc.model.n_tokens(t), svc.model.ref.max_len) for t in texts)
-        self._record("/v1/embeddings", len(texts), 200)
-        self._send(200, {"object": "list", "data": data, "model": svc.model.model_id,
-                         "usage": {"prompt_tokens": ntok, "total_tokens": ntok}})
+        self._answer("/v1/embeddings", texts, vecs, openai=True, usage={"prompt_tokens": ntok, "total_tokens": ntok})
 
 
 class RemoteService:
@@ -192,6 +253,7 @@ class RemoteService:
         self.lock = threading.Lock()
         self.requests = []
         self.fail_count, self.fail_status = 0, 503
+        self.fault = None
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.httpd.svc = self

@@ -2,7 +2,10 @@
 (remote_service.py: the independent numpy reference behind the TEI and the OpenAI API):
 vectors equal the reference, requests respect the service's batch limit, a bearer token is
 sent, 429/5xx are retried, a service killed mid-run loses no job, a service that stays down
-turns jobs into error results while the engine keeps running."""
+turns jobs into error results while the engine keeps running, and a service whose answer breaks
+the protocol (indices, counts, dimensions, non-finite or non-numbers, an oversized body) fails
+the texts concerned with a reason, never gives a text another's vector, never writes invalid
+JSON, and is not retried."""
 import json
 import os
 import signal
@@ -10,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from remote_service import RemoteService  # before numpy: it pins the BLAS thread count
+from remote_service import FAULT_MARKER, RemoteService  # before numpy: it pins the BLAS thread count
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -224,3 +227,88 @@ def test_service_that_stays_down_turns_jobs_into_error_results_then_recovers(red
         assert eng.stop() == 0
     finally:
         svc.kill()
+
+
+# --- answers that break the protocol -------------------------------------------------------------
+
+def strict_json(text):
+    """json.loads that refuses NaN and Infinity, which Python accepts by default."""
+    def refuse(name):
+        raise ValueError("not JSON: " + name)
+    return json.loads(text, parse_constant=refuse)
+
+
+def all_results_are_valid_json(r):
+    for key in r.scan_iter("it:result:*"):
+        res = {k.decode(): v for k, v in r.hgetall(key).items()}
+        for field in ("usage", "timings"):
+            if field in res:
+                strict_json(res[field])
+        if res.get("encoding") == b"json":
+            vecs = strict_json(res["embeddings"])
+            assert len(vecs) == int(res["count"]) and all(len(v) == int(res["dim"]) for v in vecs), key
+
+
+# (api, fault, what the error says, whether only the broken vector's texts fail)
+PROTOCOL_FAULTS = [
+    ("tei", "wrong_count", "vectors for", False),
+    ("tei", "wrong_dimension", "383 numbers, not the 384", True),
+    ("tei", "nan", 'not JSON (at byte', False),
+    ("tei", "infinity", 'not JSON (at byte', False),
+    ("tei", "1e999", "element 0 is inf, not a finite float", True),
+    ("tei", "float_overflow", "element 0 is 1e+39, not a finite float", True),
+    ("tei", "string", "element 0 is a string, not a number", True),
+    ("tei", "oversized", "is larger than", False),
+    ("tei", "oversized_unannounced", "is larger than", False),
+    ("openai", "duplicate_index", "appears twice", False),
+    ("openai", "index_out_of_range", "outside [0,", False),
+    ("openai", "missing_index", 'no integer "index"', False),
+    ("openai", "wrong_count", "vectors for", False),
+    ("openai", "string", "element 0 is a string, not a number", True),
+]
+
+
+@pytest.mark.parametrize("api,fault,reason,per_text", PROTOCOL_FAULTS,
+                         ids=["%s-%s" % (a, f) for a, f, _, _ in PROTOCOL_FAULTS])
+def test_an_answer_that_breaks_the_protocol_fails_its_texts_and_no_other(redis_server, engine_factory, api, fault,
+                                                                         reason, per_text):
+    svc = RemoteService(MODEL, max_batch=8).start()
+    try:
+        svc.fault = fault
+        r = redis_server.client()
+        eng = start(remote_engine(engine_factory, svc.url, api=api))
+        bystander = ["a bystander in the same batch", "x y z"]
+        xadd_jobs(r, "embed", [{"id": "bad", "texts": ["an innocent text", FAULT_MARKER + " the broken one"],
+                                "reply_to": "done"},
+                               {"id": "good", "texts": bystander, "reply_to": "done"}])
+        wait_for(lambda: r.llen("done") == 2, timeout=120, what="results")
+        bad = result(r, "bad")
+        assert bad["status"] == b"error" and reason.encode() in bad["error"], bad
+        assert b"remote embedder" in bad["error"] and "embeddings" not in bad
+        if fault in ("nan", "infinity"):  # the error shows where the answer stopped being JSON
+            assert {"nan": b"NaN", "infinity": b"Infinity"}[fault] in bad["error"], bad
+
+        # A bad answer is neither retried nor split: the service saw the marked text once.
+        reqs = svc.embed_requests()
+        broken = [q for q in reqs if q["fault"]]
+        assert len(broken) == 1, reqs
+        shared = any(t in broken[0]["texts"] for t in bystander)
+        good = result(r, "good")
+        if shared and not per_text:  # the answer could not be attributed text by text
+            assert good["status"] == b"error" and reason.encode() in good["error"], good
+        else:  # its own vectors, not the broken text's nor anyone else's
+            assert good["status"] == b"ok", good
+            for text, vec in zip(bystander, strict_json(good["embeddings"])):
+                assert cos(vec, svc.model.ref.embed(text)) >= 0.99999, text
+
+        svc.fault = None
+        xadd_jobs(r, "embed", [{"id": "next", "text": FAULT_MARKER + " served normally now", "reply_to": "done"}])
+        wait_for(lambda: r.llen("done") == 3, timeout=60, what="the next job's result")
+        nxt = result(r, "next")
+        assert nxt["status"] == b"ok", nxt
+        assert cos(strict_json(nxt["embeddings"])[0], svc.model.ref.embed(FAULT_MARKER + " served normally now")) \
+            >= 0.99999
+        all_results_are_valid_json(r)
+        assert eng.proc.poll() is None and eng.stop() == 0
+    finally:
+        svc.stop()
