@@ -268,6 +268,13 @@ typedef enum HttpOutcome {
     HTTP_TOO_BIG = 3,   /* the answer passed max_body: not retried; why set */
 } HttpOutcome;
 
+/* libcurl's progress callback: a set cancel flag (a stop past its grace) aborts the transfer. */
+static int on_progress(void *clientp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return embedder_cancelled(clientp) ? 1 : 0;
+}
+
 static bool retryable(long status) { return status == 408 || status == 429 || (status >= 500 && status <= 599); }
 
 /* One request with retries. body == NULL means GET. The answer is read up to max_body bytes;
@@ -300,6 +307,9 @@ static HttpOutcome http_call(Remote *r, EmbedWorkspace *ws, const char *path, co
         curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_body); /* by Content-Length */
         curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ws->curl_err);
         curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, ws->e);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
         if (body) {
             curl_easy_setopt(c, CURLOPT_POST, 1L);
             curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
@@ -343,12 +353,13 @@ static HttpOutcome http_call(Remote *r, EmbedWorkspace *ws, const char *path, co
             wait = retry_after * 1000 > REMOTE_BACKOFF_MAX_MS ? REMOTE_BACKOFF_MAX_MS : (long)retry_after * 1000;
         clock_gettime(CLOCK_MONOTONIC, &t1);
         long elapsed = (long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-        if (attempt >= REMOTE_MAX_ATTEMPTS || elapsed + wait > REMOTE_RETRY_WINDOW_MS) {
+        if (attempt >= REMOTE_MAX_ATTEMPTS || elapsed + wait > REMOTE_RETRY_WINDOW_MS || embedder_cancelled(ws->e)) {
             size_t n = strlen(why);
             snprintf(why + n, whylen - n, " (gave up after %d attempts in %.1f s)", attempt, elapsed / 1000.0);
             return HTTP_FAILED;
         }
-        sleep_ms(wait);
+        for (long slept = 0; slept < wait && !embedder_cancelled(ws->e); slept += 20)
+            sleep_ms(wait - slept < 20 ? wait - slept : 20);
         backoff = backoff * 2 > REMOTE_BACKOFF_MAX_MS ? REMOTE_BACKOFF_MAX_MS : backoff * 2;
     }
 }
@@ -638,10 +649,12 @@ static int remote_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts,
             tokens += tk;
             count++;
         }
+        if (embedder_cancelled(e))
+            return EMBEDDER_ECANCELED;
         embed_request(&c, ws->order + start, count, trunc);
         start += count;
     }
-    return 0;
+    return embedder_cancelled(e) ? EMBEDDER_ECANCELED : 0;
 }
 
 /* --- open ----------------------------------------------------------------------------------- */
