@@ -1,4 +1,4 @@
-/* test_queue_keys.c: the Redis key names the queue builds. With the longest prefix, job id and
+/* test_queue_key_lengths.c: the Redis key names the queue builds. With the longest prefix, job id and
  * cohort the config and the job format allow, every key is whole; a key that would not fit its
  * buffer is refused, never cut short (two long ids must never share a result key). Needs no
  * Redis: the queue is opened against a port nothing listens on and only names keys. */
