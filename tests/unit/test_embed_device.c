@@ -285,8 +285,13 @@ static void batches_reuse_one_stream_and_arena(void **state)
     FakeDeviceStats before, after;
     device_fake_stats(g.d, &before);
     assert_int_equal(before.device_mallocs, 2); /* the weights and the run's arena */
-    for (int b = 0; b < 4; b++)
+    size_t first = 0;
+    for (int b = 0; b < 4; b++) {
         assert_int_equal(bert_dev_forward(g.r, IDS + b, LENS + b, NSEQ - b, DEV_POOL_CLS, got), DEV_OK);
+        size_t used = dev_arena_used(bert_dev_run_stream(g.r));
+        if (b == 0) first = used;
+        assert_true(used <= first); /* each batch starts from the arena's beginning (fewer texts each time) */
+    }
     device_fake_stats(g.d, &after);
     assert_int_equal(after.device_mallocs, before.device_mallocs);
     assert_int_equal(after.streams_created, 1);
