@@ -161,6 +161,7 @@ static const CfgWhen when_decoder_native = {
 
 static const char *const embedder_backends[] = { "native", "remote", "test-hash", NULL };
 static const char *const embedder_apis[] = { "tei", "openai", NULL };
+static const char *const embedder_precisions[] = { "fp32", "tf32", "fp16", "bf16", NULL };
 static const char *const decoder_backends[] = { "native", "test-echo", NULL };
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 
@@ -245,8 +246,14 @@ static const CfgKey cfg_schema[] = {
                "vectors into; empty = jobs with `target` are refused. No key under `<prefix>:` is "
                "ever accepted."),
 
-    CFG_INT_KEY("batch.token_budget", batch.token_budget, 16384, 1, INT_MAX,
-        .doc = "Tokens (after padding) per forward batch."),
+    CFG_INT_KEY("batch.token_budget", batch.token_budget, 0, 0, INT_MAX,
+        .doc = "Tokens (after padding) per forward batch. 0 = automatic: with the `native` embedder "
+               "on `\"cuda:N\"`, sized at start-up from the device's free memory after the weights, "
+               "less each worker's fixed workspace (40 MiB), times 0.9, shared by the workers, capped "
+               "by `batch.token_budget_max` (the `ready:` log line shows it); on the cpu and the other "
+               "backends 16384."),
+    CFG_INT_KEY("batch.token_budget_max", batch.token_budget_max, 65536, 1, INT_MAX,
+        .doc = "Upper bound of a token budget sized from the device (`batch.token_budget = 0`)."),
     CFG_INT_KEY("batch.max_texts", batch.max_texts, 256, 1, INT_MAX,
         .doc = "Texts per forward batch."),
     CFG_INT_KEY("batch.lookahead", batch.lookahead, 1024, 1, INT_MAX,
@@ -279,6 +286,10 @@ static const CfgKey cfg_schema[] = {
         .doc = "Timeout of one request to the remote service, in milliseconds."),
     CFG_INT_KEY("embedder.dim", embedder.dim, 384, 1, 65536,
         .doc = "Vector size of the `test-hash` backend."),
+    CFG_STR_KEY("embedder.precision", embedder.precision, "fp16", .allowed = embedder_precisions,
+        .doc = "How the `native` backend's GEMMs compute on `\"cuda:N\"`: `fp32`, `tf32` (tensor cores, "
+               "F32 in and out), `fp16` or `bf16` (weights and GEMM inputs in 16 bits, F32 "
+               "accumulation; everything else F32). Ignored on the cpu."),
 
     CFG_BOOL_KEY("decoder.enabled", decoder.enabled, true,
         .doc = "Serve generation jobs; `false` = embeddings only."),
@@ -1292,11 +1303,12 @@ bool cfg_build_has_cuda(void)
 #endif
 }
 
-/* No native embedder or decoder has a CUDA implementation yet: the change that adds one makes
- * its query follow the build (e.g. return cfg_build_has_cuda()). */
+/* The native embedder runs on CUDA whenever the CUDA device layer is built (kernels/cuda/,
+ * engine/embed/bert_dev.c). The native decoder has no CUDA implementation yet: the change that
+ * adds one makes its query follow the build too. */
 bool cfg_build_has_cuda_embedder(void)
 {
-    return false;
+    return cfg_build_has_cuda();
 }
 
 bool cfg_build_has_cuda_decoder(void)

@@ -58,6 +58,9 @@ typedef struct BatchConfig {
     int max_texts;      /* batch.max_texts: texts per forward batch */
     int lookahead;      /* batch.lookahead: texts gathered and length-sorted before cutting */
     int max_wait_ms;    /* batch.max_wait_ms: flush a partial batch after this */
+    int token_budget_max; /* batch.token_budget_max: cap of a budget sized from the device */
+    int workers;        /* not a config key: the worker count sharing the device, set by the daemon
+                         * (--workers) before the embedder opens; 0 = 1 */
 } BatchConfig;
 
 typedef struct EmbedderConfig {
@@ -71,6 +74,7 @@ typedef struct EmbedderConfig {
     char *token_file;   /* embedder.token_file (remote bearer token) */
     int timeout_ms;     /* embedder.timeout_ms (remote) */
     int dim;            /* embedder.dim: vector size of the test-hash backend */
+    char *precision;    /* embedder.precision: "fp32" | "tf32" | "fp16" | "bf16" (native on cuda:N) */
 } EmbedderConfig;
 
 typedef struct DecoderConfig {

@@ -99,6 +99,15 @@ int daemon_run(const Config *cfg, int nworkers)
         return ENGINE_EXIT_SOFTWARE;
     }
 
+    /* The device first: cuda:N on a machine without that GPU stops here, before Redis. */
+    char err[512] = "";
+    if (embedder_check_device(&cfg->embedder, err, sizeof err) != 0) {
+        LOG_E("%s", err);
+        free(workers);
+        free(threads);
+        return ENGINE_EXIT_MODEL;
+    }
+
     LOG_I("connecting to Redis at %s:%d (deadline %d ms)", cfg->redis.host, cfg->redis.port,
           cfg->redis.startup_deadline_ms);
     Queue *admin = queue_open(&cfg->redis, &cfg->queue, eng.consumer_base);
@@ -108,9 +117,10 @@ int daemon_run(const Config *cfg, int nworkers)
         goto out_free_admin;
     }
 
-    char err[512] = "";
     LOG_I("opening embedder backend \"%s\"", cfg->embedder.backend);
-    eng.embedder = embedder_open(&cfg->embedder, &cfg->batch, err, sizeof err);
+    BatchConfig batch = cfg->batch;
+    batch.workers = nworkers; /* a budget sized from the device is shared by the workers */
+    eng.embedder = embedder_open(&cfg->embedder, &batch, err, sizeof err);
     if (!eng.embedder) {
         LOG_E("%s", err);
         rc = ENGINE_EXIT_MODEL;
@@ -118,7 +128,9 @@ int daemon_run(const Config *cfg, int nworkers)
     }
     embedder_set_cancel(eng.embedder, &eng.abandon); /* a stop past its grace ends a batch early */
     const EmbedderInfo *info = embedder_info(eng.embedder);
-    LOG_I("embedder opened: model %s, dim %d, max %d tokens", info->model_id, info->dim, info->max_seq_len);
+    LOG_I("embedder opened: model %s, dim %d, max %d tokens, device %s, token budget %d%s", info->model_id, info->dim,
+          info->max_seq_len, cfg->embedder.device, embedder_token_budget(eng.embedder),
+          cfg->batch.token_budget == 0 ? " (automatic)" : "");
 
     /* The cohort pin: probe the embedder and compare with (or write) the cohort's pin before
      * any decoder is loaded or buffer allocated. A mismatch exits PIN_EXIT_MISMATCH (65). */
@@ -166,8 +178,9 @@ int daemon_run(const Config *cfg, int nworkers)
            atomic_load(&eng.workers_exited) == 0)
         usleep(10 * 1000);
     if (rc == ENGINE_EXIT_OK)
-        LOG_I("ready: %d workers on %s and %s, consumer %s-*", started, queue_stream_key(admin, JOB_EMBED),
-              queue_stream_key(admin, JOB_GENERATE), eng.consumer_base);
+        LOG_I("ready: %d workers on %s and %s, consumer %s-*, token budget %d", started,
+              queue_stream_key(admin, JOB_EMBED), queue_stream_key(admin, JOB_GENERATE), eng.consumer_base,
+              embedder_token_budget(eng.embedder));
 
     /* Wait for a stop signal, logging progress now and then. */
     long last_done = 0;
@@ -209,6 +222,11 @@ int daemon_run(const Config *cfg, int nworkers)
     queue_free(lk.q);
     LOG_I("stopped after %ld jobs (%ld stream entries found trimmed while pending)",
           (long)atomic_load(&eng.jobs_done), (long)atomic_load(&eng.entries_trimmed));
+    if (atomic_load(&eng.device_lost)) {
+        LOG_E("the embedder's device was lost; its jobs in flight stay pending for other consumers (exit %d)",
+              ENGINE_EXIT_DEVICE);
+        rc = ENGINE_EXIT_DEVICE;
+    }
 
 out_free_workers:
     for (int i = 0; i < nworkers; i++)

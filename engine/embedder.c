@@ -2,6 +2,7 @@
  * A backend that is not compiled into this build is an error naming the build option, never
  * a silent fallback. Also the shared post-processing (Matryoshka truncation, L2 norm). */
 #include "engine/embedder_impl.h"
+#include "kernels/device.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -43,7 +44,37 @@ Embedder *embedder_open(const EmbedderConfig *cfg, const BatchConfig *batch, cha
         free(e);
         return NULL;
     }
+    if (e->token_budget <= 0)
+        e->token_budget = batch && batch->token_budget > 0 ? batch->token_budget : EMBEDDER_DEFAULT_TOKEN_BUDGET;
     return e;
+}
+
+int embedder_token_budget(const Embedder *e) { return e->token_budget; }
+
+int embedder_check_device(const EmbedderConfig *cfg, char *err, size_t errlen)
+{
+    int index = -1;
+    if (strcmp(cfg->backend, "native") != 0 || !cfg->device || !cfg_parse_device(cfg->device, &index) || index < 0)
+        return 0;
+    const DeviceOps *ops = embed_native_device_ops();
+    if (!ops) {
+        snprintf(err, errlen, "embedder.device \"%s\": this build has no CUDA device layer", cfg->device);
+        return -1;
+    }
+    if (ops != device_cuda_ops())
+        return 0; /* the test-only fake device: always there */
+    char why[512];
+    int n = device_cuda_count(why, sizeof why);
+    if (n < 0) {
+        snprintf(err, errlen, "embedder.device \"%s\": no usable CUDA device: %s", cfg->device, why);
+        return -1;
+    }
+    if (index >= n) {
+        snprintf(err, errlen, "embedder.device \"%s\": the CUDA runtime sees %d device%s%s", cfg->device, n,
+                 n == 1 ? "" : "s", n ? " (numbered from 0)" : "");
+        return -1;
+    }
+    return 0;
 }
 
 void embedder_close(Embedder *e)

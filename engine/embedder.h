@@ -59,6 +59,22 @@ int embedder_count_tokens(Embedder *e, EmbedWorkspace *ws, const char *text, siz
 
 /* embedder_embed's return when the cancel flag was set: outputs and statuses are undefined. */
 #define EMBEDDER_ECANCELED (-2)
+/* embedder_embed's return when the device is lost (a sticky CUDA error: illegal address, launch
+ * failure, ...): nothing more can run on it; the caller stops the engine and leaves the batch's
+ * jobs pending for other consumers. embedder_errstr names the failed call. */
+#define EMBEDDER_EDEVICE (-3)
+
+/* Tokens per forward batch when batch.token_budget = 0 and nothing sizes it from a device. */
+#define EMBEDDER_DEFAULT_TOKEN_BUDGET 16384
+
+/* Tokens per forward batch of this embedder: batch.token_budget, or, when that is 0, the budget
+ * sized from the device's free memory (native on cuda:N), else EMBEDDER_DEFAULT_TOKEN_BUDGET. */
+int embedder_token_budget(const Embedder *e);
+
+/* The first start-up check, before Redis: the device cfg names exists in this build and on this
+ * machine (native on cuda:N: the CUDA runtime answers and sees more than N devices). Opens
+ * nothing. 0, or < 0 with what was found in err. */
+int embedder_check_device(const EmbedderConfig *cfg, char *err, size_t errlen);
 
 /* A flag that, once set, makes every embed call in progress stop at its next unit of work and
  * return EMBEDDER_ECANCELED (the daemon's abandon flag: a stop past its grace). NULL = none. */

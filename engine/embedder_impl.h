@@ -24,11 +24,17 @@ struct Embedder {
     void *impl;          /* backend state: weights, tokenizer, HTTP handles */
     char errstr[256];
     const atomic_bool *cancel; /* embedder_set_cancel; NULL = never */
+    int token_budget;    /* set by open when it sizes batches itself; else embedder_open fills it */
 };
 
 /* For backends: true once the cancel flag is set; checked between units of work (a pack, a
  * request, a slice of a delay), after which embed returns EMBEDDER_ECANCELED. */
 static inline bool embedder_cancelled(const Embedder *e) { return e->cancel && atomic_load(e->cancel); }
+
+/* The device layer's table for a native cuda:N embedder: the CUDA backend, or in test builds the
+ * fake device when $WEAVER_TEST_FAKE_DEVICE is set (embed_native.c). NULL in a build without CUDA. */
+struct DeviceOps;
+const struct DeviceOps *embed_native_device_ops(void);
 
 /* Registered backends; a backend not compiled into this build is NULL-absent from the table. */
 extern const EmbedderOps embedder_native_ops;    /* engine/embed/ */

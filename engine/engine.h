@@ -15,7 +15,10 @@
 #define ENGINE_EXIT_OK 0
 #define ENGINE_EXIT_SOFTWARE 70  /* EX_SOFTWARE: an internal failure */
 #define ENGINE_EXIT_UNAVAILABLE 69 /* EX_UNAVAILABLE: Redis unreachable by the start-up deadline */
-#define ENGINE_EXIT_MODEL 66     /* EX_NOINPUT: a model could not be opened */
+#define ENGINE_EXIT_MODEL 66     /* EX_NOINPUT: a model could not be opened, or the device named by
+                                  * embedder.device is not there (no GPU, driver, N out of range) */
+#define ENGINE_EXIT_DEVICE 74    /* EX_IOERR: the GPU context was lost while running (a sticky CUDA
+                                  * error); the jobs in flight were left pending, none acknowledged */
 
 /* Most worker threads of one engine (--workers): worker N's consumer name is "<base>-<N>", so
  * this bounds the suffix that queue.consumer leaves room for (CFG_QUEUE_CONSUMER_MAX). */
@@ -27,6 +30,7 @@ typedef struct Engine {
     char consumer_base[QUEUE_CONSUMER_MAX]; /* queue.consumer, or "<hostname>-<pid>" */
     atomic_bool stop;          /* set on SIGTERM/SIGINT: stop reading, finish in-flight work */
     atomic_bool abandon;       /* set when the grace period ran out: leave in-flight work pending */
+    atomic_bool device_lost;   /* a worker's device failed for good: stop now, exit ENGINE_EXIT_DEVICE */
     atomic_long jobs_done;
     atomic_long entries_trimmed; /* pending entries found deleted from their stream */
     atomic_int workers_ready;

@@ -423,7 +423,7 @@ static int embed_texts(Worker *w, int n)
         int t = embedder_count_tokens(e, w->ws, w->texts[i].text, w->texts[i].len);
         w->text_tokens[i] = t < 1 ? 1 : (t > info->max_seq_len ? info->max_seq_len : t);
     }
-    int nbatches = batch_plan(w->text_tokens, n, w->cfg->batch.token_budget, w->cfg->batch.max_texts, w->order,
+    int nbatches = batch_plan(w->text_tokens, n, embedder_token_budget(e), w->cfg->batch.max_texts, w->order,
                               w->batch_ends);
     for (int b = 0, start = 0; b < nbatches; start = w->batch_ends[b++]) {
         int count = w->batch_ends[b] - start;
@@ -434,6 +434,13 @@ static int embed_texts(Worker *w, int n)
         int rc = embedder_embed(e, w->ws, w->sub_texts, count, w->stage, w->sub_tokens, w->sub_status);
         if (rc == EMBEDDER_ECANCELED)
             return EMBED_ABANDONED;
+        if (rc == EMBEDDER_EDEVICE) { /* the device is gone: the engine stops, these jobs stay pending */
+            LOG_E("worker %d: %s; stopping the engine", w->index, embedder_errstr(e));
+            atomic_store(&w->eng->device_lost, true);
+            atomic_store(&w->eng->stop, true);
+            atomic_store(&w->eng->abandon, true);
+            return EMBED_ABANDONED;
+        }
         if (rc != 0)
             return -1;
         for (int k = 0; k < count; k++) { /* back to input order */

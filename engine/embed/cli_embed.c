@@ -46,6 +46,7 @@ int cli_tokenize_main(int argc, char **argv);
 typedef struct Opts {
     const char *snapshot, *config, *input, *output;
     const char *id_field, *text_field;
+    const char *device, *precision; /* --device cpu|cuda:N, --precision: override the config */
     int f16;
     int resume, skip_bad;
     int batch_tokens, max_texts, threads;
@@ -61,6 +62,7 @@ static void usage_embed(FILE *f)
             "                           --output vectors.npy [--dtype f32|f16] [--id-field id] [--text-field text]\n"
             "                           [--resume] [--skip-bad] [--batch-tokens N] [--max-texts N] [--threads N]\n"
             "                           [--normalize | --no-normalize] [--progress | --no-progress]\n"
+            "                           [--device cpu|cuda:N] [--precision fp32|tf32|fp16|bf16]\n"
             "Writes vectors.npy (row i = input line i), vectors.ids.txt, and with --skip-bad vectors.errors.jsonl.\n"
             "Input is JSONL unless the file name ends in .txt (one text per line, id = line number).\n");
 }
@@ -95,6 +97,8 @@ static int parse_opts(int argc, char **argv, Opts *o, int tokenize)
         if (strcmp(a, "--snapshot") == 0) { NEEDV(); o->snapshot = v; }
         else if (strcmp(a, "--config") == 0) { NEEDV(); o->config = v; }
         else if (strcmp(a, "--input") == 0) { NEEDV(); o->input = v; }
+        else if (!tokenize && strcmp(a, "--device") == 0) { NEEDV(); o->device = v; }
+        else if (!tokenize && strcmp(a, "--precision") == 0) { NEEDV(); o->precision = v; }
         else if (!tokenize && strcmp(a, "--output") == 0) { NEEDV(); o->output = v; }
         else if (strcmp(a, "--id-field") == 0) { NEEDV(); o->id_field = v; }
         else if (strcmp(a, "--text-field") == 0) { NEEDV(); o->text_field = v; }
@@ -166,6 +170,14 @@ static int open_embedder(const Opts *o, Embedder *e)
         ec.model_id = "";
     }
     if (o->threads) ec.threads = o->threads;
+    if (o->device) ec.device = (char *)o->device;
+    if (o->precision) ec.precision = (char *)o->precision;
+    int index;
+    if (ec.device && !cfg_parse_device(ec.device, &index)) {
+        fprintf(stderr, "embed: --device '%s': expected cpu or cuda:N\n", ec.device);
+        if (have_cfg) cfg_free(&cfg);
+        return EX_USAGE_;
+    }
     if (o->batch_tokens) bc.token_budget = o->batch_tokens;
     if (o->max_texts) bc.max_texts = o->max_texts;
     int rc = e->ops->open(e, &ec, &bc);

@@ -1,4 +1,7 @@
-/* embed_native.c: the `native` embedder backend on the CPU (embedder_native_ops). Opens a
+/* embed_native.c: the `native` embedder backend (embedder_native_ops), on the CPU or, with
+ * device = "cuda:N", through the device layer (bert_dev.c: one weight upload, one stream and
+ * arena per workspace, packs of up to the token budget, split-and-retry on out-of-memory; a lost
+ * device returns EMBEDDER_EDEVICE). On the CPU: opens a
  * sentence-transformers snapshot (snapshot.c, wordpiece.c, bert.c), and embeds texts in
  * packs: tokenize a window of texts, sort it by length, cut it into packs of consecutive
  * sequences (no padding, at most pack_tokens tokens each), run the encoder on every pack,
@@ -15,12 +18,15 @@
 #include <unistd.h>
 
 #include "engine/embed/bert.h"
+#include "engine/embed/bert_dev.h"
 #include "engine/embed/snapshot.h"
 #include "engine/embed/snapshot_hash.h"
 #include "engine/embed/wordpiece.h"
 #include "engine/embedder_impl.h"
+#include "kernels/device.h"
+#include "kernels/device_fake.h"
 
-#define NATIVE_DEFAULT_TOKEN_BUDGET 8192
+#define NATIVE_DEFAULT_TOKEN_BUDGET EMBEDDER_DEFAULT_TOKEN_BUDGET
 #define NATIVE_DEFAULT_MAX_TEXTS 256
 #define NATIVE_MAX_THREADS 64
 /* Tokens per pack, the unit of work a lane takes (a text longer than this is a pack of its own):
@@ -32,7 +38,9 @@
 typedef struct Native {
     Snapshot snap;
     WpTokenizer *tk;
-    BertModel *model;
+    BertModel *model; /* the cpu's weights; NULL on a device */
+    Device *dev;      /* cuda:N (or the test-only fake device); NULL on the cpu */
+    BertDev *dm;      /* the weights on dev */
     int token_budget; /* packed tokens per forward (>= max_seq_len) */
     int max_texts;    /* texts tokenized per window */
     int threads;      /* encoder lanes per workspace */
@@ -60,9 +68,67 @@ struct EmbedWorkspace {
     int *pack_start;  /* this round's packs: sorted positions pack_start[p] .. pack_start[p + 1] */
     int npacks;
     atomic_int next_pack; /* packs taken so far this round */
-    int32_t *packed;  /* nlanes x pack_tokens */
+    int32_t *packed;  /* nlanes x pack_tokens; on a device, one pack of token_budget */
     float *pooled;    /* max_texts x hidden, in sorted order */
+    BertDevRun *run;  /* on a device: this workspace's stream, arena and pinned buffer */
 };
+
+const struct DeviceOps *embed_native_device_ops(void)
+{
+#ifdef WEAVER_TEST_BACKENDS
+    /* Test builds only: "free_mib=N,oom_at=N,oom_count=N,sticky_at=N" runs cuda:N on the fake
+     * device (kernels/device_fake.h), so the engine's handling of device failures is testable. */
+    const char *f = getenv("WEAVER_TEST_FAKE_DEVICE");
+    if (f && f[0]) {
+        FakeDeviceConfig c = {0};
+        long v;
+        char key[32];
+        for (const char *p = f; *p;) {
+            int used = 0;
+            if (sscanf(p, "%31[a-z_]=%ld%n", key, &v, &used) != 2) break;
+            if (!strcmp(key, "free_mib")) c.free_bytes = (size_t)v << 20;
+            else if (!strcmp(key, "oom_at")) c.oom_at_alloc = (int)v;
+            else if (!strcmp(key, "oom_count")) c.oom_count = (int)v;
+            else if (!strcmp(key, "sticky_at")) c.sticky_at_op = (int)v;
+            p += used;
+            if (*p == ',') p++;
+        }
+        device_fake_configure(&c);
+        return device_fake_ops();
+    }
+#endif
+    return device_cuda_ops();
+}
+
+/* Opens the device path: device, weights, token budget. 0, or -1 with err set. */
+static int native_open_device(Native *n, Embedder *e, int index, const EmbedderConfig *cfg, const BatchConfig *batch,
+                              const char *weights, char *err, size_t errlen)
+{
+    const DeviceOps *ops = embed_native_device_ops();
+    DevPrecision prec;
+    if (!dev_precision_parse(cfg->precision && cfg->precision[0] ? cfg->precision : "fp16", &prec)) {
+        snprintf(err, errlen, "embedder.precision \"%s\": expected fp32, tf32, fp16 or bf16", cfg->precision);
+        return -1;
+    }
+    n->dev = device_open(ops, index, NULL, err, errlen);
+    if (!n->dev) return -1;
+    SafeTensors *st = st_open(weights, err, errlen);
+    if (!st) return -1;
+    n->dm = bert_dev_open(n->dev, st, &n->snap.bert, prec, err, errlen);
+    st_close(st);
+    if (!n->dm) return -1;
+    int budget = batch ? batch->token_budget : 0;
+    if (budget <= 0) {
+        int workers = batch && batch->workers > 0 ? batch->workers : 1;
+        int cap = batch && batch->token_budget_max > 0 ? batch->token_budget_max : 0;
+        budget = bert_dev_token_budget(n->dm, workers, cap, n->snap.max_seq_len, err, errlen);
+        if (budget <= 0) return -1;
+    }
+    n->token_budget = budget < n->snap.max_seq_len ? n->snap.max_seq_len : budget;
+    e->token_budget = n->token_budget;
+    n->threads = 1;
+    return 0;
+}
 
 /* Takes packs from the shared counter until none is left, biggest (last) first, and encodes each:
  * a lane that is descheduled simply takes fewer packs, nobody waits for its share. */
@@ -134,8 +200,9 @@ static int native_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig
         snprintf(e->errstr, sizeof e->errstr, "embedder.snapshot is empty: the native backend needs a snapshot directory");
         return -1;
     }
-    if (cfg->device && cfg->device[0] && strcmp(cfg->device, "cpu") != 0) {
-        snprintf(e->errstr, sizeof e->errstr, "embedder.device '%s': this native backend runs on the cpu only", cfg->device);
+    int index = -1;
+    if (cfg->device && cfg->device[0] && !cfg_parse_device(cfg->device, &index)) {
+        snprintf(e->errstr, sizeof e->errstr, "embedder.device '%s': expected \"cpu\" or \"cuda:N\"", cfg->device);
         return -1;
     }
     Native *n = calloc(1, sizeof *n);
@@ -153,8 +220,12 @@ static int native_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig
     }
     char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors", cfg->snapshot);
-    n->model = bert_load(path, &n->snap.bert, err, sizeof err);
-    if (!n->model) goto fail;
+    if (index >= 0) {
+        if (native_open_device(n, e, index, cfg, batch, path, err, sizeof err) != 0) goto fail;
+    } else {
+        n->model = bert_load(path, &n->snap.bert, err, sizeof err);
+        if (!n->model) goto fail;
+    }
 
     EmbedderInfo *info = &e->info;
     if (cfg->model_id && cfg->model_id[0])
@@ -167,9 +238,13 @@ static int native_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig
     info->normalize = n->snap.normalize;
     info->max_seq_len = n->snap.max_seq_len;
 
+    n->max_texts = batch && batch->max_texts > 0 ? batch->max_texts : NATIVE_DEFAULT_MAX_TEXTS;
+    if (n->dev) {
+        e->impl = n;
+        return 0;
+    }
     n->token_budget = batch && batch->token_budget > 0 ? batch->token_budget : NATIVE_DEFAULT_TOKEN_BUDGET;
     if (n->token_budget < info->max_seq_len) n->token_budget = info->max_seq_len;
-    n->max_texts = batch && batch->max_texts > 0 ? batch->max_texts : NATIVE_DEFAULT_MAX_TEXTS;
 
     int threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1) threads = 1;
@@ -181,6 +256,8 @@ fail:
     snprintf(e->errstr, sizeof e->errstr, "%s", err[0] ? err : "native embedder: open failed");
     wp_close(n->tk);
     bert_free(n->model);
+    bert_dev_free(n->dm);
+    device_close(n->dev);
     free(n);
     return -1;
 }
@@ -191,6 +268,8 @@ static void native_close(Embedder *e)
     if (!n) return;
     wp_close(n->tk);
     bert_free(n->model);
+    bert_dev_free(n->dm);
+    device_close(n->dev);
     free(n);
     e->impl = NULL;
 }
@@ -216,6 +295,7 @@ static void native_workspace_free(EmbedWorkspace *ws)
     free(ws->pack_start);
     free(ws->packed);
     free(ws->pooled);
+    bert_dev_run_free(ws->run);
     free(ws);
 }
 
@@ -235,7 +315,18 @@ static EmbedWorkspace *native_workspace_new(Embedder *e)
     int per = (n->token_budget + lanes - 1) / lanes;
     if (per > NATIVE_PACK_TOKENS) per = NATIVE_PACK_TOKENS;
     if (per < n->snap.max_seq_len) per = n->snap.max_seq_len;
-    ws->nlanes = lanes;
+    if (n->dev) { /* one pack of the whole budget, on the device; no lanes */
+        char err[sizeof e->errstr];
+        per = n->token_budget;
+        lanes = 1;
+        ws->run = bert_dev_run_new(n->dm, per, n->max_texts, err, sizeof err);
+        if (!ws->run) {
+            snprintf(e->errstr, sizeof e->errstr, "%s", err);
+            native_workspace_free(ws);
+            return NULL;
+        }
+    }
+    ws->nlanes = n->dev ? 0 : lanes;
     ws->pack_tokens = per;
     ws->ids = malloc(W * L * sizeof *ws->ids);
     ws->lens = malloc(W * sizeof *ws->lens);
@@ -245,7 +336,7 @@ static EmbedWorkspace *native_workspace_new(Embedder *e)
     ws->packed = malloc((size_t)per * lanes * sizeof *ws->packed);
     ws->pooled = malloc(W * (size_t)n->snap.dim * sizeof *ws->pooled);
     int ok = ws->ids && ws->lens && ws->order && ws->batch_lens && ws->pack_start && ws->packed && ws->pooled;
-    for (int i = 0; ok && i < lanes; i++) {
+    for (int i = 0; ok && i < ws->nlanes; i++) {
         Lane *l = &ws->lanes[i];
         l->ws = ws;
         l->packed = ws->packed + (size_t)i * per;
@@ -286,6 +377,34 @@ static void sort_by_len(int *order, const int *lens, int n)
     }
 }
 
+/* On the device: the sorted window in packs of consecutive sequences of up to token_budget
+ * tokens, each encoded by bert_dev_forward (which splits a pack that runs out of memory). */
+static int device_window(Embedder *e, EmbedWorkspace *ws, int ready)
+{
+    Native *nat = e->impl;
+    const int L = nat->snap.max_seq_len, H = nat->snap.dim;
+    for (int j0 = 0; j0 < ready;) {
+        if (embedder_cancelled(e)) return EMBEDDER_ECANCELED;
+        int j1 = j0, used = 0;
+        while (j1 < ready && (j1 == j0 || used + ws->lens[ws->order[j1]] <= nat->token_budget)) {
+            int k = ws->order[j1];
+            memcpy(ws->packed + used, ws->ids + (size_t)k * L, (size_t)ws->lens[k] * sizeof(int32_t));
+            ws->batch_lens[j1] = ws->lens[k];
+            used += ws->lens[k];
+            j1++;
+        }
+        int rc = bert_dev_forward(ws->run, ws->packed, ws->batch_lens + j0, j1 - j0, (DevPool)nat->snap.pooling,
+                                  ws->pooled + (size_t)j0 * H);
+        if (rc != DEV_OK) {
+            snprintf(e->errstr, sizeof e->errstr, "%s%s", device_errstr(nat->dev),
+                     rc == DEV_ESTICKY ? " (the device is lost)" : "");
+            return rc == DEV_ESTICKY ? EMBEDDER_EDEVICE : -1;
+        }
+        j0 = j1;
+    }
+    return 0;
+}
+
 static int native_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts, int n,
                         float *out, int *ntokens, EmbedStatus *status)
 {
@@ -313,6 +432,13 @@ static int native_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts,
             ws->order[ready++] = k;
         }
         sort_by_len(ws->order, ws->lens, ready);
+        if (nat->dev) {
+            int rc = device_window(e, ws, ready);
+            if (rc != 0) return rc;
+            for (int j = 0; j < ready; j++)
+                memcpy(out + (size_t)(w0 + ws->order[j]) * H, ws->pooled + (size_t)j * H, (size_t)H * sizeof(float));
+            continue;
+        }
         /* cut the sorted window into packs of consecutive sequences; the lanes take them in turn.
          * The cap evens the packs out so each lane gets the same number: a 320-token window on two
          * lanes is two packs of 160, not 256 + 64 with one lane idle for most of the call. */

@@ -36,7 +36,8 @@ static void test_keys_left_out_get_their_documented_defaults(void **state)
     assert_int_equal(c.queue.max_tokens, 4096);
     assert_int_equal(c.queue.dead_letter_maxlen, 100000);
     assert_int_equal(c.queue.prune_idle_ms, 600000);
-    assert_int_equal(c.batch.token_budget, 16384);
+    assert_int_equal(c.batch.token_budget, 0); /* automatic: the device's, or 16384 */
+    assert_int_equal(c.batch.token_budget_max, 65536);
     assert_int_equal(c.batch.max_texts, 256);
     assert_int_equal(c.batch.lookahead, 1024);
     assert_int_equal(c.batch.max_wait_ms, 5);

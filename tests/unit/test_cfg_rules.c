@@ -333,8 +333,13 @@ static void test_build_features_match_the_compile_definitions(void **state)
 #else
     assert_false(cfg_build_has_test_backends());
 #endif
-    /* No native backend has CUDA code yet, whatever the build: cuda:N is refused for them. */
+    /* The native embedder runs on CUDA exactly when the CUDA device layer is built; the native
+     * decoder has no CUDA code yet, whatever the build. */
+#ifdef WEAVER_HAVE_CUDA
+    assert_true(cfg_build_has_cuda_embedder());
+#else
     assert_false(cfg_build_has_cuda_embedder());
+#endif
     assert_false(cfg_build_has_cuda_decoder());
 }
 
