@@ -227,6 +227,8 @@ int dev_arena_alloc(DevStream *s, size_t bytes, void **out)
 int dev_copy_h2d(DevStream *s, void *dst, const void *src, size_t bytes) { WRAP(copy_h2d, dst, src, bytes); }
 int dev_copy_d2h(DevStream *s, void *dst, const void *src, size_t bytes) { WRAP(copy_d2h, dst, src, bytes); }
 
+int dev_copy_d2d(DevStream *s, void *dst, const void *src, size_t bytes) { WRAP(copy_d2d, dst, src, bytes); }
+
 int dev_sync(DevStream *s)
 {
     int rc = guard(s->d, "sync");

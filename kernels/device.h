@@ -109,6 +109,8 @@ size_t dev_arena_size(const DevStream *s);
 int dev_copy_h2d(DevStream *s, void *dst, const void *src, size_t bytes);
 int dev_copy_d2h(DevStream *s, void *dst, const void *src, size_t bytes);
 int dev_sync(DevStream *s);
+/* Device-to-device copy on the stream (the GPU check's bandwidth ceiling). */
+int dev_copy_d2d(DevStream *s, void *dst, const void *src, size_t bytes);
 
 /* The encoder's operations, queued on the stream. Pointers are device addresses; activations are
  * F32 row-major; weights are [n][k] row-major in dev_precision_weight_bytes(prec) each. */

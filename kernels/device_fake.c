@@ -308,6 +308,7 @@ static const DeviceOps fake_ops = {
     .copy_h2d = fake_copy,
     .copy_d2h = fake_copy,
     .sync = fake_sync,
+    .copy_d2d = fake_copy,
     .seq_offsets = fake_seq_offsets,
     .embed_tokens = fake_embed_tokens,
     .gemm = fake_gemm,

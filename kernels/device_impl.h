@@ -47,6 +47,7 @@ struct DeviceOps {
     int (*copy_h2d)(DevStream *s, void *dst, const void *src, size_t bytes);
     int (*copy_d2h)(DevStream *s, void *dst, const void *src, size_t bytes);
     int (*sync)(DevStream *s);
+    int (*copy_d2d)(DevStream *s, void *dst, const void *src, size_t bytes); /* optional */
     int (*seq_offsets)(DevStream *s, int32_t *cu_seqlens, const int32_t *lens, int nseq);
     int (*embed_tokens)(DevStream *s, float *x, const int32_t *ids, const int32_t *cu_seqlens, int nseq, int T,
                         const float *word, const float *pos, const float *type0, int H);

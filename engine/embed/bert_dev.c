@@ -216,7 +216,7 @@ int bert_dev_token_budget(BertDev *m, int workers, int cap, int min_tokens, char
     return t;
 }
 
-BertDevRun *bert_dev_run_new(BertDev *m, int max_tokens, int max_seqs, char *err, size_t errlen)
+BertDevRun *bert_dev_run_new(BertDev *m, int max_tokens, int max_seqs, int arena_tokens, char *err, size_t errlen)
 {
     BertDevRun *r = calloc(1, sizeof *r);
     if (!r) {
@@ -226,7 +226,8 @@ BertDevRun *bert_dev_run_new(BertDev *m, int max_tokens, int max_seqs, char *err
     r->m = m;
     r->max_tokens = max_tokens;
     r->max_seqs = max_seqs;
-    size_t arena = (size_t)max_tokens * bert_dev_bytes_per_token(&m->c, m->prec) + 16 * DEV_ALIGN +
+    if (arena_tokens <= 0 || arena_tokens > max_tokens) arena_tokens = max_tokens;
+    size_t arena = (size_t)arena_tokens * bert_dev_bytes_per_token(&m->c, m->prec) + 16 * DEV_ALIGN +
                    ((size_t)1 << 20); /* Thrust's scratch */
     size_t pinned = (size_t)max_tokens * 4 + (size_t)max_seqs * (4 + 4 * (size_t)m->c.hidden) + 2 * DEV_ALIGN;
     r->s = dev_stream_new(m->d, arena, pinned, err, errlen);

@@ -34,8 +34,10 @@ size_t bert_dev_weight_bytes(const BertDev *m);
  * 0 when not even min_tokens fit, with the figures in err. */
 int bert_dev_token_budget(BertDev *m, int workers, int cap, int min_tokens, char *err, size_t errlen);
 
-/* One worker's run: packs of up to max_tokens tokens and max_seqs sequences. */
-BertDevRun *bert_dev_run_new(BertDev *m, int max_tokens, int max_seqs, char *err, size_t errlen);
+/* One worker's run: packs of up to max_tokens tokens and max_seqs sequences, with an arena for
+ * arena_tokens tokens (0 = max_tokens; fewer makes bigger packs run out of memory and split: the
+ * GPU check's forced small budget). */
+BertDevRun *bert_dev_run_new(BertDev *m, int max_tokens, int max_seqs, int arena_tokens, char *err, size_t errlen);
 void bert_dev_run_free(BertDevRun *r); /* NULL-safe */
 DevStream *bert_dev_run_stream(BertDevRun *r);
 

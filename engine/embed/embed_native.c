@@ -319,7 +319,7 @@ static EmbedWorkspace *native_workspace_new(Embedder *e)
         char err[sizeof e->errstr];
         per = n->token_budget;
         lanes = 1;
-        ws->run = bert_dev_run_new(n->dm, per, n->max_texts, err, sizeof err);
+        ws->run = bert_dev_run_new(n->dm, per, n->max_texts, 0, err, sizeof err);
         if (!ws->run) {
             snprintf(e->errstr, sizeof e->errstr, "%s", err);
             native_workspace_free(ws);

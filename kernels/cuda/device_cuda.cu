@@ -189,6 +189,12 @@ static int cuda_copy_d2h(DevStream *s, void *dst, const void *src, size_t bytes)
     return DEV_OK;
 }
 
+static int cuda_copy_d2d(DevStream *s, void *dst, const void *src, size_t bytes)
+{
+    CU_TRY(s->d, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_stream(s)->st), "%zu bytes", bytes);
+    return DEV_OK;
+}
+
 static int cuda_sync(DevStream *s)
 {
     /* an asynchronous failure of anything queued surfaces here */
@@ -223,6 +229,7 @@ static const DeviceOps cuda_ops = {
     cuda_copy_h2d,
     cuda_copy_d2h,
     cuda_sync,
+    cuda_copy_d2d,
     cuda_seq_offsets,
     cuda_embed_tokens,
     cuda_gemm,

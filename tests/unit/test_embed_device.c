@@ -158,7 +158,7 @@ static void rig_open(Rig *g, const FakeDeviceConfig *fc, DevPrecision prec, int 
     if (!g->st) fail_msg("%s", err);
     g->m = bert_dev_open(g->d, g->st, &CFG, prec, err, sizeof err);
     if (!g->m) fail_msg("%s", err);
-    g->r = bert_dev_run_new(g->m, max_tokens, NSEQ, err, sizeof err);
+    g->r = bert_dev_run_new(g->m, max_tokens, NSEQ, 0, err, sizeof err);
     if (!g->r) fail_msg("%s", err);
 }
 
