@@ -3,7 +3,7 @@
 # real binary) and reference checks, first in a normal build, then again under
 # AddressSanitizer + UndefinedBehaviorSanitizer; then each libFuzzer target (tests/fuzz/, built
 # with clang in build-fuzz/) for a fixed time on its seed corpus. A crash, leak or sanitizer
-# report fails the run. CUDA code is compiled when nvcc exists.
+# report fails the run.
 # Usage: ops/test.sh [--quick]   (--quick skips the sanitizer pass and the fuzz stage)
 # WEAVER_FUZZ_SECONDS (default 20) is each fuzz target's budget.
 set -euo pipefail
@@ -47,7 +47,7 @@ fuzz_stage() {
 build_and_test build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
 if [ "${1:-}" != "--quick" ]; then
   # Sanitizers: leaks and UB abort the test that hit them. CUDA is off here (ASan and the CUDA
-  # runtime do not mix); the normal build above already compiles the .cu files.
+  # runtime do not mix; there are no .cu files yet anyway).
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     build_and_test build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWEAVER_SANITIZE=ON -DWEAVER_CUDA=OFF
   fuzz_stage
