@@ -230,6 +230,13 @@ static void fuzz_seed_models_load_and_lying_seeds_are_refused(void **state) {
         if (m) fail_msg("%s: accepted", lies[i]);
         if (!err[0]) fail_msg("%s: refused without a message", lies[i]);
     }
+    /* 12 KiB claiming 8 million layers: refused from the tensor count, before any table is sized
+     * from block_count (found by fuzz_gguf as a multi-GB allocation). */
+    snprintf(path, sizeof path, "%s/tests/fuzz/corpus_gguf/oom_block_count", src ? src : ".");
+    GgufFile *f = gguf_open(path, err, sizeof err);
+    if (!f) fail_msg("oom_block_count: %s", err);
+    assert_null(model_load(f, err, sizeof err));
+    if (!strstr(err, "block_count")) fail_msg("oom_block_count: %s", err);
 }
 
 int main(void) {
