@@ -35,10 +35,13 @@ def test_enqueue_wait_with_no_engine_times_out_with_exit_75_and_leaves_the_job_q
 
 def test_pin_verify_exits_66_when_the_embedder_cannot_be_opened_and_writes_nothing(redis_server, workdir):
     r = redis_server.client()
-    empty = os.path.join(workdir, "empty-snapshot")
-    os.mkdir(empty)  # exists (the config check passes) but holds no model
+    broken = os.path.join(workdir, "broken-snapshot")
+    os.mkdir(broken)  # every file the config check looks for is there, but none holds a model
+    for name in ("config.json", "model.safetensors", "vocab.txt"):
+        with open(os.path.join(broken, name), "w") as f:
+            f.write("not a model\n")
     cfg = write_config(os.path.join(workdir, "broken.conf"), redis_server.port,
-                       embedder={"backend": "native", "snapshot": empty})
+                       embedder={"backend": "native", "snapshot": broken})
     out = run_cli("pin", "verify", config=cfg)
     assert out.returncode == 66, (out.returncode, out.stderr)
     assert "pin verify:" in out.stderr and "config.json" in out.stderr
