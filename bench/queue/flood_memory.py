@@ -18,7 +18,7 @@ def mem():
 job = lambda i: {"id": "f%d" % i, "texts": ["a"] * 1024, "reply_to": "done"}
 xadd_jobs(r, "embed", [job(i) for i in range(4)])
 wait_for(lambda: r.llen("done") == 4, what="warm")
-steady = mem(); print("steady", steady)
+steady = mem()
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 256
 t = time.time()
 xadd_jobs(r, "embed", [job(i) for i in range(4, 4 + N)])

@@ -128,6 +128,13 @@ Model *model_load(GgufFile *f, char *err, size_t errlen) {
              hp->n_embd, hp->n_head, hp->n_head_kv, hp->n_ff);
         goto fail;
     }
+    /* Every layer has several tensors of its own: a block_count beyond the tensor count is a lie,
+     * refused before the layer table is sized from it (a 12 KiB file could ask for gigabytes). */
+    if ((uint64_t)hp->n_layer > f->n_tensors) {
+        errf(err, errlen, "model: block_count %d is more than the file's %llu tensors", hp->n_layer,
+             (unsigned long long)f->n_tensors);
+        goto fail;
+    }
     if (hp_u32(m, "attention.key_length", &hp->head_dim, 0, hp->n_embd / hp->n_head, err, errlen) ||
         hp_u32(m, "rope.dimension_count", &hp->rope_dim, 0, hp->head_dim, err, errlen))
         goto fail;

@@ -1,5 +1,6 @@
 /* sampler.c: token sampling (see sampler.h). Order as llama.cpp's default chain: penalties,
  * top_k, top_p, min_p, temperature, draw. Greedy when temperature <= 0 (after penalties).
+ * sampler_candidates is the whole chain but the draw; sampler_sample draws from what it leaves.
  * exp is libm's expf, evaluated 4 at a time by quant_expf_row with identical results. */
 #include "engine/decode/sampler.h"
 
@@ -83,8 +84,8 @@ static void top_k_sorted(const float *l, int *idx, int n, int k) {
     qsort_r(idx, (size_t)k, sizeof *idx, cmp_desc, (void *)l);
 }
 
-int sampler_sample(const GenSampling *p, SamplerRng *rng, SamplerScratch *s, float *logits, const int *hist,
-                   int n_hist) {
+int sampler_candidates(const GenSampling *p, SamplerScratch *s, float *logits, const int *hist, int n_hist,
+                       double *z_out) {
     int V = s->n_vocab;
     int win = p->repeat_last_n < 0 ? n_hist : (p->repeat_last_n < n_hist ? p->repeat_last_n : n_hist);
     if (win > 0 && (p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f)) {
@@ -105,13 +106,17 @@ int sampler_sample(const GenSampling *p, SamplerRng *rng, SamplerScratch *s, flo
         int best = 0;
         for (int i = 1; i < V; i++)
             if (logits[i] > logits[best]) best = i;
-        return best;
+        s->idx[0] = best;
+        s->prob[0] = 1.0f;
+        *z_out = 1.0;
+        return 1;
     }
     int n = V;
     for (int i = 0; i < V; i++) s->idx[i] = i;
     int k = p->top_k > 0 && p->top_k < V ? p->top_k : V;
-    int need_sorted = k < V || (p->top_p > 0.0f && p->top_p < 1.0f);
-    if (need_sorted) {
+    /* top_p below 1 is on; 0 keeps the single most probable token (the smallest set reaching 0). */
+    int use_top_p = p->top_p < 1.0f, use_min_p = p->min_p > 0.0f && p->min_p <= 1.0f;
+    if (k < V || use_top_p) {
         if (k < V) {
             top_k_sorted(logits, s->idx, V, k);
         } else {
@@ -122,14 +127,14 @@ int sampler_sample(const GenSampling *p, SamplerRng *rng, SamplerScratch *s, flo
     float mx = -INFINITY;
     double z = 0.0;
     /* Temperature-1 probabilities, only when top_p or min_p will look at them. */
-    int filter = (p->top_p > 0.0f && p->top_p < 1.0f) || (p->min_p > 0.0f && p->min_p <= 1.0f);
+    int filter = use_top_p || use_min_p;
     for (int i = 0; i < n && filter; i++) mx = fmaxf(mx, logits[s->idx[i]]);
     if (filter) {
         for (int i = 0; i < n; i++) s->prob[i] = logits[s->idx[i]] - mx;
         quant_expf_row(s->prob, s->prob, n); /* libm's expf, bit for bit, 4 at a time */
         for (int i = 0; i < n; i++) z += s->prob[i];
     }
-    if (p->top_p > 0.0f && p->top_p < 1.0f) {
+    if (use_top_p) {
         double cum = 0.0;
         int keep = n;
         for (int i = 0; i < n; i++) {
@@ -141,7 +146,7 @@ int sampler_sample(const GenSampling *p, SamplerRng *rng, SamplerScratch *s, flo
         }
         n = keep;
     }
-    if (p->min_p > 0.0f && p->min_p <= 1.0f) {
+    if (use_min_p) {
         /* Relative to the most probable token: p_i >= min_p * p_max, i.e. exp(l_i - max) >= min_p. */
         int o = 0;
         for (int i = 0; i < n; i++)
@@ -152,7 +157,7 @@ int sampler_sample(const GenSampling *p, SamplerRng *rng, SamplerScratch *s, flo
             }
         n = o > 0 ? o : 1;
     }
-    /* Temperature on the surviving candidates, then draw. */
+    /* Temperature on the surviving candidates. */
     mx = -INFINITY;
     for (int i = 0; i < n; i++)
         if (logits[s->idx[i]] > mx) mx = logits[s->idx[i]];
@@ -160,6 +165,15 @@ int sampler_sample(const GenSampling *p, SamplerRng *rng, SamplerScratch *s, flo
     for (int i = 0; i < n; i++) s->prob[i] = (logits[s->idx[i]] - mx) / p->temperature;
     quant_expf_row(s->prob, s->prob, n);
     for (int i = 0; i < n; i++) z += s->prob[i];
+    *z_out = z;
+    return n;
+}
+
+int sampler_sample(const GenSampling *p, SamplerRng *rng, SamplerScratch *s, float *logits, const int *hist,
+                   int n_hist) {
+    double z;
+    int n = sampler_candidates(p, s, logits, hist, n_hist, &z);
+    if (!(p->temperature > 0.0f)) return s->idx[0]; /* greedy: no draw, the stream is left as it is */
     double u = sampler_rng_uniform(rng) * z, cum = 0.0;
     for (int i = 0; i < n; i++) {
         cum += s->prob[i];

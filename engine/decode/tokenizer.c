@@ -354,18 +354,33 @@ const char *tok_text(const Tokenizer *t, int id, size_t *len) {
     return t->text[id].ptr;
 }
 
-/* ---- BPE core shared by both kinds ---- */
+/* ---- BPE core shared by both kinds ----
+ * Merging is a binary heap of candidate pairs over a doubly linked list of symbols, so a word
+ * of n symbols costs O(n log n) rather than a rescan of the word per merge (a 40k-letter word
+ * took seconds). Heap entries are not removed when a merge changes a neighbour: they are left
+ * behind and skipped when popped (lazy invalidation). The heap orders by (rank, left symbol),
+ * which picks exactly the pair a rescan would: the lowest rank, the leftmost on ties. */
 
 typedef struct Sym {
-    int start, len;  /* in the work buffer */
+    int start, len;  /* in the work buffer; len 0 once merged into the symbol before it */
     int prev, next;
 } Sym;
+
+/* A candidate merge of syms[left] and syms[right] as they were when pushed; len is their
+ * joined length then, so a change to either side makes the entry stale. */
+typedef struct Cand {
+    uint32_t rank;   /* lower merges first */
+    int left, right, len;
+} Cand;
 
 typedef struct Work {
     char *buf;        /* symbol text (mapped for byte-level) */
     size_t cap;
     Sym *syms;
     int nsym, symcap;
+    Cand *heap;       /* merge candidates, a binary min-heap by cand_before */
+    size_t heapcap;
+    int nheap;
     char *key;
     size_t keycap;
 } Work;
@@ -381,8 +396,18 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
     return 0;
 }
 
-/* Rank of merging a and b (lower first); BPE: merges table, SPM: -score of the joined token. */
-static int pair_rank(const Tokenizer *t, Work *w, const Sym *a, const Sym *b, double *rank) {
+/* Maps a float to a key with the same order (both zeros to one key, as == sees them), so SPM
+ * scores and BPE merge ranks share one integer comparison. */
+static uint32_t float_key(float f) {
+    if (f == 0.0f) f = 0.0f;
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* Rank of merging a and b (lower first); BPE: merges table, SPM: -score of the joined token.
+ * Returns 1 with *rank set, 0 when the pair does not merge, -1 out of memory. */
+static int pair_rank(const Tokenizer *t, Work *w, const Sym *a, const Sym *b, uint32_t *rank) {
     size_t la = (size_t)a->len, lb = (size_t)b->len;
     if (t->kind == TOK_BPE) {
         if (grow((void **)&w->key, &w->keycap, la + lb + 1, 1)) return -1;
@@ -391,14 +416,54 @@ static int pair_rank(const Tokenizer *t, Work *w, const Sym *a, const Sym *b, do
         memcpy(w->key + la + 1, w->buf + b->start, lb);
         int r = map_get(&t->merges, w->key, la + lb + 1);
         if (r < 0) return 0;
-        *rank = r;
+        *rank = (uint32_t)r;
         return 1;
     }
     /* SPM: symbols are adjacent in the buffer, so the joined text is contiguous. */
     int id = map_get(&t->vocab, w->buf + a->start, la + lb);
     if (id < 0) return 0;
-    *rank = -(double)t->score[id];
+    *rank = float_key(-t->score[id]);
     return 1;
+}
+
+static bool cand_before(const Cand *x, const Cand *y) {
+    return x->rank < y->rank || (x->rank == y->rank && x->left < y->left);
+}
+
+/* Pushes the pair starting at symbol left, if there is one and it merges. 0, or -1 out of memory. */
+static int cand_push(const Tokenizer *t, Work *w, int left) {
+    if (left < 0 || w->syms[left].next < 0) return 0;
+    const Sym *a = &w->syms[left], *b = &w->syms[a->next];
+    uint32_t rank;
+    int ok = pair_rank(t, w, a, b, &rank);
+    if (ok <= 0) return ok;
+    Cand c = {rank, left, a->next, a->len + b->len};
+    int i = w->nheap++;
+    while (i > 0) {
+        int parent = (i - 1) / 2;
+        if (!cand_before(&c, &w->heap[parent])) break;
+        w->heap[i] = w->heap[parent];
+        i = parent;
+    }
+    w->heap[i] = c;
+    return 0;
+}
+
+static Cand cand_pop(Work *w) {
+    Cand top = w->heap[0];
+    Cand last = w->heap[--w->nheap];
+    int n = w->nheap, i = 0;
+    if (n == 0) return top;
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && cand_before(&w->heap[c + 1], &w->heap[c])) c++;
+        if (!cand_before(&w->heap[c], &last)) break;
+        w->heap[i] = w->heap[c];
+        i = c;
+    }
+    w->heap[i] = last;
+    return top;
 }
 
 /* Merges the symbols of w->buf[0..n) and appends their tokens. */
@@ -420,24 +485,22 @@ static int bpe_word(const Tokenizer *t, Work *w, size_t n, TokVec *out) {
     /* Whole word is a token: common fast path. */
     int whole = t->ignore_merges ? map_get(&t->vocab, w->buf, n) : -1;
     if (whole >= 0) return tokvec_push(out, whole);
-    for (;;) {
-        double best = 0;
-        int bi = -1;
-        for (int i = 0; i != -1 && w->syms[i].next != -1; i = w->syms[i].next) {
-            double r;
-            int ok = pair_rank(t, w, &w->syms[i], &w->syms[w->syms[i].next], &r);
-            if (ok < 0) return -1;
-            if (ok && (bi < 0 || r < best)) {
-                best = r;
-                bi = i;
-            }
-        }
-        if (bi < 0) break;
-        Sym *a = &w->syms[bi];
-        Sym *b = &w->syms[a->next];
+    /* The heap never holds more than 2 * nsym entries: nsym - 1 to start with, and each of the
+     * at most nsym - 1 merges pops one entry and pushes at most two. */
+    if (grow((void **)&w->heap, &w->heapcap, 2 * (size_t)w->nsym, sizeof(Cand))) return -1;
+    w->nheap = 0;
+    for (int i = 0; i != -1; i = w->syms[i].next)
+        if (cand_push(t, w, i)) return -1;
+    while (w->nheap > 0) {
+        Cand c = cand_pop(w);
+        Sym *a = &w->syms[c.left];
+        if (a->len == 0 || a->next != c.right || a->len + w->syms[c.right].len != c.len) continue; /* stale */
+        Sym *b = &w->syms[c.right];
         a->len += b->len;
+        b->len = 0;
         a->next = b->next;
-        if (b->next != -1) w->syms[b->next].prev = bi;
+        if (b->next != -1) w->syms[b->next].prev = c.left;
+        if (cand_push(t, w, a->prev) || cand_push(t, w, c.left)) return -1;
     }
     for (int i = 0; i != -1; i = w->syms[i].next) {
         const Sym *s = &w->syms[i];
@@ -616,6 +679,7 @@ done:
     free(plain);
     free(w.buf);
     free(w.syms);
+    free(w.heap);
     free(w.key);
     if (md) pcre2_match_data_free(md);
     return rc;

@@ -4,26 +4,34 @@
 It drives `weaver-engine generate-local` ($WEAVER_BIN) or, until engine/main.c dispatches
 that command, the same CLI inside the test_decode_cli unit-test binary.
 
-Tolerances, and why:
+Tolerances, and why (measured 2026-12-02 on this fixture):
 - tokenisation: identical ids.
-- SmolLM2 (the real file): the native decoder reproduces the order of every floating-point
-  operation of llama.cpp's CPU path (int8-quantised activations with the same lane sums, RoPE
-  with its fused multiply-adds, llama.cpp's vector exp in softmax and SiLU, fp16 K/V/Q and
-  probabilities, and its two attention accumulation orders: tinyBLAS for a multi-token prompt,
-  ggml_vec_dot_f16 for a single decode token). Its logits are bit-identical to llama.cpp's at
-  every prompt position and every decode step (measured: max |diff| 0.0 over full 49152-logit
-  rows). The fixture stores logits rounded to 5 decimals, so we allow 2e-5 over the reference's
-  top-32 logits at every prompt position and every one of the 31 decode steps. That matters: this
-  model amplifies a one-ulp change in attention into ~0.5 logits within a few layers (each
-  matmul re-quantises its input to int8), so anything short of bit-identity shows up as
-  ~0.5-2.0 differences and flipped near-ties.
-- SmolLM2 greedy continuation: identical ids for all 32 tokens on every prompt (ours stops at an
-  end-of-generation token, which must then be llama.cpp's choice at that step too).
-- tiny random-weight models (other tensor types and architectures): within the fixture's
-  rounding for all types but F16, where llama.cpp rounds the activations to fp16 and we keep
-  them in f32 (~0.09 at most); so there we keep the older bound, 1.25x the spread between
-  llama.cpp's own flash/non-flash attention paths (recorded with the fixture) and at least 0.05,
-  and greedy identity up to the first near-tie (top-1/top-2 margin < 0.1).
+- logits: the fixture stores llama.cpp's float32 logits rounded to 5 decimals, so a
+  bit-identical logit is within 5e-6 of the recorded value; ROUND = 5e-6 + 1e-9 (the 1e-9 for
+  the decimal-to-binary conversion) is the bound for every tensor type we compute in llama.cpp's
+  order. Measured max |diff|: SmolLM2 (Q4_1) 4.9963e-6 at the prompt positions and 5.0000e-6 at
+  the 31 decode steps; tiny models Q4_0 4.9866e-6, Q8_0 5.0000e-6, BF16 4.9796e-6, Q4_K 4.9744e-6,
+  Q5_K 4.9908e-6, Q6_K 4.9991e-6, qwen2 Q8_0 4.9960e-6, qwen3 Q4_1 4.9857e-6, SentencePiece
+  Q8_0 4.9841e-6. (Why bit-identity is needed at all: SmolLM2 amplifies a one-ulp change in
+  attention into ~0.5 logits within a few layers, since each matmul re-quantises its input to
+  int8; see docs/decoder.md.)
+- F16 is the exception: llama.cpp rounds the inputs of F16 matmuls to fp16, we keep float32.
+  Measured max |diff| 0.0862. F16_TOL = 0.1: decode_numpy_ref.py (float64 forward of the same
+  model) puts the effect of that rounding alone on these logits at 0.081, and
+  test_f16_bound_is_the_size_of_llama_cpps_fp16_rounding keeps F16_TOL within 1x..1.5x of it.
+- greedy: every one of the reference's tokens is compared (32 SmolLM2, 16 tiny), teacher-forced
+  (our argmax after feeding llama.cpp's own previous tokens, one token per pass as its loop did)
+  and free-running (--greedy-ids). A step may be excused only as a real near-tie: llama.cpp's own
+  top-1/top-2 margin there at most 2 x the type's computation bound + ROUND (so ~5e-6 for all
+  types but F16, 0.2 for F16), and at most one per case: N = 15 of 16 tiny tokens, 32 of 32
+  SmolLM2 tokens (no SmolLM2 margin is that small). Our free-running output may end early only at
+  an end-of-generation token that llama.cpp chose at the same step; the teacher-forced check
+  still covers the steps after it.
+- decode-step margins (tiny models): the fixture records llama.cpp's top-1/top-2 margin at each
+  greedy step (its only record of the decode steps' logits); ours must be within 2 x the
+  computation bound + ROUND + 2 float32 ulps of the top logit (one ulp per logit: tiny qwen3 step
+  14 is 5.008e-6 off, so the decode steps are within an ulp of llama.cpp's, not proven
+  bit-identical), except KNOWN_MARGIN_GAPS (see there).
 """
 import json
 import os
@@ -40,8 +48,25 @@ SMOL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
 import decode_make_fixtures as mk  # noqa: E402
 
-MARGIN = 0.1
-SMOL_TOL = 2e-5  # fixture rounding (5 decimals) only: the computation is bit-identical
+ROUND = 5e-6 + 1e-9  # half a unit of the fixture's fifth decimal, + decimal-to-binary conversion
+F16_TOL = 0.1        # llama.cpp's fp16 activations for F16 weights (see the docstring)
+# What our computation may differ by, per tensor type of the big matrices; the logit bound is
+# this + ROUND. 0: computed in llama.cpp's order, bit-identical.
+COMPUTE_TOL = {"Q4_0": 0.0, "Q4_1": 0.0, "Q8_0": 0.0, "BF16": 0.0, "Q4_K": 0.0, "Q5_K": 0.0, "Q6_K": 0.0,
+               "F16": F16_TOL}
+# Decode-step top-1/top-2 margins that differ from llama.cpp's beyond the bound although every
+# recorded prompt logit (positions 0-5) agrees within ROUND and every greedy token is the same.
+# Not explained yet; llama.cpp is needed to find which position or operation first differs (the
+# fixture records logits only at the first 6 prompt positions). Measured 2026-12-02; the value
+# is a fence just above the measurement. A gap that closes fails the test: remove its entry.
+KNOWN_MARGIN_GAPS = {
+    ("tiny_llama_bf16", 0): 0.08,   # 0.0732, every step from the last prompt position (12) on
+    ("tiny_llama_bf16", 1): 0.14,   # 0.1356, every step but one
+    ("tiny_llama_q4_0", 1): 0.27,   # 0.2610, every step from the last prompt position (22) on
+    ("tiny_llama_q4_k", 0): 0.003,  # 0.0023, step 2 only
+    ("tiny_llama_q6_k", 0): 0.045,  # 0.0421, steps 4 and 13 only
+    ("tiny_llama_q6_k", 1): 0.14,   # 0.1303, step 5 only
+}
 EOG_PIECES = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>")
 
 
@@ -75,21 +100,60 @@ def ours_logits(model, text, tmp_path):
     return out["tokens"], lg
 
 
-def compare_case(model, case, tmp_path, n_greedy):
-    toks, lg = ours_logits(model, case["text"], tmp_path)
-    assert toks == case["tokens"]
+def forced_logits(model, toks, ref, tmp_path):
+    """Our logits for the prompt (one pass) then llama.cpp's greedy tokens one per pass: row
+    len(toks) - 1 + k is what step k of its greedy loop chose from."""
+    path = str(tmp_path / "forced.f32")
+    seq = toks + ref[:-1]
+    out = run("--model", model, "--ids", ",".join(map(str, seq)), "--dump-logits", "1", "--logits-out", path,
+              "--prefill", str(len(toks)))
+    assert out["tokens"] == seq
+    return np.fromfile(path, dtype=np.float32).reshape(len(seq), -1)
+
+
+def compare_greedy(model, case, lg, comp):
+    """Every reference token, teacher-forced and free-running; returns how many were compared."""
+    toks, ref, margins = case["tokens"], case["greedy"], case["greedy_margins"]
+    near = 2 * comp + ROUND
+    excused = []
+    for k in range(len(ref)):
+        got = int(np.argmax(lg[len(toks) - 1 + k]))
+        if got != ref[k]:
+            assert margins[k] <= near, f"greedy step {k}: ours {got}, llama.cpp {ref[k]} (its margin {margins[k]} > {near:.3g})"
+            excused.append(k)
+    assert len(excused) <= 1, f"near-ties excused at steps {excused}: fewer than {len(ref) - 1} tokens compared"
+    g = run("--model", model, "--ids", ",".join(map(str, toks)), "--greedy-ids", "--max-tokens", str(len(ref)))["completion_ids"]
+    assert 1 <= len(g) <= len(ref)
+    for i, t in enumerate(g):
+        if t != ref[i]:  # only after a real near-tie; from there the two continuations differ
+            assert margins[i] <= near, f"free-running greedy differs at {i}: ours {g} llama.cpp {ref}"
+            break
+    else:
+        if len(g) < len(ref):
+            assert g[-1] in _eog_ids(model), f"ours stopped early at {g[-1]}, not an end-of-generation token: {g}"
+    return len(ref) - len(excused)
+
+
+def compare_case(model, case, tmp_path, qtype, margin_gap=None):
+    """Tokens, logits at the recorded prompt positions, greedy tokens, decode-step margins."""
+    comp = COMPUTE_TOL[qtype]
+    toks = case["tokens"]
+    assert run("--model", model, "--prompt", case["text"], "--tokenize-only")["tokens"] == toks
+    lg = forced_logits(model, toks, case["greedy"], tmp_path)
     for i, p in enumerate(case["positions"]):
-        tol = 0.05 if i == 0 else max(0.05, 1.25 * p["fa_spread"])
-        diff = np.abs(lg[i][p["top_ids"]] - np.array(p["top_logits"])).max()
-        assert diff <= tol, f"position {i}: max |diff| {diff:.4f} > {tol:.4f} (llama.cpp's own spread {p['fa_spread']})"
-    g = run("--model", model, "--prompt", case["text"], "--greedy-ids", "--max-tokens", str(n_greedy))["completion_ids"]
-    ref = case["greedy"][:n_greedy]
-    n = next((i for i, m in enumerate(case["greedy_margins"][:n_greedy]) if m < MARGIN), len(ref))
-    # ours stops at an end-of-generation token; llama.cpp's recording does not
-    n = min(n, len(g))
-    assert g[:n] == ref[:n], f"greedy differs within the first {n}: ours {g} ref {ref}"
-    robust = n == len(ref)
-    return robust
+        diff = np.abs(lg[i][p["top_ids"]].astype(np.float64) - np.array(p["top_logits"])).max()
+        assert diff <= comp + ROUND, f"position {i}: max |logit diff| {diff:.4g} > {comp + ROUND:.4g} ({qtype})"
+    assert compare_greedy(model, case, lg, comp) >= len(case["greedy"]) - 1
+    srt = np.sort(lg[len(toks) - 1:], axis=1)
+    mdiff = np.abs((srt[:, -1] - srt[:, -2]).astype(np.float64) - np.array(case["greedy_margins"]))
+    # + one float32 ulp of each of the two logits: tiny_qwen3_q4_1 step 14 is 5.008e-6 off, so
+    # somewhere in the decode steps a logit differs from llama.cpp's by an ulp.
+    bound = 2 * comp + ROUND + 2 * float(np.spacing(np.abs(srt[:, -1])).max())
+    if margin_gap is None:
+        assert mdiff.max() <= bound, f"decode-step margins differ from llama.cpp's by up to {mdiff.max():.4g} > {bound:.3g} at steps {np.flatnonzero(mdiff > bound).tolist()}"
+    else:
+        assert mdiff.max() <= margin_gap, f"known margin gap grew: {mdiff.max():.4g} > {margin_gap}"
+        assert mdiff.max() > bound, f"known margin gap closed ({mdiff.max():.3g}): remove it from KNOWN_MARGIN_GAPS and docs/decoder.md"
 
 
 def _eog_ids(model):
@@ -112,12 +176,10 @@ def compare_smol(case, tmp_path):
     rows += [(f"decode step {k + 1}", len(toks) + k, st) for k, st in enumerate(case["steps"])]
     assert len(case["positions"]) == len(toks) and len(case["steps"]) == len(ref) - 1
     for what, r, p in rows:
-        diff = np.abs(lg[r][p["top_ids"]] - np.array(p["top_logits"])).max()
-        assert diff <= SMOL_TOL, f"{what}: max |logit diff| {diff:.3g} > {SMOL_TOL}"
-    g = run("--model", SMOL, "--prompt", case["text"], "--greedy-ids", "--max-tokens", str(len(ref)))["completion_ids"]
-    assert g == ref[:len(g)], f"greedy differs: ours {g} ref {ref}"
-    if len(g) < len(ref):
-        assert g[-1] in _eog_ids(SMOL), f"ours stopped early at {g[-1]}, not an end-of-generation token"
+        diff = np.abs(lg[r][p["top_ids"]].astype(np.float64) - np.array(p["top_logits"])).max()
+        assert diff <= ROUND, f"{what}: max |logit diff| {diff:.3g} > {ROUND}"
+    assert min(case["greedy_margins"]) > 2 * COMPUTE_TOL["Q4_1"] + ROUND  # no near-tie to excuse
+    assert compare_greedy(SMOL, case, lg, COMPUTE_TOL["Q4_1"]) == len(ref) == 32
 
 
 @pytest.mark.skipif(not os.path.exists(SMOL), reason="models/SmolLM2-135M-Instruct.Q4_1.gguf not downloaded (ops/setup.sh)")
@@ -129,7 +191,7 @@ class TestSmolLM2:
         assert run("--model", SMOL, "--prompt", case["text"], "--tokenize-only")["tokens"] == case["tokens"]
 
     @pytest.mark.parametrize("case", fx["generate"], ids=lambda c: repr(c["text"][:20]))
-    def test_logits_at_every_position_and_32_greedy_tokens_match_llama_cpp(self, case, tmp_path):
+    def test_logits_at_every_position_and_step_and_all_32_greedy_tokens_match_llama_cpp(self, case, tmp_path):
         compare_smol(case, tmp_path)
 
     def test_fixture_covers_every_prompt_position_and_decode_step(self):
@@ -154,5 +216,21 @@ def test_tiny_random_model_matches_llama_cpp(name, tmp_path):
     assert mk.tiny_model(name, path) == fx["sha256"], "tiny model generator drifted from the recorded fixture"
     for case in fx["tokenize"]:
         assert run("--model", path, "--prompt", case["text"], "--tokenize-only")["tokens"] == case["tokens"]
-    for case in fx["generate"]:
-        compare_case(path, case, tmp_path, 16)
+    for i, case in enumerate(fx["generate"]):
+        assert len(case["greedy"]) == 16
+        compare_case(path, case, tmp_path, mk.TINY[name][1], KNOWN_MARGIN_GAPS.get((name, i)))
+
+
+def test_f16_bound_is_the_size_of_llama_cpps_fp16_rounding(tmp_path):
+    """F16_TOL against a float64 model of its cause: the logits at the recorded entries with and
+    without fp16-rounded inputs to the F16 matmuls (tests/reference/decode_numpy_ref.py)."""
+    import decode_numpy_ref as nr
+    path = str(tmp_path / "f16.gguf")
+    assert mk.tiny_model("tiny_llama_f16", path) == TINY_FX["tiny_llama_f16"]["sha256"]
+    model = nr.load(path)
+    effect = 0.0
+    for case in TINY_FX["tiny_llama_f16"]["generate"]:
+        a, b = nr.logits(model, case["tokens"]), nr.logits(model, case["tokens"], fp16_activations=True)
+        for i, p in enumerate(case["positions"]):
+            effect = max(effect, float(np.abs(a[i][p["top_ids"]] - b[i][p["top_ids"]]).max()))
+    assert effect <= F16_TOL <= 1.5 * effect, f"fp16 rounding moves these logits by {effect:.4f}; F16_TOL {F16_TOL}"

@@ -1,6 +1,8 @@
 /* test_decode_gguf.c: the GGUF reader. A well-formed file reads back every metadata type and
  * tensor; every truncation and thousands of random corruptions of it are refused (or read)
- * without a crash; specific lies get an error that names the problem. */
+ * without a crash; specific lies get an error that names the problem. The fuzz seeds in
+ * tests/fuzz/corpus_gguf/ are replayed through the reader and the tokenizer and model loaders,
+ * and the tiny models among them must load (else the fuzzer would never reach the loaders). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +14,8 @@
 #include <cmocka.h>
 
 #include "engine/decode/gguf.h"
+#include "engine/decode/model.h"
+#include "engine/decode/tokenizer.h"
 
 typedef struct W {
     uint8_t buf[8192];
@@ -193,6 +197,48 @@ static void missing_file_is_an_error(void **state) {
     assert_non_null(strstr(err, "cannot open"));
 }
 
+/* Seeds named after an architecture and tokenizer (llama_spm_q8_0, qwen2_bpe_q4_1, ...) are
+ * complete models; the others are lies that must be refused with a message. */
+static void fuzz_seed_models_load_and_lying_seeds_are_refused(void **state) {
+    (void)state;
+    static const char *const models[] = {"llama_spm_q8_0", "llama_linear_rope", "qwen2_bpe_q4_1", "qwen3_bpe_f16"};
+    static const char *const lies[] = {"header_only", "kv_count_lies", "layers_missing", "tensor_count_lies",
+                                       "tensor_offset_past_end", "truncated", "version_1"};
+    const char *src = getenv("WEAVER_SOURCE_DIR");
+    char path[1024], err[256];
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        snprintf(path, sizeof path, "%s/tests/fuzz/corpus_gguf/%s", src ? src : ".", models[i]);
+        GgufFile *f = gguf_open(path, err, sizeof err);
+        if (!f) fail_msg("%s: %s", models[i], err);
+        Tokenizer *t = tok_load(f, err, sizeof err);
+        if (!t) fail_msg("%s: %s", models[i], err);
+        tok_free(t);
+        Model *m = model_load(f, err, sizeof err);
+        if (!m) fail_msg("%s: %s", models[i], err);
+        assert_int_equal(m->hp.n_layer, 1);
+        model_free(m);
+    }
+    for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++) {
+        snprintf(path, sizeof path, "%s/tests/fuzz/corpus_gguf/%s", src ? src : ".", lies[i]);
+        err[0] = '\0';
+        GgufFile *f = gguf_open(path, err, sizeof err);
+        Model *m = NULL;
+        if (f) {
+            err[0] = '\0';
+            m = model_load(f, err, sizeof err);
+        }
+        if (m) fail_msg("%s: accepted", lies[i]);
+        if (!err[0]) fail_msg("%s: refused without a message", lies[i]);
+    }
+    /* 12 KiB claiming 8 million layers: refused from the tensor count, before any table is sized
+     * from block_count (found by fuzz_gguf as a multi-GB allocation). */
+    snprintf(path, sizeof path, "%s/tests/fuzz/corpus_gguf/oom_block_count", src ? src : ".");
+    GgufFile *f = gguf_open(path, err, sizeof err);
+    if (!f) fail_msg("oom_block_count: %s", err);
+    assert_null(model_load(f, err, sizeof err));
+    if (!strstr(err, "block_count")) fail_msg("oom_block_count: %s", err);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(reads_every_metadata_type_and_tensor),
@@ -200,6 +246,7 @@ int main(void) {
         cmocka_unit_test(random_corruption_never_crashes),
         cmocka_unit_test(lies_are_named),
         cmocka_unit_test(missing_file_is_an_error),
+        cmocka_unit_test(fuzz_seed_models_load_and_lying_seeds_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
