@@ -17,7 +17,7 @@
 #define ENGINE_EXIT_UNAVAILABLE 69 /* EX_UNAVAILABLE: Redis unreachable by the start-up deadline */
 #define ENGINE_EXIT_MODEL 66     /* EX_NOINPUT: a model could not be opened, or the device named by
                                   * embedder.device is not there (no GPU, driver, N out of range) */
-#define ENGINE_EXIT_DEVICE 74    /* EX_IOERR: the GPU context was lost while running (a sticky CUDA
+#define ENGINE_EXIT_DEVICE 71    /* EX_OSERR: the GPU context was lost while running (a sticky CUDA
                                   * error); the jobs in flight were left pending, none acknowledged */
 
 /* Most worker threads of one engine (--workers): worker N's consumer name is "<base>-<N>", so
