@@ -81,9 +81,11 @@ int dev_fail(Device *d, int status, const char *call, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
+    pthread_mutex_lock(&d->mu);
     snprintf(d->errstr, sizeof d->errstr, "%.100s (%s:%d): %.60s: %.300s", d->info.name[0] ? d->info.name : d->ops->name,
              d->ops->name, d->info.index, call, detail);
-    if (status == DEV_ESTICKY) d->lost = true;
+    pthread_mutex_unlock(&d->mu);
+    if (status == DEV_ESTICKY) __atomic_store_n(&d->lost, true, __ATOMIC_RELEASE);
     return status;
 }
 
@@ -91,17 +93,21 @@ int dev_fail(Device *d, int status, const char *call, const char *fmt, ...)
  * have said why through dev_fail). */
 static int guard(Device *d, const char *call)
 {
-    if (!d->lost) return DEV_OK;
-    char prev[DEV_ERRSTR];
-    snprintf(prev, sizeof prev, "%s", d->errstr);
+    if (!__atomic_load_n(&d->lost, __ATOMIC_ACQUIRE)) return DEV_OK;
     /* keep the first cause visible: it is what an operator needs */
-    snprintf(d->errstr, sizeof d->errstr, "%s refused: the device context is lost (%.400s)", call, prev);
+    pthread_mutex_lock(&d->mu);
+    if (!strstr(d->errstr, "refused: the device context is lost")) {
+        char prev[DEV_ERRSTR];
+        snprintf(prev, sizeof prev, "%s", d->errstr);
+        snprintf(d->errstr, sizeof d->errstr, "%s refused: the device context is lost (%.400s)", call, prev);
+    }
+    pthread_mutex_unlock(&d->mu);
     return DEV_ESTICKY;
 }
 
 static int track(Device *d, int rc)
 {
-    if (rc == DEV_ESTICKY) d->lost = true;
+    if (rc == DEV_ESTICKY) __atomic_store_n(&d->lost, true, __ATOMIC_RELEASE);
     return rc;
 }
 
@@ -120,9 +126,11 @@ Device *device_open(const DeviceOps *ops, int index, int *status, char *err, siz
     }
     d->ops = ops;
     d->info.index = index;
+    pthread_mutex_init(&d->mu, NULL);
     rc = ops->open(d, index);
     if (rc != DEV_OK) {
         snprintf(err, errlen, "%s", d->errstr);
+        pthread_mutex_destroy(&d->mu);
         free(d);
         goto out;
     }
@@ -137,12 +145,20 @@ void device_close(Device *d)
 {
     if (!d) return;
     d->ops->close(d);
+    pthread_mutex_destroy(&d->mu);
     free(d);
 }
 
 const DeviceInfo *device_info(const Device *d) { return &d->info; }
 const char *device_errstr(const Device *d) { return d->errstr; }
-bool device_lost(const Device *d) { return d->lost; }
+bool device_lost(const Device *d) { return __atomic_load_n(&d->lost, __ATOMIC_ACQUIRE); }
+
+void device_errstr_copy(Device *d, char *buf, size_t len)
+{
+    pthread_mutex_lock(&d->mu);
+    snprintf(buf, len, "%s", d->errstr);
+    pthread_mutex_unlock(&d->mu);
+}
 
 int device_mem_info(Device *d, size_t *free_bytes, size_t *total_bytes)
 {

@@ -72,7 +72,9 @@ int device_cuda_count(char *err, size_t errlen);
 Device *device_open(const DeviceOps *ops, int index, int *status, char *err, size_t errlen);
 void device_close(Device *d);                  /* NULL-safe; frees the weights */
 const DeviceInfo *device_info(const Device *d);
-const char *device_errstr(const Device *d);    /* the last failed call, with shapes */
+const char *device_errstr(const Device *d);    /* the last failed call, with shapes (one thread) */
+/* The same, copied under the device's lock: for workers sharing the device. */
+void device_errstr_copy(Device *d, char *buf, size_t len);
 /* True once a sticky error was seen: every later call returns DEV_ESTICKY without running. */
 bool device_lost(const Device *d);
 /* Records a failure on d: errstr becomes "<device name> (<kind>:N): <call>: <detail>"; a

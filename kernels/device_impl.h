@@ -5,6 +5,8 @@
 #ifndef WEAVER_DEVICE_IMPL_H
 #define WEAVER_DEVICE_IMPL_H
 
+#include <pthread.h>
+
 #include "kernels/device.h"
 
 #ifdef __cplusplus
@@ -19,7 +21,8 @@ struct Device {
     void *impl;             /* backend state */
     void *weights;          /* the one weight allocation */
     size_t weights_bytes;
-    bool lost;              /* a sticky error was seen */
+    bool lost;              /* a sticky error was seen (__atomic loads and stores: workers share d) */
+    pthread_mutex_t mu;     /* guards errstr: every worker's stream reports into it */
     char errstr[DEV_ERRSTR];
 };
 

@@ -396,8 +396,9 @@ static int device_window(Embedder *e, EmbedWorkspace *ws, int ready)
         int rc = bert_dev_forward(ws->run, ws->packed, ws->batch_lens + j0, j1 - j0, (DevPool)nat->snap.pooling,
                                   ws->pooled + (size_t)j0 * H);
         if (rc != DEV_OK) {
-            snprintf(e->errstr, sizeof e->errstr, "%s%s", device_errstr(nat->dev),
-                     rc == DEV_ESTICKY ? " (the device is lost)" : "");
+            char why[sizeof e->errstr];
+            device_errstr_copy(nat->dev, why, sizeof why);
+            snprintf(e->errstr, sizeof e->errstr, "%.220s%s", why, rc == DEV_ESTICKY ? " (the device is lost)" : "");
             return rc == DEV_ESTICKY ? EMBEDDER_EDEVICE : -1;
         }
         j0 = j1;
