@@ -213,16 +213,27 @@ static int fake_gemm(DevStream *s, float *out, const float *a, const void *w, co
 {
     int rc = op(s, "gemm");
     if (rc) return rc;
-    for (int i = 0; i < m; i++)
+    /* the inputs as the precision sees them, converted once (test-only code: it may allocate) */
+    float *wf = malloc((size_t)n * k * sizeof *wf), *af = malloc((size_t)k * sizeof *af);
+    if (!wf || !af) {
+        free(wf);
+        free(af);
+        return dev_fail(s->d, DEV_ENOMEM, "gemm", "no host memory for the fake GEMM's inputs");
+    }
+    for (size_t i = 0; i < (size_t)n * k; i++) wf[i] = input_as(weight_at(w, i, prec), prec);
+    for (int i = 0; i < m; i++) {
+        for (int kk = 0; kk < k; kk++) af[kk] = input_as(a[(size_t)i * k + kk], prec);
         for (int j = 0; j < n; j++) {
+            const float *wr = wf + (size_t)j * k;
             double acc = 0.0;
-            for (int kk = 0; kk < k; kk++)
-                acc += (double)input_as(a[(size_t)i * k + kk], prec) *
-                       input_as(weight_at(w, (size_t)j * k + kk, prec), prec);
+            for (int kk = 0; kk < k; kk++) acc += (double)af[kk] * wr[kk];
             float v = (float)acc + (bias ? bias[j] : 0.0f);
             if (res) v += res[(size_t)i * n + j];
             out[(size_t)i * n + j] = v;
         }
+    }
+    free(wf);
+    free(af);
     return DEV_OK;
 }
 
