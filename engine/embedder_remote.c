@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "engine/embedder_impl.h"
+#include "engine/metrics.h" /* two counters: retries, requests that gave up */
 
 #define REMOTE_MAX_ATTEMPTS 8
 #define REMOTE_RETRY_WINDOW_MS 10000 /* no new attempt starts later than this after the first */
@@ -294,8 +295,10 @@ static HttpOutcome http_call(Remote *r, EmbedWorkspace *ws, const char *path, co
         if (attempt >= REMOTE_MAX_ATTEMPTS || elapsed + wait > REMOTE_RETRY_WINDOW_MS) {
             size_t n = strlen(why);
             snprintf(why + n, whylen - n, " (gave up after %d attempts in %.1f s)", attempt, elapsed / 1000.0);
+            metrics_count_remote_failure();
             return HTTP_FAILED;
         }
+        metrics_count_remote_retry();
         sleep_ms(wait);
         backoff = backoff * 2 > REMOTE_BACKOFF_MAX_MS ? REMOTE_BACKOFF_MAX_MS : backoff * 2;
     }

@@ -16,8 +16,6 @@
 #include "engine/cli.h"
 #include "engine/engine.h"
 
-#define WEAVER_VERSION "0.1.0"
-
 static void usage(FILE *out)
 {
     fprintf(out,

@@ -127,6 +127,9 @@ static void test_a_full_file_sets_every_key(void **state)
     assert_int_equal(c.decoder.kv_budget_tokens, 32768);
     assert_string_equal(c.pin.cohort, "prod-a");
     assert_string_equal(c.log.level, "debug");
+    assert_string_equal(c.log.format, "json");
+    assert_string_equal(c.metrics.listen, "[::1]:9465");
+    assert_int_equal(c.metrics.sample_interval_ms, 500);
     cfg_test_done(&c, &errs);
 }
 
