@@ -343,9 +343,9 @@ static void test_key_outside_any_group_points_to_its_group(void **state)
 static void test_misspelt_group_is_an_error_with_a_hint(void **state)
 {
     (void)state;
-    assert_cfg_errors(CFG_TEST_BASE "reddis = { port = 6379; };\nmetrics = { port = 9100; };\n",
+    assert_cfg_errors(CFG_TEST_BASE "reddis = { port = 6379; };\ntracing = { port = 9100; };\n",
                       "t.conf:3: reddis: unknown group; did you mean 'redis'?",
-                      "t.conf:4: metrics: unknown group");
+                      "t.conf:4: tracing: unknown group");
 }
 
 static void test_known_group_name_given_a_value_is_an_error(void **state)
