@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, wait_for, xadd_jobs
+from conftest import SOURCE_DIR, free_port, wait_for, xadd_jobs
 
 MARKER = "PAYLOAD-MARKER-7f3a"
 
@@ -181,6 +181,14 @@ def test_prometheus_scraping_the_engine_counts_exactly_the_results_written(redis
     depth = prom.query("weaver_queue_length")
     assert {s["metric"]["kind"]: float(s["value"][1]) for s in depth} == {"embed": 0.0, "generate": 0.0}
     assert float(prom.query("weaver_queue_dead_letters")[0]["value"][1]) == n_bad
+
+    # Every query of the shipped Grafana dashboard is valid PromQL and finds its series.
+    dash = json.load(open(os.path.join(SOURCE_DIR, "ops", "grafana", "weaver-engine.json")))
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    assert len(exprs) > 20
+    for e in exprs:
+        got = prom.query(e.replace("$instance", ".*").replace("$__rate_interval", "1m"))
+        assert got, "dashboard query finds nothing: " + e
     assert eng.stop() == 0
 
 
