@@ -2,7 +2,9 @@
  * its own (epoll or poll, non-blocking sockets): GET /metrics (the exposition metrics.c
  * renders), /healthz (the process is alive) and /readyz (metrics_ready). A slow or stuck client
  * only holds its own connection (at most METRICS_HTTP_CONNECTIONS at once, idle ones dropped after
- * METRICS_HTTP_IDLE_S); workers never wait on this thread, which only reads atomics. */
+ * METRICS_HTTP_IDLE_S); workers never wait on this thread, which only reads atomics.
+ * Must not: touch Redis, take a lock a worker takes, or answer with anything but metrics,
+ * health and readiness (no job data, no configuration). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>

@@ -1,7 +1,8 @@
 /* metrics_sampler.c: the thread that samples the queue gauges (stream length, pending entries,
  * dead letters) every metrics.sample_interval_ms over a Redis connection of its own, so a
  * scrape never touches Redis and a worker never waits for a sample. Each sample also tells
- * /readyz whether Redis is reachable; a lost connection is retried once per interval. */
+ * /readyz whether Redis is reachable; a lost connection is retried once per interval.
+ * Must not: write any key, or share its connection with another thread. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
