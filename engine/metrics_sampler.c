@@ -4,11 +4,10 @@
  * /readyz whether Redis is reachable; a lost connection is retried once per interval.
  * Must not: write any key, or share its connection with another thread. */
 #include <pthread.h>
-#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "engine/metrics.h"
 #include "queue/queue.h"
@@ -17,16 +16,11 @@ struct MetricsSampler {
     Metrics *m;
     Queue *q;
     int interval_ms;
-    atomic_bool done;
+    bool done;              /* under lock; the thread sleeps on wake between samples */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
     pthread_t thread;
 };
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void sample(MetricsSampler *s)
 {
@@ -48,15 +42,27 @@ static void sample(MetricsSampler *s)
     metrics_set_depths(s->m, &md, rc == QUEUE_OK);
 }
 
+/* Samples, then sleeps until the next interval or until stopped: no wake-ups in between. */
 static void *sampler_main(void *arg)
 {
     MetricsSampler *s = arg;
-    while (!atomic_load(&s->done)) {
-        long long next = mono_ms() + s->interval_ms;
+    pthread_mutex_lock(&s->lock);
+    while (!s->done) {
+        pthread_mutex_unlock(&s->lock);
+        struct timespec next;
+        clock_gettime(CLOCK_MONOTONIC, &next);
         sample(s);
-        while (!atomic_load(&s->done) && mono_ms() < next)
-            usleep(20 * 1000);
+        next.tv_sec += s->interval_ms / 1000;
+        next.tv_nsec += (long)(s->interval_ms % 1000) * 1000000;
+        if (next.tv_nsec >= 1000000000) {
+            next.tv_sec++;
+            next.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&s->lock);
+        while (!s->done && pthread_cond_timedwait(&s->wake, &s->lock, &next) == 0)
+            ;
     }
+    pthread_mutex_unlock(&s->lock);
     return NULL;
 }
 
@@ -69,15 +75,18 @@ MetricsSampler *metrics_sampler_start(Metrics *m, const Config *cfg, const char 
     }
     s->m = m;
     s->interval_ms = cfg->metrics.sample_interval_ms;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->wake, &ca);
+    pthread_condattr_destroy(&ca);
     s->q = queue_open(&cfg->redis, &cfg->queue, consumer);
-    if (!s->q) {
-        snprintf(err, errlen, "out of memory");
-        free(s);
-        return NULL;
-    }
-    if (pthread_create(&s->thread, NULL, sampler_main, s) != 0) {
-        snprintf(err, errlen, "cannot start the metrics sampler thread");
+    if (!s->q || pthread_create(&s->thread, NULL, sampler_main, s) != 0) {
+        snprintf(err, errlen, s->q ? "cannot start the metrics sampler thread" : "out of memory");
         queue_free(s->q);
+        pthread_cond_destroy(&s->wake);
+        pthread_mutex_destroy(&s->lock);
         free(s);
         return NULL;
     }
@@ -88,8 +97,13 @@ void metrics_sampler_stop(MetricsSampler *s)
 {
     if (!s)
         return;
-    atomic_store(&s->done, true);
+    pthread_mutex_lock(&s->lock);
+    s->done = true;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
     queue_free(s->q);
+    pthread_cond_destroy(&s->wake);
+    pthread_mutex_destroy(&s->lock);
     free(s);
 }
