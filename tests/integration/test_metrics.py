@@ -488,3 +488,33 @@ def test_json_logs_are_one_valid_object_per_line_and_never_hold_payload_text(red
     assert "unknown field 'we\u0001ird\"f\u00e9\n'" in weird["msg"], weird  # escaped, then decoded intact
     assert any(o.get("job_id") == "ok1" and o["level"] == "debug" for o in objs), "duplicate line"
     assert any(o["msg"].startswith("stopped after") for o in objs)
+
+
+# --- the remote embedder's counters --------------------------------------------------------------
+
+def test_remote_embedder_retries_and_failures_are_counted(redis_server, engine_factory):
+    from remote_service import RemoteService
+    svc = RemoteService(os.path.join(SOURCE_DIR, "models", "all-MiniLM-L6-v2")).start()
+    try:
+        r = redis_server.client()
+        eng = metrics_engine(engine_factory, embedder={"backend": "remote", "url": svc.url, "timeout_ms": 5000},
+                             queue={"visibility_timeout_ms": 60000})
+        eng.start(timeout=60)
+        port = eng.metrics_port
+        svc.fail_next(2, 503)
+        xadd_jobs(r, "embed", [{"id": "a", "text": "retry me"}])
+        wait_for(lambda: r.exists("it:result:a"), timeout=60, what="result a")
+        assert r.hget("it:result:a", "status") == b"ok"
+        fams = families(port)
+        assert value(fams, "weaver_remote_embedder_retries") == 2
+        assert value(fams, "weaver_remote_embedder_failures") == 0
+        svc.fail_next(100, 503)  # more than the retries allow: the request gives up
+        xadd_jobs(r, "embed", [{"id": "b", "text": "give up"}])
+        wait_for(lambda: r.exists("it:result:b"), timeout=60, what="result b")
+        assert r.hget("it:result:b", "status") == b"error"
+        fams = families(port)
+        assert value(fams, "weaver_remote_embedder_failures") == 1
+        assert value(fams, "weaver_remote_embedder_retries") >= 2 + 5
+        assert eng.stop() == 0
+    finally:
+        svc.stop()
