@@ -289,12 +289,12 @@ static void error_result_for(Worker *w, int r, QueueResult *failed, const char *
 static long long entry_time_ms(const char *entry_id);
 
 /* Counts a result Redis accepted: its status, and its end-to-end time from the XADD. */
-static void observe_finished(Worker *w, const QueueResult *res, long long done_us)
+static void observe_finished(Worker *w, const QueueResult *res, bool acked_only, long long done_us)
 {
     if (!w->m)
         return;
     MetricsStatus st = res->dead_only ? METRICS_DEAD_ONLY : res->dead_reason ? METRICS_ERROR : METRICS_OK;
-    if (st == METRICS_OK && res->n_fields == 0) { /* a duplicate: only acknowledged */
+    if (acked_only) { /* a duplicate (also two entries of one id in one read): only acknowledged */
         metrics_add(&w->m->duplicates[res->kind], 1);
         return;
     }
@@ -379,7 +379,7 @@ static void finish_range(Worker *w, int off, int n)
         for (int i = off; i < off + n; i++) {
             if (w->refused[i].what == QUEUE_REFUSED_NONE) {
                 atomic_fetch_add(&w->eng->jobs_done, 1);
-                observe_finished(w, &w->results[i], done_us);
+                observe_finished(w, &w->results[i], w->refused[i].acked_only, done_us);
             } else {
                 rewrite_refused(w, i, off + again++);
             }

@@ -139,6 +139,7 @@ typedef enum QueueRefusalKind {
 
 typedef struct QueueRefusal {
     QueueRefusalKind what;
+    bool acked_only;    /* not refused, but only acknowledged: its result already existed */
     char why[192];
 } QueueRefusal;
 

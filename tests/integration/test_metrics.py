@@ -518,3 +518,16 @@ def test_remote_embedder_retries_and_failures_are_counted(redis_server, engine_f
         assert eng.stop() == 0
     finally:
         svc.stop()
+
+
+def test_two_entries_of_one_job_id_in_one_read_count_one_job_and_one_duplicate(redis_server, engine_factory):
+    """The finish script writes the first and only acknowledges the second (it finds the result the
+    first just wrote); the counters must say so, not count the job finished twice."""
+    r = redis_server.client()
+    xadd_jobs(r, "embed", [{"id": "twin", "text": "a"}, {"id": "twin", "text": "a"}])  # before the engine reads
+    eng = metrics_engine(engine_factory).start()
+    wait_for(lambda: r.xlen("it:jobs:embed") == 0, what="both entries acknowledged")
+    wait_for(lambda: value(families(eng.metrics_port), "weaver_duplicates_acknowledged", kind="embed") == 1,
+             what="the duplicate counted")
+    assert value(families(eng.metrics_port), "weaver_jobs_finished", kind="embed", status="ok") == 1
+    assert eng.stop() == 0
