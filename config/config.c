@@ -7,6 +7,7 @@
  * connection. */
 #include "config/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -144,11 +145,24 @@ static const char *check_key_patterns(const char *v, char *buf, size_t len)
     return NULL;
 }
 
+static const char *check_listen(const char *v, char *buf, size_t len)
+{
+    char host[64];
+    int port;
+    bool ipv6;
+    if (!*v || cfg_parse_listen(v, host, sizeof host, &port, &ipv6))
+        return NULL;
+    snprintf(buf, len, "\"%s\" is not a listen address; expected \"IPv4:port\" or \"[IPv6]:port\" "
+             "with a literal address and a port in [1, 65535], e.g. \"127.0.0.1:9464\"", v);
+    return buf;
+}
+
 static const CfgCheck name_token = { check_name_token, "non-empty, no whitespace" };
 static const CfgCheck http_url = { check_url, "empty, or `http://...` or `https://...`" };
 static const CfgCheck device_name = { check_device, "`\"cpu\"` or `\"cuda:N\"`" };
 static const CfgCheck backend_built = { check_backend_built, NULL };
 static const CfgCheck key_patterns = { check_key_patterns, "glob patterns separated by spaces" };
+static const CfgCheck listen_address = { check_listen, "empty, or `\"IPv4:port\"` or `\"[IPv6]:port\"`" };
 
 static bool embedder_is_native(const CfgLoad *ld);
 static bool embedder_is_remote(const CfgLoad *ld);
@@ -164,6 +178,7 @@ static const char *const embedder_apis[] = { "tei", "openai", NULL };
 static const char *const embedder_precisions[] = { "fp32", "tf32", "fp16", "bf16", NULL };
 static const char *const decoder_backends[] = { "native", "test-echo", NULL };
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
+static const char *const log_formats[] = { "text", "json", NULL };
 
 /* ------------------------------------------------------------------------------------------ */
 /* The schema: every key the engine reads. Keys of one group stay together, groups in the     */
@@ -320,6 +335,17 @@ static const CfgKey cfg_schema[] = {
 
     CFG_STR_KEY("log.level", log.level, "info", .allowed = log_levels,
         .doc = "Least severe message level written to stderr."),
+    CFG_STR_KEY("log.format", log.format, "text", .allowed = log_formats,
+        .doc = "`text`: one line per event (time, level, message); `json`: one JSON object per "
+               "line (`ts`, `level`, `msg`, and `worker`, `job_id`, `kind` where they apply)."),
+
+    CFG_STR_KEY("metrics.listen", metrics.listen, "", .check = &listen_address,
+        .doc = "Address of the HTTP endpoints `/metrics` (Prometheus), `/healthz` and `/readyz`, "
+               "e.g. `\"127.0.0.1:9464\"`; empty = off (no server, nothing counted)."),
+    CFG_INT_KEY("metrics.sample_interval_ms", metrics.sample_interval_ms, 1000, 100, 3600000,
+        .doc = "Stream length, pending entries and dead letters are sampled from Redis this often "
+               "(over a connection of their own), and so is Redis' reachability for `/readyz`, in "
+               "milliseconds."),
 };
 
 #define CFG_NKEYS ((int)(sizeof cfg_schema / sizeof cfg_schema[0]))
@@ -337,6 +363,7 @@ static const CfgGroup cfg_groups[] = {
     { "decoder", "The text-generation runtime." },
     { "pin", "The cohort pin that keeps vectors of different models apart." },
     { "log", "Logging." },
+    { "metrics", "Prometheus metrics and the health and readiness endpoints." },
 };
 
 #define CFG_NGROUPS ((int)(sizeof cfg_groups / sizeof cfg_groups[0]))
@@ -1286,6 +1313,41 @@ bool cfg_parse_device(const char *device, int *cuda_index)
         n = n * 10 + (*p - '0');
     }
     *cuda_index = (int)n;
+    return true;
+}
+
+bool cfg_parse_listen(const char *listen, char *host, size_t hostlen, int *port, bool *ipv6)
+{
+    const char *colon = strrchr(listen, ':');
+    if (!colon || colon == listen || hostlen < 2)
+        return false;
+    size_t n = (size_t)(colon - listen);
+    const char *h = listen;
+    *ipv6 = listen[0] == '[';
+    if (*ipv6) {
+        if (n < 3 || listen[n - 1] != ']')
+            return false;
+        h++;
+        n -= 2;
+    }
+    if (n >= hostlen)
+        return false;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    unsigned char addr[16];
+    if (inet_pton(*ipv6 ? AF_INET6 : AF_INET, host, addr) != 1)
+        return false;
+    const char *p = colon + 1;
+    long v = 0;
+    if (!*p)
+        return false;
+    for (; *p; p++) {
+        if (!isdigit((unsigned char)*p) || (v = v * 10 + (*p - '0')) > 65535)
+            return false;
+    }
+    if (v < 1)
+        return false;
+    *port = (int)v;
     return true;
 }
 

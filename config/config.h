@@ -94,7 +94,13 @@ typedef struct PinConfig {
 
 typedef struct LogConfig {
     char *level;        /* log.level: "debug" | "info" | "warn" | "error" */
+    char *format;       /* log.format: "text" | "json" */
 } LogConfig;
+
+typedef struct MetricsConfig {
+    char *listen;           /* metrics.listen: "host:port" of the HTTP endpoints, "" = off */
+    int sample_interval_ms; /* metrics.sample_interval_ms: stream gauges sampled this often */
+} MetricsConfig;
 
 typedef struct Config {
     RedisConfig redis;
@@ -104,6 +110,7 @@ typedef struct Config {
     DecoderConfig decoder;
     PinConfig pin;
     LogConfig log;
+    MetricsConfig metrics;
     char *path;         /* the file it was loaded from */
 } Config;
 
@@ -141,6 +148,11 @@ bool cfg_parse_device(const char *device, int *cuda_index);
 int cfg_write_docs(FILE *out);
 /* Iterates over schema key names ("group.key"); returns NULL past the end (tests, docs check). */
 const char *cfg_schema_key(int i);
+
+/* Parses a listen address as validation accepts it: "IPv4:port" or "[IPv6]:port", a literal
+ * address (no host names: nothing is resolved) and a port in [1, 65535]. Writes the address
+ * without brackets into host (at least 64 bytes), *port and *ipv6. Returns false otherwise. */
+bool cfg_parse_listen(const char *listen, char *host, size_t hostlen, int *port, bool *ipv6);
 
 /* Build features, reported by the build so validation can name the missing build option.
  * cfg_build_has_cuda: the CUDA kernels are compiled in (WEAVER_HAVE_CUDA). The backend queries

@@ -5,7 +5,9 @@
  * in Redis for another consumer to reclaim, so a stop never loses a job. A lease thread keeps the
  * leases of every entry a worker holds, however long its batch runs. SIGPIPE is ignored (a
  * dropped connection is a write error and a reconnect); SIGHUP is logged and ignored (logs go to
- * stderr: there is nothing to reopen). */
+ * stderr: there is nothing to reopen). With metrics.listen set, the HTTP endpoints start first
+ * (so /healthz answers and /readyz says 503 through the whole start-up) and stop last, and a
+ * sampler thread reads the stream gauges once Redis is reached. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -46,8 +48,11 @@ static void *lease_main(void *arg)
     while (!atomic_load(&lk->done)) {
         if (mono_ms() >= next) {
             next = mono_ms() + period;
-            if (!queue_connected(lk->q) && queue_reconnect(lk->q) != QUEUE_OK)
-                continue;
+            if (!queue_connected(lk->q)) {
+                if (queue_reconnect(lk->q) != QUEUE_OK)
+                    continue;
+                metrics_count_reconnect();
+            }
             for (int i = 0; i < lk->n; i++)
                 if (worker_extend_leases(lk->workers[i], lk->q) != 0)
                     LOG_W("extending the leases of worker %d failed: %s", i, queue_errstr(lk->q));
@@ -77,6 +82,9 @@ int daemon_run(const Config *cfg, int nworkers)
     LogLevel level = LOG_INFO;
     log_level_parse(cfg->log.level, &level);
     log_set_level(level);
+    LogFormat format = LOG_FORMAT_TEXT;
+    log_format_parse(cfg->log.format, &format);
+    log_set_format(format);
 
     /* Signals are taken by this thread alone (sigtimedwait); workers never see them. */
     sigset_t sigs;
@@ -98,25 +106,52 @@ int daemon_run(const Config *cfg, int nworkers)
         LOG_E("out of memory");
         return ENGINE_EXIT_SOFTWARE;
     }
-
-    /* The device first: cuda:N on a machine without that GPU stops here, before Redis. */
     char err[512] = "";
+    MetricsServer *server = NULL;
+    MetricsSampler *sampler = NULL;
+    Queue *admin = NULL;
+    /* The device first: cuda:N on a machine without that GPU stops here, before Redis. */
     if (embedder_check_device(&cfg->embedder, err, sizeof err) != 0) {
         LOG_E("%s", err);
-        free(workers);
-        free(threads);
-        return ENGINE_EXIT_MODEL;
+        rc = ENGINE_EXIT_MODEL;
+        goto out_free_admin;
+    }
+    if (cfg->metrics.listen[0]) {
+        eng.metrics = metrics_create(nworkers);
+        if (!eng.metrics) {
+            LOG_E("out of memory");
+            rc = ENGINE_EXIT_SOFTWARE;
+            goto out_free_admin;
+        }
+        metrics_set_info(eng.metrics, NULL, NULL, cfg->pin.cohort, cfg->embedder.backend,
+                         cfg->decoder.enabled ? cfg->decoder.backend : "none");
+        server = metrics_server_start(eng.metrics, cfg->metrics.listen, err, sizeof err);
+        if (!server) {
+            LOG_E("%s", err);
+            rc = ENGINE_EXIT_OSERR;
+            goto out_free_admin;
+        }
+        LOG_I("metrics: http://%s/metrics, /healthz, /readyz", cfg->metrics.listen);
     }
 
     LOG_I("connecting to Redis at %s:%d (deadline %d ms)", cfg->redis.host, cfg->redis.port,
           cfg->redis.startup_deadline_ms);
-    Queue *admin = queue_open(&cfg->redis, &cfg->queue, eng.consumer_base);
+    admin = queue_open(&cfg->redis, &cfg->queue, eng.consumer_base);
     if (!queue_connected(admin)) {
         LOG_E("Redis is unreachable: %s", queue_errstr(admin));
         rc = ENGINE_EXIT_UNAVAILABLE;
         goto out_free_admin;
     }
-
+    if (eng.metrics) {
+        char name[160];
+        snprintf(name, sizeof name, "%s-metrics", eng.consumer_base);
+        sampler = metrics_sampler_start(eng.metrics, cfg, name, err, sizeof err);
+        if (!sampler) {
+            LOG_E("%s", err);
+            rc = ENGINE_EXIT_SOFTWARE;
+            goto out_free_admin;
+        }
+    }
     LOG_I("opening embedder backend \"%s\"", cfg->embedder.backend);
     BatchConfig batch = cfg->batch;
     batch.workers = nworkers; /* a budget sized from the device is shared by the workers */
@@ -131,6 +166,7 @@ int daemon_run(const Config *cfg, int nworkers)
     LOG_I("embedder opened: model %s, dim %d, max %d tokens, device %s, token budget %d%s", info->model_id, info->dim,
           info->max_seq_len, cfg->embedder.device, embedder_token_budget(eng.embedder),
           cfg->batch.token_budget == 0 ? " (automatic)" : "");
+    metrics_set_info(eng.metrics, info->model_id, NULL, NULL, NULL, NULL);
 
     /* The cohort pin: probe the embedder and compare with (or write) the cohort's pin before
      * any decoder is loaded or buffer allocated. A mismatch exits PIN_EXIT_MISMATCH (65). */
@@ -139,6 +175,7 @@ int daemon_run(const Config *cfg, int nworkers)
         LOG_E("%s", err);
         goto out_free_workers;
     }
+    metrics_set_pin_passed(eng.metrics);
 
     int created = 0;
     for (; created < nworkers; created++) {
@@ -149,6 +186,8 @@ int daemon_run(const Config *cfg, int nworkers)
             goto out_free_workers;
         }
     }
+    if (nworkers > 0 && worker_decoder_model(workers[0]))
+        metrics_set_info(eng.metrics, NULL, worker_decoder_model(workers[0]), NULL, NULL, NULL);
     if (queue_ensure_groups(admin) != QUEUE_OK) {
         LOG_E("creating consumer groups: %s", queue_errstr(admin));
         rc = ENGINE_EXIT_UNAVAILABLE;
@@ -177,10 +216,12 @@ int daemon_run(const Config *cfg, int nworkers)
     while (rc == ENGINE_EXIT_OK && atomic_load(&eng.workers_ready) < started &&
            atomic_load(&eng.workers_exited) == 0)
         usleep(10 * 1000);
-    if (rc == ENGINE_EXIT_OK)
+    if (rc == ENGINE_EXIT_OK) {
+        metrics_set_workers_ready(eng.metrics, atomic_load(&eng.workers_ready));
         LOG_I("ready: %d workers on %s and %s, consumer %s-*, token budget %d", started,
               queue_stream_key(admin, JOB_EMBED), queue_stream_key(admin, JOB_GENERATE), eng.consumer_base,
               embedder_token_budget(eng.embedder));
+    }
 
     /* Wait for a stop signal, logging progress now and then. */
     long last_done = 0;
@@ -205,6 +246,7 @@ int daemon_run(const Config *cfg, int nworkers)
             next_report = mono_ms() + 10000;
         }
     }
+    metrics_set_stopping(eng.metrics);
     atomic_store(&eng.stop, true);
     long long deadline = mono_ms() + cfg->queue.shutdown_grace_ms;
     while (atomic_load(&eng.workers_exited) < started && mono_ms() < deadline)
@@ -233,7 +275,10 @@ out_free_workers:
         worker_free(workers[i]);
     embedder_close(eng.embedder);
 out_free_admin:
+    metrics_sampler_stop(sampler);
     queue_free(admin);
+    metrics_server_stop(server);
+    metrics_free(eng.metrics);
     free(workers);
     free(threads);
     return rc;

@@ -58,6 +58,7 @@
 #include <unistd.h>
 
 #include "engine/embedder_impl.h"
+#include "engine/metrics.h" /* two counters: retries, requests that gave up */
 
 #define REMOTE_MAX_ATTEMPTS 8
 #define REMOTE_RETRY_WINDOW_MS 10000 /* no new attempt starts later than this after the first */
@@ -356,8 +357,10 @@ static HttpOutcome http_call(Remote *r, EmbedWorkspace *ws, const char *path, co
         if (attempt >= REMOTE_MAX_ATTEMPTS || elapsed + wait > REMOTE_RETRY_WINDOW_MS || embedder_cancelled(ws->e)) {
             size_t n = strlen(why);
             snprintf(why + n, whylen - n, " (gave up after %d attempts in %.1f s)", attempt, elapsed / 1000.0);
+            metrics_count_remote_failure();
             return HTTP_FAILED;
         }
+        metrics_count_remote_retry();
         for (long slept = 0; slept < wait && !embedder_cancelled(ws->e); slept += 20)
             sleep_ms(wait - slept < 20 ? wait - slept : 20);
         backoff = backoff * 2 > REMOTE_BACKOFF_MAX_MS ? REMOTE_BACKOFF_MAX_MS : backoff * 2;

@@ -59,6 +59,15 @@ int generator_submit(Generator *g, const GenRequest *req, char *err, size_t errl
 int generator_step(Generator *g, GenDone *done, int max_done) { return g->ops->step(g, done, max_done); }
 int generator_pending(const Generator *g) { return g->ops->pending(g); }
 
+void generator_stats(const Generator *g, GenStats *out)
+{
+    *out = (GenStats){0};
+    if (g->ops->stats)
+        g->ops->stats(g, out);
+    else
+        out->running = g->ops->pending(g);
+}
+
 const char *gen_finish_name(GenFinish f)
 {
     switch (f) {

@@ -82,6 +82,14 @@ int generator_step(Generator *g, GenDone *done, int max_done);
 /* Sequences running or waiting. */
 int generator_pending(const Generator *g);
 
+/* What the scheduler holds right now, for metrics. Same thread as step/submit. */
+typedef struct GenStats {
+    int running;          /* sequences in the running batch */
+    int waiting;          /* submitted, waiting for a slot or KV pages */
+    int kv_pages_used, kv_pages_total;
+} GenStats;
+void generator_stats(const Generator *g, GenStats *out);
+
 const char *gen_finish_name(GenFinish f);
 
 /* Lengths of a request's texts: the explicit length, or up to the terminator when it is 0. */

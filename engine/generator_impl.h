@@ -13,6 +13,7 @@ typedef struct GeneratorOps {
     int (*submit)(Generator *g, const GenRequest *req, char *err, size_t errlen);
     int (*step)(Generator *g, GenDone *done, int max_done);
     int (*pending)(const Generator *g);
+    void (*stats)(const Generator *g, GenStats *out); /* optional: NULL reports pending as running */
 } GeneratorOps;
 
 struct Generator {

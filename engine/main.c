@@ -16,8 +16,6 @@
 #include "engine/cli.h"
 #include "engine/engine.h"
 
-#define WEAVER_VERSION "0.1.0"
-
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -33,7 +31,8 @@ static void usage(FILE *out)
             "       weaver-engine tokenize ...      weaver-engine generate-local ...\n\n"
             "--config defaults to ./weaver.conf. Exit codes: 0 ok, 64 usage, 65 cohort pin mismatch, 66 model,\n"
             "69 Redis unreachable, "
-            "70 internal error, 71 the GPU was lost while running, 75 --wait timed out, 78 invalid config.\n",
+            "70 internal error, 71 cannot listen on metrics.listen, 75 --wait timed out or (run) the GPU\n"
+            "was lost while running, 78 invalid config.\n",
             WEAVER_VERSION);
 }
 

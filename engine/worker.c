@@ -18,6 +18,7 @@
 #include "engine/engine.h"
 #include "engine/generator.h"
 #include "engine/log.h"
+#include "engine/metrics.h"
 #include "queue/queue.h"
 
 #define WORKER_STR_(x) #x
@@ -36,6 +37,7 @@ typedef struct GenFlight {
     size_t payload_len;
     int deliveries;
     long long started_ms;
+    long long started_us;   /* monotonic, for the compute-time histogram */
     struct GenFlight *next;
 } GenFlight;
 
@@ -49,6 +51,7 @@ static void flight_free(GenFlight *fl)
 struct Worker {
     Engine *eng;
     const Config *cfg;
+    MetricsWorker *m;       /* NULL when metrics are off */
     int index;
     char consumer[QUEUE_CONSUMER_MAX];
     Queue *q;
@@ -107,8 +110,36 @@ static long long mono_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Stream entry ids start with the enqueue time in ms: the job's queueing delay for free. */
-static long long entry_time_ms(const char *entry_id) { return strtoll(entry_id, NULL, 10); }
+static long long mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static long long now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Stream entry ids start with the enqueue time in ms: the job's queueing delay for free. Read
+ * with a plain digit loop: metrics read it twice per job, and strtoll costs ten times more. */
+static long long entry_time_ms(const char *entry_id)
+{
+    long long ms = 0;
+    for (const char *p = entry_id; *p >= '0' && *p <= '9' && ms < 100000000000000LL; p++)
+        ms = ms * 10 + (*p - '0');
+    return ms;
+}
+
+/* Adds the time since t0_us (mono_us) to this worker's busy time. */
+static void count_busy(Worker *w, long long t0_us)
+{
+    if (w->m)
+        metrics_add(&w->m->busy_ns, (uint64_t)(mono_us() - t0_us) * 1000);
+}
 
 Worker *worker_create(Engine *eng, int index, char *err, size_t errlen)
 {
@@ -121,6 +152,7 @@ Worker *worker_create(Engine *eng, int index, char *err, size_t errlen)
     w->eng = eng;
     w->cfg = cfg;
     w->index = index;
+    w->m = metrics_worker(eng->metrics, index);
     pthread_mutex_init(&w->lease_lock, NULL);
     int len = snprintf(w->consumer, sizeof w->consumer, "%s-%d", eng->consumer_base, index);
     if (len < 0 || (size_t)len >= sizeof w->consumer) { /* never cut: two workers would share it */
@@ -189,6 +221,8 @@ Worker *worker_create(Engine *eng, int index, char *err, size_t errlen)
     return w;
 }
 
+const char *worker_decoder_model(const Worker *w) { return w && w->gen ? generator_info(w->gen)->model_id : NULL; }
+
 void worker_free(Worker *w)
 {
     if (!w)
@@ -234,9 +268,12 @@ static bool ensure_connected(Worker *w)
     if (queue_connected(w->q))
         return true;
     int backoff = 50;
+    metrics_set_connected(w->m, false);
     while (!atomic_load(&w->eng->abandon)) {
         if (queue_reconnect(w->q) == QUEUE_OK) {
             LOG_I("worker %d: reconnected to Redis", w->index);
+            metrics_count_reconnect();
+            metrics_set_connected(w->m, true);
             return true;
         }
         LOG_W("worker %d: %s; retrying in %d ms", w->index, queue_errstr(w->q), backoff);
@@ -248,6 +285,24 @@ static bool ensure_connected(Worker *w)
 }
 
 static void error_result_for(Worker *w, int r, QueueResult *failed, const char *reason);
+
+static long long entry_time_ms(const char *entry_id);
+
+/* Counts a result Redis accepted: its status, and its end-to-end time from the XADD. */
+static void observe_finished(Worker *w, const QueueResult *res, bool acked_only, long long done_us)
+{
+    if (!w->m)
+        return;
+    MetricsStatus st = res->dead_only ? METRICS_DEAD_ONLY : res->dead_reason ? METRICS_ERROR : METRICS_OK;
+    if (acked_only) { /* a duplicate (also two entries of one id in one read): only acknowledged */
+        metrics_add(&w->m->duplicates[res->kind], 1);
+        return;
+    }
+    metrics_finished(w->m, res->kind, st);
+    if (st != METRICS_OK)
+        metrics_add(&w->m->dead_letters[res->kind], 1);
+    metrics_latency(w->m, res->kind, METRICS_END_TO_END, done_us - entry_time_ms(res->entry_id) * 1000);
+}
 
 /* Attempts at one result the script keeps rejecting (a Redis error that is not a connection
  * fault, e.g. out of memory or an ACL denial) before it is left pending. */
@@ -308,21 +363,26 @@ static void finish_range(Worker *w, int off, int n)
                 continue;
             }
             if (faults >= FINISH_MAX_FAULTS) {
-                LOG_E("job %s: cannot write even its error result: %s; leaving it pending",
-                      w->results[off].job_id, queue_errstr(w->q));
+                log_job(LOG_ERROR, w->results[off].job_id, job_kind_name(w->results[off].kind),
+                        "job %s: cannot write even its error result: %s; leaving it pending",
+                        w->results[off].job_id, queue_errstr(w->q));
                 return;
             }
-            LOG_W("worker %d: writing the result of job %s failed: %s; retrying", w->index,
-                  w->results[off].job_id, queue_errstr(w->q));
+            log_job(LOG_WARN, w->results[off].job_id, job_kind_name(w->results[off].kind),
+                    "worker %d: writing the result of job %s failed: %s; retrying", w->index,
+                    w->results[off].job_id, queue_errstr(w->q));
             usleep((useconds_t)faults * 100 * 1000);
             continue;
         }
         int again = 0;
+        long long done_us = w->m ? now_us() : 0;
         for (int i = off; i < off + n; i++) {
-            if (w->refused[i].what == QUEUE_REFUSED_NONE)
+            if (w->refused[i].what == QUEUE_REFUSED_NONE) {
                 atomic_fetch_add(&w->eng->jobs_done, 1);
-            else
+                observe_finished(w, &w->results[i], w->refused[i].acked_only, done_us);
+            } else {
                 rewrite_refused(w, i, off + again++);
+            }
         }
         n = again;
     }
@@ -369,7 +429,8 @@ static void error_result_for(Worker *w, int r, QueueResult *like, const char *re
     add_str(res, f, "kind", job_kind_name(res->kind));
     add_str(res, f, "error", res->dead_reason);
     add_str(res, f, "finished_at", fmt(w, "%lld", now_ms()));
-    LOG_W("job %s (%s): error: %s", res->job_id, job_kind_name(res->kind), reason);
+    log_job(LOG_WARN, res->job_id, job_kind_name(res->kind), "job %s (%s): error: %s", res->job_id,
+            job_kind_name(res->kind), reason);
 }
 
 /* The error result of entry e (job may be partly parsed or NULL). */
@@ -388,6 +449,8 @@ static void error_result(Worker *w, int r, const QueueEntry *e, const Job *job, 
 static void deleted_entry_result(Worker *w, int r, const QueueEntry *e)
 {
     atomic_fetch_add(&w->eng->entries_trimmed, 1);
+    if (w->m)
+        metrics_add(&w->m->trimmed[e->kind], 1);
     w->results[r] = (QueueResult){.kind = e->kind, .entry_id = e->entry_id,
                                   .job_id = fmt(w, "%s:%s", job_kind_name(e->kind), e->entry_id),
                                   .fields = result_fields(w, r), .dead_only = true,
@@ -405,7 +468,8 @@ static void duplicate_result(Worker *w, int r, const QueueEntry *e, const Job *j
                                   .fields = result_fields(w, r), .reply_to = job->reply_to,
                                   .payload = e->payload, .payload_len = e->payload_len,
                                   .deliveries = e->deliveries};
-    LOG_D("job %s: already finished, acknowledging the duplicate delivery", job->id);
+    log_job(LOG_DEBUG, job->id, job_kind_name(e->kind), "job %s: already finished, acknowledging the duplicate delivery",
+            job->id);
 }
 
 /* --- embed jobs ---------------------------------------------------------------------------- */
@@ -429,8 +493,14 @@ static int embed_texts(Worker *w, int n)
         int count = w->batch_ends[b] - start;
         if (atomic_load(&w->eng->abandon))
             return EMBED_ABANDONED;
-        for (int k = 0; k < count; k++)
+        int real = 0, longest = 0;
+        for (int k = 0; k < count; k++) {
             w->sub_texts[k] = w->texts[w->order[start + k]];
+            int t = w->text_tokens[w->order[start + k]];
+            real += t;
+            longest = t > longest ? t : longest;
+        }
+        metrics_batch(w->m, count, real, longest * count);
         int rc = embedder_embed(e, w->ws, w->sub_texts, count, w->stage, w->sub_tokens, w->sub_status);
         if (rc == EMBEDDER_ECANCELED)
             return EMBED_ABANDONED;
@@ -513,6 +583,10 @@ static void embed_result(Worker *w, int r, int j, int first, int n, long long co
         add_field(res, f, "embeddings", json, (size_t)(p - json));
     }
     add_str(res, f, "usage", fmt(w, "{\"tokens\":%d}", tokens));
+    if (w->m) {
+        metrics_add(&w->m->texts_embedded, (uint64_t)n);
+        metrics_add(&w->m->tokens_embedded, (uint64_t)tokens);
+    }
     long long queued = now_ms() - compute_ms - entry_time_ms(e->entry_id);
     add_str(res, f, "timings", fmt(w, "{\"queued_ms\":%lld,\"compute_ms\":%lld}", queued < 0 ? 0 : queued, compute_ms));
     add_str(res, f, "finished_at", fmt(w, "%lld", now_ms()));
@@ -539,9 +613,9 @@ static int run_embed_chunk(Worker *w, const int *jobs, int njobs, int r)
             w->text_job[n++] = jobs[k];
         }
     }
-    long long t0 = mono_ms();
+    long long t0 = mono_ms(), t0_us = mono_us();
     int rc = embed_texts(w, n);
-    long long compute_ms = mono_ms() - t0;
+    long long compute_ms = mono_ms() - t0, compute_us = mono_us() - t0_us;
     if (rc == EMBED_ABANDONED) { /* no results: these jobs stay pending for another consumer */
         LOG_W("worker %d: leaving %d jobs pending (stopping)", w->index, njobs);
         return r;
@@ -564,6 +638,7 @@ static int run_embed_chunk(Worker *w, const int *jobs, int njobs, int r)
             error_result(w, r++, &w->entries[j], &w->jobs[j], why);
         else
             embed_result(w, r++, j, first, ej->n_texts, compute_ms);
+        metrics_latency(w->m, JOB_EMBED, METRICS_COMPUTE, compute_us);
         first += ej->n_texts;
     }
     return r;
@@ -609,6 +684,7 @@ static int submit_generate(Worker *w, int j)
     fl->payload_len = e->payload_len;
     fl->deliveries = e->deliveries;
     fl->started_ms = now_ms();
+    fl->started_us = mono_us();
     GenRequest req = {.prompt = gj->prompt, .prompt_len = gj->prompt_len, .max_tokens = gj->max_tokens, .truncate_prompt = gj->truncate,
                       .parse_special = gj->parse_special, .tag = fl};
     for (int m = 0; m < gj->n_messages; m++)
@@ -651,9 +727,20 @@ static void unlink_flight(Worker *w, GenFlight *fl)
 }
 
 /* One generation step; writes the results of the sequences that finished. */
+/* The decoder's running and waiting sequences and KV pages, for the metrics gauges. */
+static void publish_decoder(Worker *w)
+{
+    if (!w->m || !w->gen)
+        return;
+    GenStats st;
+    generator_stats(w->gen, &st);
+    metrics_decoder(w->m, st.running, st.waiting, st.kv_pages_used, st.kv_pages_total);
+}
+
 static void step_generate(Worker *w, int max_done)
 {
     int nd = generator_step(w->gen, w->done, max_done);
+    publish_decoder(w);
     if (nd <= 0)
         return;
     arena_reset(&w->arena);
@@ -678,6 +765,11 @@ static void step_generate(Worker *w, int max_done)
             long long queued = fl->started_ms - entry_time_ms(fl->entry_id);
             add_str(res, f, "timings", fmt(w, "{\"queued_ms\":%lld,\"prefill_ms\":%.1f,\"decode_ms\":%.1f}",
                                            queued < 0 ? 0 : queued, d->prefill_ms, d->decode_ms));
+        }
+        if (w->m) {
+            metrics_add(&w->m->prompt_tokens, (uint64_t)(d->prompt_tokens > 0 ? d->prompt_tokens : 0));
+            metrics_add(&w->m->generated_tokens, (uint64_t)(d->completion_tokens > 0 ? d->completion_tokens : 0));
+            metrics_latency(w->m, JOB_GENERATE, METRICS_COMPUTE, mono_us() - fl->started_us);
         }
         add_str(res, f, "id", fl->job_id);
         add_str(res, f, "kind", "generate");
@@ -780,6 +872,16 @@ static void process_entries(Worker *w, int n)
 {
     hold_entries(w, n);
     arena_reset(&w->arena);
+    if (w->m) {
+        long long start_us = now_us();
+        for (int j = 0; j < n; j++) {
+            const QueueEntry *e = &w->entries[j];
+            if (e->deliveries > 1)
+                metrics_add(&w->m->redelivered[e->kind], 1);
+            if (!e->deleted)
+                metrics_latency(w->m, e->kind, METRICS_QUEUE_WAIT, start_us - entry_time_ms(e->entry_id) * 1000);
+        }
+    }
     int r = 0;
     const char *ids[n > 0 ? n : 1];
     int idx[n > 0 ? n : 1], nids = 0;
@@ -859,6 +961,7 @@ static void process_entries(Worker *w, int n)
             error_result(w, r++, &w->entries[j], &w->jobs[j], w->errors[j][0] ? w->errors[j] : "out of memory");
     }
     flush_results(w, r);
+    publish_decoder(w);
     hold_entries(w, 0);
     for (int j = 0; j < n; j++)
         job_free(&w->jobs[j]);
@@ -906,6 +1009,8 @@ static void reclaim(Worker *w)
             continue;
         int n = queue_reclaim(w->q, kind, w->entries, w->max_entries);
         if (n > 0) {
+            if (w->m)
+                metrics_add(&w->m->reclaimed[kind], (uint64_t)n);
             LOG_I("worker %d: reclaimed %d %s jobs from stalled consumers", w->index, n, job_kind_name(kind));
             process_entries(w, n);
         }
@@ -922,6 +1027,7 @@ void *worker_main(void *arg)
     Worker *w = arg;
     Engine *eng = w->eng;
     int vis = w->cfg->queue.visibility_timeout_ms;
+    log_set_worker(w->index);
     /* This consumer's own pending entries first (a restart under the same consumer name), each
      * taken once: pages follow the last id read, so a generation still in flight is not read
      * (and counted as a delivery) again. */
@@ -933,7 +1039,9 @@ void *worker_main(void *arg)
             if (n <= 0)
                 break;
             snprintf(after, sizeof after, "%s", w->entries[n - 1].entry_id);
+            long long t0 = mono_us();
             process_entries(w, n);
+            count_busy(w, t0);
         }
     }
     atomic_fetch_add(&eng->workers_ready, 1);
@@ -949,7 +1057,9 @@ void *worker_main(void *arg)
             w->next_heartbeat_ms = now + vis / 3;
         }
         if (!stopping && now >= w->next_reclaim_ms) {
+            long long t0 = mono_us();
             reclaim(w);
+            count_busy(w, t0);
             w->next_reclaim_ms = now + vis / 2;
         }
         if (!stopping) {
@@ -960,11 +1070,17 @@ void *worker_main(void *arg)
                     usleep(100 * 1000);
                 continue;
             }
-            if (n > 0)
+            if (n > 0) {
+                long long t0 = mono_us();
                 process_entries(w, n);
+                count_busy(w, t0);
+            }
         }
-        if (w->gen && generator_pending(w->gen) > 0)
+        if (w->gen && generator_pending(w->gen) > 0) {
+            long long t0 = mono_us();
             step_generate(w, w->cfg->decoder.max_slots * 4);
+            count_busy(w, t0);
+        }
     }
     atomic_fetch_add(&eng->workers_exited, 1);
     return NULL;

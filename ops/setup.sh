@@ -7,7 +7,7 @@ cd "$root"
 
 apt_pkgs=(build-essential cmake pkg-config libhiredis-dev libcjson-dev libconfig-dev
           libcmocka-dev redis-server libutf8proc-dev libpcre2-dev
-          libcurl4-openssl-dev libmicrohttpd-dev libssl-dev clang)
+          libcurl4-openssl-dev libmicrohttpd-dev libssl-dev clang prometheus)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

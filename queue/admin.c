@@ -121,6 +121,41 @@ int queue_status(Queue *q, JobKind kind, QueueStreamStatus *st)
     return q->ctx ? QUEUE_OK : QUEUE_ECONN;
 }
 
+/* Five pipelined commands: XLEN and the XPENDING summary of each stream, XLEN of the dead
+ * letters. A stream or group that does not exist yet counts as empty. */
+int queue_depths(Queue *q, QueueDepths *d)
+{
+    memset(d, 0, sizeof *d);
+    if (queue_ensure_ctx(q))
+        return QUEUE_ECONN;
+    for (int k = 0; k < 2; k++) {
+        redisAppendCommand(q->ctx, "XLEN %s", q->stream[k]);
+        redisAppendCommand(q->ctx, "XPENDING %s %s", q->stream[k], q->qc.group);
+    }
+    redisAppendCommand(q->ctx, "XLEN %s", q->dead);
+    int rc = QUEUE_OK;
+    for (int i = 0; i < 5; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(q->ctx, (void **)&r) != REDIS_OK)
+            return queue_check_reply(q, NULL, "sampling stream depths");
+        long long v = 0;
+        if (r->type == REDIS_REPLY_INTEGER)
+            v = r->integer;
+        else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->type == REDIS_REPLY_INTEGER)
+            v = r->element[0]->integer;
+        else if (r->type == REDIS_REPLY_ERROR && !strstr(r->str, "NOGROUP") && !strstr(r->str, "no such key"))
+            rc = queue_set_err(q, QUEUE_EREPLY, "sampling stream depths: %s", r->str);
+        freeReplyObject(r);
+        if (i == 4)
+            d->dead = v;
+        else if (i % 2 == 0)
+            d->length[i / 2] = v;
+        else
+            d->pending[i / 2] = v;
+    }
+    return rc;
+}
+
 /* Renders one dead-letter entry [id, [f, v, ...]] as a JSON object. */
 static cJSON *dead_entry_json(const redisReply *ent)
 {

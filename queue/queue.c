@@ -770,6 +770,7 @@ int queue_finish(Queue *q, const QueueResult *r, int n, QueueRefusal *refused)
                 QueueRefusal *out = &refused[starts[c] + (int)j];
                 const redisReply *e = rep->element[j];
                 out->what = QUEUE_REFUSED_NONE;
+                out->acked_only = e->type == REDIS_REPLY_INTEGER && e->integer == 0;
                 if (e->type == REDIS_REPLY_ARRAY && e->elements == 2) {
                     out->what = refusal_kind(e->element[0]->str);
                     snprintf(out->why, sizeof out->why, "%s", e->element[1]->str);

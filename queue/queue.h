@@ -139,6 +139,7 @@ typedef enum QueueRefusalKind {
 
 typedef struct QueueRefusal {
     QueueRefusalKind what;
+    bool acked_only;    /* not refused, but only acknowledged: its result already existed */
     char why[192];
 } QueueRefusal;
 
@@ -161,6 +162,12 @@ int queue_wait_reply(Queue *q, const char *list, int timeout_ms, char *job_id, s
 char *queue_result_json(Queue *q, const char *job_id);
 
 int queue_status(Queue *q, JobKind kind, QueueStreamStatus *st);
+/* Cheap gauges for metrics (queue/admin.c): each stream's length and pending count, and the
+ * dead-letter stream's length, in one pipelined round trip. */
+typedef struct QueueDepths {
+    long long length[2], pending[2], dead;
+} QueueDepths;
+int queue_depths(Queue *q, QueueDepths *d);
 /* Removes consumers of dead engines: no pending entries and idle longer than min_idle_ms (a
  * live worker reads every queue.block_ms). Never removes a consumer with pending entries. */
 int queue_prune_consumers(Queue *q, JobKind kind, long long min_idle_ms, int *pruned);

@@ -17,6 +17,10 @@ default; --aof for appendonly + appendfsync everysec), then measures, against th
   Celery with a no-op task (redis broker on db 0, redis result backend on db 1): solo pool, and
     prefork with 2 processes; clock from starting `celery worker` until db 1 holds N results.
 
+--metrics on|both runs weaver with metrics.listen set (and this script scraping /metrics once a
+second during the run): `both` adds a "metrics" row after each weaver row and prints the ratio,
+the cost of metrics.
+
 Every measurement is repeated (default 3 times, interleaved across contenders) and the table
 shows the median. Completion is detected by polling one O(1) command (XLEN, ZCARD or DBSIZE)
 every 2 ms, so the poller adds no per-job work. The whole run is bounded by --budget seconds
@@ -35,7 +39,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -279,15 +285,40 @@ def wait_for_line(path, text, proc, timeout):
     return False
 
 
-def run_weaver(ctx, workers, n, concurrent, deadline):
-    name = f"weaver --workers {workers}" + (" concurrent" if concurrent else "")
+class Scraper:
+    """GETs /metrics once a second while a metrics run lasts, as Prometheus would."""
+
+    def __init__(self, port):
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.ok = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.done.wait(1.0):
+            try:
+                with urllib.request.urlopen(self.url, timeout=1) as resp:
+                    resp.read()
+                    self.ok += 1
+            except OSError:
+                pass
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(3)
+
+
+def run_weaver(ctx, workers, n, concurrent, deadline, metrics=False, suffix=""):
+    name = f"weaver --workers {workers}" + (" concurrent" if concurrent else "") + suffix
     m = Measure(name, n)
     srv = ctx.redis
     r = srv.client()
     r.flushall()
-    logpath = os.path.join(ctx.tmp, f"engine-w{workers}{'-c' if concurrent else ''}.log")
-    cmd = [ctx.engine, "--config", ctx.weaver_conf, "--workers", str(workers)]
+    logpath = os.path.join(ctx.tmp, f"engine-w{workers}{'-c' if concurrent else ''}{'-m' if metrics else ''}.log")
+    cmd = [ctx.engine, "--config", ctx.metrics_conf if metrics else ctx.weaver_conf, "--workers", str(workers)]
     eng = prod = None
+    scraper = Scraper(ctx.metrics_port) if metrics else None
     try:
         if not concurrent:
             xadd_all(r, weaver_payloads(n, "p"))
@@ -339,6 +370,10 @@ def run_weaver(ctx, workers, n, concurrent, deadline):
             m.error = f"verification failed: {results} results, {dead} dead letters, sample status {sample!r}"
         return m
     finally:
+        if scraper:
+            scraper.stop()
+            if m.rate and scraper.ok == 0 and m.seconds > 2:
+                m.error = "metrics run: /metrics never answered"
         stop(eng)
         if prod is not None and prod.is_alive():
             prod.kill()
@@ -477,13 +512,33 @@ def fmt(x, spec):
     return format(x, spec) if x is not None else "-"
 
 
-def report(order, results, args, redis_mode, elapsed):
+def report_metrics_cost(order, runs):
+    """Metrics on / off for each weaver row pair: the ratio of the medians, and the median of the
+    per-round ratios (the rounds are interleaved, so a pair shares the machine's state)."""
+    pairs = [(n, n + " metrics") for n in order if n + " metrics" in order]
+    if not pairs:
+        return
+    print("metrics cost (metrics on / off, jobs/s; target: within 3%):")
+    for off, on in pairs:
+        a = [m.rate for m in runs.get(off, [])]
+        b = [m.rate for m in runs.get(on, [])]
+        if not a or not b or None in a or None in b:
+            print(f"  {off[len('weaver '):]:<24} not measured")
+            continue
+        med = median(b) / median(a)
+        rounds = [y / x for x, y in zip(a, b)]
+        print(f"  {off[len('weaver '):]:<24} medians {median(a):>9,.0f} -> {median(b):>9,.0f} jobs/s = {med:.3f}; "
+              f"per-round ratios {', '.join(f'{x:.3f}' for x in rounds)} (median {median(rounds):.3f})")
+    print()
+
+
+def report(order, results, args, redis_mode, elapsed, runs=None):
     ref = results.get("weaver --workers 1", {}).get("rate")
-    head = (f"{'contender':<30} {'N':>7} {'seconds':>8} {'jobs/s':>9} {'min..max jobs/s':>17} "
+    head = (f"{'contender':<38} {'N':>7} {'seconds':>8} {'jobs/s':>9} {'min..max jobs/s':>17} "
             f"{'weaver/x':>9} {'1st res s':>9} {'redis CPU':>9} {'worker CPU':>10} {'rest CPU':>8}")
     print()
     print(f"bench/queue: {redis_mode}; median of {args.repeats} runs each; machine has {os.cpu_count()} CPUs; "
-          f"{elapsed:.0f} s in all")
+          f"{elapsed:.0f} s in all; metrics {args.metrics}")
     print("jobs/s = N / seconds from starting the worker process (prefilled queue; 'concurrent': from the first")
     print("XADD of a producer running alongside an already-ready engine) until every job has its result.")
     print("weaver/x = weaver --workers 1 jobs/s divided by this row's jobs/s. 1st res s = seconds until the first")
@@ -501,7 +556,7 @@ def report(order, results, args, redis_mode, elapsed):
         ratio = ref / s["rate"] if ref and s["rate"] else None
         mm = f"{fmt(s['min'], ',.0f')}..{fmt(s['max'], ',.0f')}" if s["rate"] else "-"
         okn = "" if s["ok"] == s["runs"] else f"  ({s['ok']}/{s['runs']} runs ok)"
-        print(f"{name:<30} {s['n']:>7,} {fmt(s['seconds'], '.3f'):>8} {fmt(s['rate'], ',.0f'):>9} {mm:>17} "
+        print(f"{name:<38} {s['n']:>7,} {fmt(s['seconds'], '.3f'):>8} {fmt(s['rate'], ',.0f'):>9} {mm:>17} "
               f"{fmt(ratio, '.1f'):>9} {fmt(s['first_s'], '.3f'):>9} {fmt(s['redis_cpu'], '.0f'):>8}% "
               f"{fmt(s['worker_cpu'], '.0f'):>9}% {fmt(s['rest_cpu'], '.0f'):>7}%{okn}")
     for name in order:
@@ -511,6 +566,7 @@ def report(order, results, args, redis_mode, elapsed):
         if s and s["notes"]:
             print(f"  {name}: {s['notes'][len(s['notes']) // 2]} (middle run)")
     print()
+    report_metrics_cost(order, runs or {})
     passed = True
     print("targets:")
     one_proc = [(n, results[n]["rate"]) for n in order
@@ -563,6 +619,9 @@ def main():
     ap.add_argument("--run-timeout", type=float, default=90, help="seconds one measurement may take")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp folder (logs, redis.log)")
     ap.add_argument("--json", help="also write every run's figures to this file")
+    ap.add_argument("--metrics", choices=("off", "on", "both"), default="off",
+                    help="weaver with metrics.listen set and /metrics scraped every second: on, off (default), "
+                         "or both (a 'metrics' row after each weaver row, and their ratio)")
     args = ap.parse_args()
 
     t_start = time.monotonic()
@@ -612,8 +671,13 @@ embedder: {{ backend = "test-hash"; dim = 8; }};
 decoder: {{ enabled = false; }};
 batch: {{ max_texts = 512; lookahead = 1024; }};
 """)
-        chk = subprocess.run([ctx.engine, "check-config", "--config", ctx.weaver_conf], capture_output=True,
-                             text=True)
+        ctx.metrics_port = free_port()
+        ctx.metrics_conf = os.path.join(ctx.tmp, "weaver-metrics.conf")
+        with open(ctx.weaver_conf) as src, open(ctx.metrics_conf, "w") as f:
+            f.write(src.read() + f'metrics: {{ listen = "127.0.0.1:{ctx.metrics_port}"; }};\n')
+        chk = subprocess.run([ctx.engine, "check-config", "--config",
+                              ctx.metrics_conf if args.metrics != "off" else ctx.weaver_conf],
+                             capture_output=True, text=True)
         if chk.returncode != 0:
             log("the benchmark config is invalid for this engine build (built with -DWEAVER_TEST_BACKENDS=ON?):\n"
                 + chk.stderr)
@@ -624,13 +688,16 @@ batch: {{ max_texts = 512; lookahead = 1024; }};
 
         plan = []   # (name, estimated seconds, thunk)
         workers = [int(w) for w in args.workers.split(",") if w.strip()]
+        variants = {"off": [(False, "")], "on": [(True, "")], "both": [(False, ""), (True, " metrics")]}[args.metrics]
         for w in workers:
-            plan.append((f"weaver --workers {w}", args.n / 20_000 + 2,
-                         lambda dl, w=w: run_weaver(ctx, w, args.n, False, dl)))
+            for met, suf in variants:
+                plan.append((f"weaver --workers {w}{suf}", args.n / 20_000 + 2,
+                             lambda dl, w=w, met=met, suf=suf: run_weaver(ctx, w, args.n, False, dl, met, suf)))
         if not args.no_concurrent:
             for w in workers:
-                plan.append((f"weaver --workers {w} concurrent", args.n / 20_000 + 3,
-                             lambda dl, w=w: run_weaver(ctx, w, args.n, True, dl)))
+                for met, suf in variants:
+                    plan.append((f"weaver --workers {w} concurrent{suf}", args.n / 20_000 + 3,
+                                 lambda dl, w=w, met=met, suf=suf: run_weaver(ctx, w, args.n, True, dl, met, suf)))
         if want_rq:
             plan.append(("rq SimpleWorker", args.n_rq / 500 + 2,
                          lambda dl: run_rq(ctx, "rq.worker.SimpleWorker", args.n_rq, dl)))
@@ -644,7 +711,14 @@ batch: {{ max_texts = 512; lookahead = 1024; }};
 
         runs = {name: [] for name, _, _ in plan}
         for rep in range(args.repeats):
-            for name, est, thunk in plan:
+            # A metrics twin runs after its row in even rounds and before it in odd ones, so
+            # neither always inherits the other's after-effects.
+            order = list(plan)
+            if rep % 2 == 1:
+                for i in range(len(order) - 1):
+                    if order[i + 1][0] == order[i][0] + " metrics":
+                        order[i], order[i + 1] = order[i + 1], order[i]
+            for name, est, thunk in order:
                 left = budget_end - time.monotonic()
                 if left < min(est, args.run_timeout) + 5:
                     log(f"[{rep + 1}/{args.repeats}] {name}: skipped, {left:.0f} s of the budget left")
@@ -660,7 +734,7 @@ batch: {{ max_texts = 512; lookahead = 1024; }};
                     log(f"[{rep + 1}/{args.repeats}] {name}: FAILED: {m.error}")
 
         results = {name: summarize(rs) for name, rs in runs.items() if rs}
-        passed = report([name for name, _, _ in plan], results, args, redis_mode, time.monotonic() - t_start)
+        passed = report([name for name, _, _ in plan], results, args, redis_mode, time.monotonic() - t_start, runs)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"redis": redis_mode, "repeats": args.repeats,

@@ -236,6 +236,12 @@ static int native_submit(Generator *g, const GenRequest *req, char *err, size_t 
     return 0;
 }
 
+static void native_stats(const Generator *g, GenStats *out) {
+    const Native *n = g->impl;
+    *out = (GenStats){.running = n->n_running, .waiting = n->n_waiting,
+                      .kv_pages_used = n->kv.n_pages - n->kv.n_free, .kv_pages_total = n->kv.n_pages};
+}
+
 static int native_pending(const Generator *g) {
     const Native *n = g->impl;
     return n->n_waiting + n->n_running + n->n_done;
@@ -450,4 +456,5 @@ const GeneratorOps generator_native_ops = {
     .submit = native_submit,
     .step = native_step,
     .pending = native_pending,
+    .stats = native_stats,
 };

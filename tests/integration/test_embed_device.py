@@ -3,7 +3,7 @@ On this CI machine there is no GPU: `cuda:N` is the real start-up error (exit 66
 Redis write). The rest runs the engine's device path on the test-only fake device
 ($WEAVER_TEST_FAKE_DEVICE, test builds): a token budget sized from a given free-memory figure,
 out-of-memory splits that never fail a job, and a lost device (a sticky error) that stops the
-engine with exit 71 and leaves its jobs pending. What only a real GPU proves is ops/gpu-check.sh's."""
+engine with exit 75 and leaves its jobs pending. What only a real GPU proves is ops/gpu-check.sh's."""
 import json
 import os
 import re
@@ -142,7 +142,7 @@ def test_lost_device_stops_the_engine_and_acknowledges_nothing(workdir, redis_se
     xadd_jobs(r, "embed", [{"id": "j", "texts": TEXTS, "reply_to": "done"}])
     rc = eng.proc.wait(timeout=60)
     log = eng.read_log()
-    assert rc == 71, log
+    assert rc == 75, log
     assert "illegal memory access" in log and "device is lost" in log
     assert r.xpending("it:jobs:embed", "weaver")["pending"] == 1  # left for another consumer
     assert not r.exists("it:result:j") and r.llen("done") == 0

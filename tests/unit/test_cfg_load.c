@@ -131,6 +131,9 @@ static void test_a_full_file_sets_every_key(void **state)
     assert_int_equal(c.decoder.kv_budget_tokens, 32768);
     assert_string_equal(c.pin.cohort, "prod-a");
     assert_string_equal(c.log.level, "debug");
+    assert_string_equal(c.log.format, "json");
+    assert_string_equal(c.metrics.listen, "[::1]:9465");
+    assert_int_equal(c.metrics.sample_interval_ms, 500);
     cfg_test_done(&c, &errs);
 }
 
@@ -402,9 +405,9 @@ static void test_key_outside_any_group_points_to_its_group(void **state)
 static void test_misspelt_group_is_an_error_with_a_hint(void **state)
 {
     (void)state;
-    assert_cfg_errors(CFG_TEST_BASE "reddis = { port = 6379; };\nmetrics = { port = 9100; };\n",
+    assert_cfg_errors(CFG_TEST_BASE "reddis = { port = 6379; };\ntracing = { port = 9100; };\n",
                       "t.conf:3: reddis: unknown group; did you mean 'redis'?",
-                      "t.conf:4: metrics: unknown group");
+                      "t.conf:4: tracing: unknown group");
 }
 
 static void test_known_group_name_given_a_value_is_an_error(void **state)

@@ -318,6 +318,74 @@ static void test_parse_device_reads_cpu_and_cuda_index(void **state)
     assert_false(cfg_parse_device("cuda", &idx));
 }
 
+/* ---- metrics.listen ---- */
+
+static void test_metrics_listen_takes_a_literal_address_and_port(void **state)
+{
+    (void)state;
+    Config c;
+    cfg_test_load_ok(CFG_TEST_BASE "metrics = { listen = \"127.0.0.1:9464\"; };\n", &c);
+    assert_string_equal(c.metrics.listen, "127.0.0.1:9464");
+    assert_int_equal(c.metrics.sample_interval_ms, 1000);
+    cfg_free(&c);
+    cfg_test_load_ok(CFG_TEST_BASE "metrics = { listen = \"[::1]:1\"; };\n", &c);
+    cfg_free(&c);
+    cfg_test_load_ok(CFG_TEST_BASE, &c); /* off by default */
+    assert_string_equal(c.metrics.listen, "");
+    cfg_free(&c);
+}
+
+static void test_metrics_listen_that_is_not_an_address_is_an_error(void **state)
+{
+    (void)state;
+    const char *bad[] = { "9464", ":9464", "localhost:9464", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0",
+                          "127.0.0.1:65536", "127.0.0.1:94x4", "::1:9464", "[::1]", "[127.0.0.1]:9464",
+                          "256.0.0.1:80", " 127.0.0.1:80" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[256], msg[320];
+        snprintf(text, sizeof text, CFG_TEST_BASE "metrics = { listen = \"%s\"; };\n", bad[i]);
+        snprintf(msg, sizeof msg, "t.conf:3: metrics.listen: \"%s\" is not a listen address; expected "
+                 "\"IPv4:port\" or \"[IPv6]:port\" with a literal address and a port in [1, 65535], "
+                 "e.g. \"127.0.0.1:9464\"", bad[i]);
+        assert_cfg_errors(text, msg);
+    }
+}
+
+static void test_parse_listen_splits_address_and_port(void **state)
+{
+    (void)state;
+    char host[64];
+    int port = 0;
+    bool v6 = true;
+    assert_true(cfg_parse_listen("0.0.0.0:9464", host, sizeof host, &port, &v6));
+    assert_string_equal(host, "0.0.0.0");
+    assert_int_equal(port, 9464);
+    assert_false(v6);
+    assert_true(cfg_parse_listen("[::]:65535", host, sizeof host, &port, &v6));
+    assert_string_equal(host, "::");
+    assert_int_equal(port, 65535);
+    assert_true(v6);
+    assert_false(cfg_parse_listen("example.com:80", host, sizeof host, &port, &v6));
+}
+
+static void test_log_format_is_text_or_json(void **state)
+{
+    (void)state;
+    Config c;
+    cfg_test_load_ok(CFG_TEST_BASE "log = { format = \"json\"; };\n", &c);
+    assert_string_equal(c.log.format, "json");
+    cfg_free(&c);
+    cfg_test_load_ok(CFG_TEST_BASE, &c);
+    assert_string_equal(c.log.format, "text");
+    cfg_free(&c);
+    Config bad;
+    CfgErrors errs;
+    assert_int_equal(cfg_test_load(CFG_TEST_BASE "log = { format = \"logfmt\"; };\n", &bad, &errs), -1);
+    assert_int_equal(errs.count, 1);
+    assert_non_null(strstr(errs.msgs[0], "log.format"));
+    cfg_test_done(&bad, &errs);
+}
+
 /* ---- build features ---- */
 
 static void test_build_features_match_the_compile_definitions(void **state)
@@ -697,6 +765,10 @@ int main(void)
         T(test_cuda_device_needs_a_cuda_build),
         T(test_cuda_device_for_a_native_backend_without_cuda_code_is_an_error),
         T(test_parse_device_reads_cpu_and_cuda_index),
+        T(test_metrics_listen_takes_a_literal_address_and_port),
+        T(test_metrics_listen_that_is_not_an_address_is_an_error),
+        T(test_parse_listen_splits_address_and_port),
+        T(test_log_format_is_text_or_json),
         T(test_build_features_match_the_compile_definitions),
         T(test_test_backends_need_a_test_backends_build),
         T(test_native_decoder_model_that_does_not_exist_is_named),
