@@ -38,6 +38,8 @@ machine is shared and noisy: compare ratios from one run, not figures across run
 import argparse
 import json
 import os
+import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -50,17 +52,23 @@ BASE_TEXT = ("The history of the printing press begins in the fifteenth century,
 SETTINGS = ["pp128", "pp512", "tg64", "tg64@d512", "b1", "b16", "b64"]
 
 
+LAST_CPU_S = [0.0]  # CPU seconds (user + system) of the last command run(), for the per-run table
+
+
 def run(cmd, **kw):
+    u0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    u1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU_S[0] = (u1.ru_utime - u0.ru_utime) + (u1.ru_stime - u0.ru_stime)
     if r.returncode != 0:
         sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
-    return r.stdout
+    return r
 
 
 # ---- prompts of an exact token count for our side ----
 
 def n_tokens(cli, model, text):
-    return len(json.loads(run(cli + ["--model", model, "--prompt", text, "--tokenize-only"]))["tokens"])
+    return len(json.loads(run(cli + ["--model", model, "--prompt", text, "--tokenize-only"]).stdout)["tokens"])
 
 
 def prompt_of(cli, model, n, cache={}):
@@ -93,29 +101,30 @@ def ours(a, setting):
     if setting in ("pp128", "pp512"):
         n = int(setting[2:])
         o = json.loads(run(cli + ["--model", model, "--prompt", prompt_of(cli, model, n), "--max-tokens", "1",
-                                  "--threads", t, "--ctx", str(n + 16), "--temperature", "0", "--warmup"]))
+                                  "--threads", t, "--ctx", str(n + 16), "--temperature", "0", "--warmup"]).stdout)
         r = o["results"][0]
         assert r["prompt_tokens"] == n, r
-        return {"tok_s": n / (r["prefill_ms"] / 1000), "ms": r["prefill_ms"]}
+        return {"tok_s": n / (r["prefill_ms"] / 1000), "ms": r["prefill_ms"], "cpu_s": LAST_CPU_S[0]}
     if setting.startswith("tg64"):
         n = 512 if setting.endswith("@d512") else 1
         o = json.loads(run(cli + ["--model", model, "--prompt", prompt_of(cli, model, n), "--max-tokens", "65",
-                                  "--threads", t, "--ctx", str(n + 80), "--temperature", "0", "--warmup"]))
+                                  "--threads", t, "--ctx", str(n + 80), "--temperature", "0", "--warmup"]).stdout)
         r = o["results"][0]
         if r["prompt_tokens"] != n or r["completion_tokens"] != 65 or r["finish"] != "length":
             sys.exit(f"ours {setting}: expected {n} prompt tokens and 65 generated to length, got {r}")
-        return {"tok_s": 64 / (r["decode_ms"] / 1000), "ms": r["decode_ms"]}
+        return {"tok_s": 64 / (r["decode_ms"] / 1000), "ms": r["decode_ms"], "cpu_s": LAST_CPU_S[0]}
     if setting.startswith("b"):
         j = int(setting[1:])
         o = json.loads(run(cli + ["--model", model, "--prompt", prompt_of(cli, model, 128), "--max-tokens", "65",
                                   "--jobs", str(j), "--threads", t, "--ctx", str(128 + 80), "--temperature", "0",
-                                  "--warmup"]))
+                                  "--warmup"]).stdout)
         rs = o["results"]
         bad = [r for r in rs if r["prompt_tokens"] != 128 or r["completion_tokens"] != 65]
         if len(rs) != j or bad:
             sys.exit(f"ours {setting}: expected {j} jobs of 128 + 65 tokens, got {bad[:2] or len(rs)}")
         wall = o["wall_ms"] / 1000
-        return {"tok_s": j * (128 + 64) / wall, "ms": o["wall_ms"], "gen_tok_s": j * 64 / wall}
+        return {"tok_s": j * (128 + 64) / wall, "ms": o["wall_ms"], "gen_tok_s": j * 64 / wall,
+                "cpu_s": LAST_CPU_S[0]}
     raise ValueError(setting)
 
 
@@ -135,11 +144,14 @@ def llama_bench(a, depth):
     cmd = [a.llama_bench, "-m", a.model, "-t", str(a.threads), "-r", str(a.llama_reps), "-o", "json"] + args
     if a.llama_ubatch:
         cmd += ["-ub", str(a.llama_ubatch)]
-    out = json.loads(run(cmd))
+    if a.llama_extra:
+        cmd += shlex.split(a.llama_extra)
+    out = json.loads(run(cmd).stdout)
     res = {}
     for e in out:
         key = f"pp{e['n_prompt']}" if e["n_prompt"] else f"tg{e['n_gen']}" + (f"@d{e['n_depth']}" if e["n_depth"] else "")
-        res[key] = {"tok_s": statistics.median(e["samples_ts"]), "samples_ts": e["samples_ts"]}
+        res[key] = {"tok_s": statistics.median(e["samples_ts"]), "samples_ts": e["samples_ts"],
+                    "cpu_s_process": LAST_CPU_S[0]}
         a.llama_info.update({k: e.get(k) for k in ("build_commit", "build_number", "n_batch", "n_ubatch",
                                                       "flash_attn", "type_k", "type_v", "cpu_info", "n_threads",
                                                       "model_type", "poll")})
@@ -155,9 +167,9 @@ def llama_batched(a):
            "--output-format", "jsonl"]
     if a.llama_ubatch:
         cmd += ["-ub", str(a.llama_ubatch)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
+    if a.llama_extra:
+        cmd += shlex.split(a.llama_extra)
+    r = run(cmd)
     res = {}
     for line in (r.stdout + "\n" + r.stderr).splitlines():
         line = line.strip()
@@ -165,7 +177,7 @@ def llama_batched(a):
             e = json.loads(line)
             res[f"b{e['pl']}"] = {"tok_s": e["speed"], "ms": e["t"] * 1000, "gen_tok_s": e["pl"] * e["tg"] / e["t"],
                                   "t_pp": e["t_pp"], "t_tg": e["t_tg"], "speed_pp": e["speed_pp"],
-                                  "speed_tg": e["speed_tg"]}
+                                  "speed_tg": e["speed_tg"], "cpu_s_process": LAST_CPU_S[0]}
             a.llama_info["batched_n_ubatch"] = e["n_ubatch"]
             a.llama_info["batched_flash_attn"] = e["flash_attn"]
     missing = [f"b{p}" for p in pls if f"b{p}" not in res]
@@ -192,6 +204,7 @@ def main():
     ap.add_argument("--llama-batched-bench", default=None)
     ap.add_argument("--llama-ubatch", type=int, default=None,
                     help="pass -ub N to both llama.cpp tools (default: theirs, 512); 256 matches our largest pass")
+    ap.add_argument("--llama-extra", default="", help="more arguments for both llama.cpp tools, e.g. '--poll 0'")
     ap.add_argument("--only", default=",".join(SETTINGS), help="comma list of " + ",".join(SETTINGS))
     ap.add_argument("--json", default=None, help="also write every figure to this file")
     a = ap.parse_args()
@@ -210,7 +223,7 @@ def main():
             sys.exit("no weaver-engine build found; pass --cli")
     version = "given by path"
     if not (a.llama_bench and a.llama_batched_bench):
-        run(["bash", os.path.join(ROOT, "bench", "generate", "build_llamacpp.sh")])
+        run(["bash", os.path.join(ROOT, "bench", "generate", "build_llamacpp.sh")])  # idempotent
         d = os.environ.get("LLAMACPP_DIR", os.path.join(ROOT, "build-llamacpp"))
         a.llama_bench = a.llama_bench or os.path.join(d, "bin", "llama-bench")
         a.llama_batched_bench = a.llama_batched_bench or os.path.join(d, "bin", "llama-batched-bench")
@@ -222,7 +235,7 @@ def main():
 
     runs = {s: {"llama": [], "ours": [], "ratio": [], "llama_extra": [], "ours_extra": []} for s in a.only}
     ours_isa = json.loads(run(a.cli + ["--model", a.model, "--prompt", "The", "--max-tokens", "1",
-                                       "--threads", str(a.threads), "--ctx", "32"]))["isa"]
+                                       "--threads", str(a.threads), "--ctx", "32"]).stdout)["isa"]
     for rnd in range(a.rounds):
         llama_first = rnd % 2 == 0
         # (llama.cpp call, our settings) groups, run back to back in alternating order
@@ -244,6 +257,12 @@ def main():
                 runs[s]["ratio"].append(orr[s]["tok_s"] / lr[s]["tok_s"])
                 runs[s]["llama_extra"].append(lr[s])
                 runs[s]["ours_extra"].append(orr[s])
+            for s in ss:
+                runs[s]["load_1min"] = runs[s].get("load_1min", []) + [os.getloadavg()[0]]
+            if a.json:  # after every group, so an interrupted run keeps what it measured
+                with open(a.json, "w") as f:
+                    json.dump({"model": os.path.basename(a.model), "threads": a.threads, "rounds_done": rnd,
+                               "llamacpp": version, "llama_info": a.llama_info, "runs": runs}, f, indent=1)
             print(f"round {rnd + 1}/{a.rounds}: " + ", ".join(
                 f"{s} llama {lr[s]['tok_s']:.1f} ours {orr[s]['tok_s']:.1f}" for s in ss), file=sys.stderr, flush=True)
     try:

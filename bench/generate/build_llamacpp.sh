@@ -24,10 +24,15 @@ SDIST_DIR="$DIR/sdist"
 mkdir -p "$SDIST_DIR"
 TARBALL="$(ls "$SDIST_DIR"/llama_cpp_python-"$VERSION".tar.gz 2>/dev/null || true)"
 if [[ -z "$TARBALL" ]]; then
-  python3 -m pip download --no-deps --no-binary :all: --no-build-isolation -d "$SDIST_DIR" \
-    "llama-cpp-python==$VERSION" >&2 \
-  || python3 -m pip download --no-deps --no-binary :all: -d "$SDIST_DIR" "llama-cpp-python==$VERSION" >&2
+  # the sdist only (pip prepares its metadata in an isolated build environment; nothing is installed)
+  python3 -m pip download --no-deps --no-binary :all: -d "$SDIST_DIR" "llama-cpp-python==$VERSION" >&2
   TARBALL="$(ls "$SDIST_DIR"/llama_cpp_python-"$VERSION".tar.gz)"
+fi
+SHA="$(sha256sum "$TARBALL" | cut -d' ' -f1)"
+# The default version's sdist as first fetched here (llama.cpp 0c1e570 inside); others are recorded only.
+if [[ "$VERSION" == 0.3.36 && "$SHA" != 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e ]]; then
+  echo "build_llamacpp: $TARBALL has sha256 $SHA, not the recorded one" >&2
+  exit 1
 fi
 SRC="$DIR/src/llama_cpp_python-$VERSION"
 if [[ ! -f "$SRC/vendor/llama.cpp/CMakeLists.txt" ]]; then
@@ -48,7 +53,7 @@ done
 BINFO="$(grep -rhoE 'LLAMA_(BUILD_NUMBER|COMMIT) *= *[^;]+' "$DIR/cmake/common/build-info.cpp" 2>/dev/null | tr '\n' ' ' || true)"
 {
   echo "llama-cpp-python $VERSION"
-  echo "sha256 $(sha256sum "$TARBALL" | cut -d' ' -f1)"
+  echo "sha256 $SHA"
   echo "llama.cpp ${BINFO:-build info unknown}"
 } > "$DIR/VERSION.tmp"
 mv "$DIR/VERSION.tmp" "$DIR/VERSION"
