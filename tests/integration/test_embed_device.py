@@ -15,7 +15,7 @@ import pytest
 from conftest import SOURCE_DIR, Engine, run_cli, wait_for, write_config, xadd_jobs
 
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "reference"))
-from reference_bert import Reference  # noqa: E402
+from reference_bert import Reference, cosine  # noqa: E402
 
 MODEL = os.path.join(SOURCE_DIR, "models", "all-MiniLM-L6-v2")
 TEXTS = ["A man is eating food.", "The girl is carrying a baby.", "word " * 300, "",
@@ -74,11 +74,6 @@ def test_offline_embed_on_a_missing_cuda_device_exits_66(workdir):
 def reference():
     assert os.path.isfile(os.path.join(MODEL, "model.safetensors")), "run ops/setup.sh to install the model"
     return Reference(MODEL)
-
-
-def cosine(a, b):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def fake_engine(workdir, port, fake, workers=2, **batch):

@@ -11,7 +11,7 @@ import pytest
 from conftest import SOURCE_DIR, wait_for, xadd_jobs
 
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "reference"))
-from reference_bert import Reference  # noqa: E402
+from reference_bert import Reference, cosine  # noqa: E402
 
 MODEL = os.path.join(SOURCE_DIR, "models", "all-MiniLM-L6-v2")
 TEXTS = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
@@ -23,11 +23,6 @@ TEXTS = ["A man is eating food.", "A man is eating a piece of bread.", "The girl
 def reference():
     assert os.path.isfile(os.path.join(MODEL, "model.safetensors")), "run ops/setup.sh to install the model"
     return Reference(MODEL)
-
-
-def cosine(a, b):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def test_embed_jobs_through_the_queue_match_the_reference(redis_server, engine_factory, reference):

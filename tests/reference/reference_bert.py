@@ -11,6 +11,12 @@ from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
 
+def cosine(a, b):
+    """Cosine similarity in float64, the measure the embedding checks assert on."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 def erf(z):
     """erf in float64: Maclaurin series for |z| <= 3 (about 1e-13 absolute), math.erf elsewhere."""
     z = np.asarray(z, dtype=np.float64)
