@@ -9,7 +9,6 @@ import os
 import re
 import sys
 
-import numpy as np
 import pytest
 
 from conftest import SOURCE_DIR, Engine, run_cli, wait_for, write_config, xadd_jobs
