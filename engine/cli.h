@@ -17,6 +17,8 @@ int cli_dead(const Config *cfg, int argc, char **argv);
 /* Provided by the runtimes (engine/embed, engine/decode). */
 int cli_embed_main(int argc, char **argv);
 int cli_tokenize_main(int argc, char **argv);
+/* `tokenize --model FILE.gguf`: a GGUF vocabulary's tokenizer (engine/decode/cli_tokenize.c). */
+int cli_tokenize_gguf_main(int argc, char **argv);
 int cli_generate_main(int argc, char **argv);
 
 /* `weaver-engine pin show|verify|reset [--cohort NAME] [--yes]` (engine/cli_pin.c). Exit codes:

@@ -6,8 +6,10 @@
  *   weaver-engine enqueue embed|generate ...         producer side
  *   weaver-engine status [--json] | dead list|requeue
  *   weaver-engine embed ... | tokenize ...           offline corpus embedding
+ *   weaver-engine tokenize --model FILE.gguf ...     a GGUF vocabulary's token ids
  *   weaver-engine generate-local ...                 one-off local generation (debugging)
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,8 +58,11 @@ int main(int argc, char **argv)
     /* Sub-commands with their own option parsing get argv untouched from their name on. */
     if (argc > 1 && strcmp(argv[1], "embed") == 0)
         exit(cli_embed_main(argc - 1, argv + 1));
-    if (argc > 1 && strcmp(argv[1], "tokenize") == 0)
-        exit(cli_tokenize_main(argc - 1, argv + 1));
+    if (argc > 1 && strcmp(argv[1], "tokenize") == 0) {
+        bool gguf = false; /* --model FILE.gguf: the decoder's tokenizer; otherwise the embedder's */
+        for (int i = 2; i < argc; i++) gguf = gguf || strcmp(argv[i], "--model") == 0;
+        exit(gguf ? cli_tokenize_gguf_main(argc - 1, argv + 1) : cli_tokenize_main(argc - 1, argv + 1));
+    }
     if (argc > 1 && strcmp(argv[1], "generate-local") == 0)
         exit(cli_generate_main(argc - 1, argv + 1));
 

@@ -62,4 +62,30 @@ if ! check=$(sha256sum --strict -c ops/models.sha256 2>&1); then
   exit 1
 fi
 echo "setup: $(grep -c ': OK$' <<<"$check") model files match ops/models.sha256"
+
+# llama.cpp's tokenizer suite: vocabulary-only GGUFs with test inputs and llama.cpp's ids
+# (models/ggml-vocab-*.gguf[.inp|.out] in its tree), taken from the llama-cpp-python sdist the
+# decoder fixtures were recorded with (llama.cpp 0c1e570). Only those files are kept, in
+# models/llama-vocab/; tests/reference/test_decode_tokenizer_suite.py runs them.
+vocab_dir=models/llama-vocab
+if [ ! -f "$vocab_dir/.complete" ]; then
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" "llama-cpp-python==0.3.36"
+  tarball="$tmp/llama_cpp_python-0.3.36.tar.gz"
+  if ! echo "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e  $tarball" | sha256sum --strict -c --quiet; then
+    echo "setup: ERROR: the llama-cpp-python 0.3.36 sdist does not have the recorded sha256" >&2
+    exit 1
+  fi
+  mkdir -p "$vocab_dir"
+  tar -xzf "$tarball" -C "$vocab_dir" --strip-components=4 --wildcards 'llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-*'
+  touch "$vocab_dir/.complete"
+  rm -rf "$tmp"
+fi
+if ! check=$(sha256sum --strict -c ops/llama-vocab.sha256 2>&1); then
+  echo "setup: ERROR: files under $vocab_dir do not match ops/llama-vocab.sha256:" >&2
+  grep -v ': OK$' <<<"$check" >&2
+  echo "setup: delete $vocab_dir and run ops/setup.sh again" >&2
+  exit 1
+fi
+echo "setup: $(grep -c ': OK$' <<<"$check") llama.cpp tokenizer-suite files match ops/llama-vocab.sha256"
 echo "setup: done"

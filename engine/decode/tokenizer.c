@@ -5,6 +5,7 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -74,6 +75,9 @@ static void map_put(StrMap *m, const char *k, size_t n, int val) {
 
 typedef enum { TOK_BPE = 0, TOK_SPM = 1 } TokKind;
 
+#define PRE_MAX_RE 6 /* most split expressions of one pre-tokenizer (deepseek-llm) */
+enum { STRIP_LEFT = 1, STRIP_RIGHT = 2 }; /* spaces a special token swallows (llama.cpp's LSTRIP/RSTRIP) */
+
 struct Tokenizer {
     TokKind kind;
     int n_vocab;
@@ -82,8 +86,10 @@ struct Tokenizer {
     float *score;
     StrMap vocab;
     StrMap merges;       /* "left right" -> rank (BPE) */
-    pcre2_code *re[3];
+    pcre2_code *re[PRE_MAX_RE];
     int n_re;
+    bool spm_bpe;        /* BPE over raw UTF-8 with spaces as U+2581 (gemma4), not byte-level */
+    unsigned char *strip; /* STRIP_* per token, or NULL when no token has any */
     int *special;        /* ids of tokens matched in text when parse_special, longest first */
     int n_special;
     int bos, eos, eot, unk;
@@ -153,7 +159,11 @@ static size_t utf8_len(const unsigned char *s, size_t n, uint32_t *cp) {
     return len;
 }
 
-/* ---- pre-tokenizer regexes (by tokenizer.ggml.pre) ---- */
+/* ---- pre-tokenizers (by tokenizer.ggml.pre) ----
+ * The split expressions llama.cpp (llama-vocab.cpp, llm_tokenizer_bpe) uses for each name, in
+ * its order: each expression splits every piece the previous ones left, keeping both the matches
+ * and the text between them. Names llama.cpp groups together share an entry; a name that is not
+ * here is refused at load, never tokenised some other way. */
 
 #define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
 #define RE_LLAMA3                                                                                     \
@@ -162,29 +172,72 @@ static size_t utf8_len(const unsigned char *s, size_t n, uint32_t *cp) {
 #define RE_QWEN2                                                                                      \
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "    \
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define RE_QWEN35                                                                                     \
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| " \
+    "?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+/* CJK ideographs and Hangul runs (the deepseek families) */
+#define RE_CJK "[\xe4\xb8\x80-\xe9\xbe\xa5\xe0\xa0\x80-\xe4\xb8\x80\xea\xb0\x80-\xed\x9f\xbf]+"
 
-static int pre_regexes(const char *pre, size_t n, const char **out) {
-#define IS(s) (n == strlen(s) && memcmp(pre, s, n) == 0)
-    if (n == 0 || IS("default") || IS("gpt2") || IS("gpt-2") || IS("olmo") || IS("jais")) {
-        out[0] = RE_GPT2;
-        return 1;
-    }
-    if (IS("smollm") || IS("starcoder") || IS("refact") || IS("command-r") || IS("codeshell") || IS("exaone") ||
-        IS("minerva")) {
-        out[0] = "\\p{N}";
-        out[1] = RE_GPT2;
-        return 2;
-    }
-    if (IS("llama3") || IS("llama-v3") || IS("llama-bpe") || IS("falcon3") || IS("pixtral")) {
-        out[0] = RE_LLAMA3;
-        return 1;
-    }
-    if (IS("qwen2") || IS("deepseek-r1-qwen")) {
-        out[0] = RE_QWEN2;
-        return 1;
-    }
-    return 0;
-#undef IS
+enum {
+    PRE_IGNORE_MERGES = 1, /* a word that is itself a token is not merged (llama3) */
+    PRE_ADD_BOS = 2,       /* BOS by default when tokenizer.ggml.add_bos_token is absent */
+    PRE_SPM_BPE = 4,       /* gemma4: spaces become U+2581, merges over raw UTF-8, <0xXX> fallback */
+};
+
+typedef struct PreTok {
+    const char *names; /* '|'-separated tokenizer.ggml.pre values */
+    unsigned flags;
+    const char *re[PRE_MAX_RE];
+} PreTok;
+
+static const PreTok pre_toks[] = {
+    /* no tokenizer.ggml.pre, or "default": llama.cpp's own default, not GPT-2's */
+    {"default", 0, {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+", "[0-9][0-9][0-9]"}},
+    {"llama3|llama-v3|llama-bpe|falcon3|falcon-h1|pixtral|midm-2.0|lfm2|jina-v5-nano", PRE_IGNORE_MERGES | PRE_ADD_BOS,
+     {RE_LLAMA3}},
+    {"dbrx|smaug-bpe", 0, {RE_LLAMA3}},
+    {"deepseek-llm", 0,
+     {"[\r\n]",
+      "\\s?[A-Za-z\xc2\xb5\xc3\x80-\xc3\x96\xc3\x98-\xc3\xb6\xc3\xb8-\xc6\xba\xc6\xbc-\xc6\xbf\xc7\x84-\xca\x93"
+      "\xca\x95-\xca\xaf\xcd\xb0-\xcd\xb3\xcd\xb6\xcd\xb7\xcd\xbb-\xcd\xbd\xcd\xbf\xce\x86\xce\x88-\xce\x8a\xce\x8c"
+      "\xce\x8e-\xce\xa1\xce\xa3-\xcf\xb5\xcf\xb7-\xd2\x81\xd2\x8a-\xd4\xaf\xd4\xb1-\xd5\x96\xe1\x82\xa0-\xe1\x83\x85"
+      "\xe1\x8e\xa0-\xe1\x8f\xb5\xe1\x8f\xb8-\xe1\x8f\xbd\xe1\xb2\x90-\xe1\xb2\xba\xe1\xb2\xbd-\xe1\xb2\xbf"
+      "\xe1\xb4\x80-\xe1\xb4\xab\xe1\xb5\xab-\xe1\xb5\xb7\xe1\xb5\xb9-\xe1\xb6\x9a\xe1\xb8\x80-\xe1\xbc\x95"
+      "\xe1\xbc\x98-\xe1\xbc\x9d\xe1\xbc\xa0-\xe1\xbd\x85\xe1\xbd\x88-\xe1\xbd\x8d\xe1\xbd\x90-\xe1\xbd\x97"
+      "\xe1\xbd\x99\xe1\xbd\x9b\xe1\xbd\x9d\xe1\xbd\x9f-\xe1\xbd\xbd\xe1\xbe\x80-\xe1\xbe\xb4\xe1\xbe\xb6-\xe1\xbe\xbc"
+      "\xe1\xbe\xbe\xe1\xbf\x82-\xe1\xbf\x84\xe1\xbf\x86-\xe1\xbf\x8c\xe1\xbf\x90-\xe1\xbf\x93\xe1\xbf\x96-\xe1\xbf\x9b"
+      "\xe1\xbf\xa0-\xe1\xbf\xac\xe1\xbf\xb2-\xe1\xbf\xb4\xe1\xbf\xb6-\xe1\xbf\xbc\xe2\x84\x82\xe2\x84\x87"
+      "\xe2\x84\x8a-\xe2\x84\x93\xe2\x84\x95\xe2\x84\x99-\xe2\x84\x9d\xe2\x84\xa4\xe2\x84\xa6\xe2\x84\xa8"
+      "\xe2\x84\xaa-\xe2\x84\xad\xe2\x84\xaf-\xe2\x84\xb4\xe2\x84\xb9\xe2\x84\xbc-\xe2\x84\xbf\xe2\x85\x85-\xe2\x85\x89"
+      "\xe2\x85\x8e\xe2\x86\x83\xe2\x86\x84\xe2\xb0\x80-\xe2\xb1\xbb\xe2\xb1\xbe-\xe2\xb3\xa4\xe2\xb3\xab-\xe2\xb3\xae"
+      "\xe2\xb3\xb2\xe2\xb3\xb3\xea\x99\x80-\xea\x99\xad\xea\x9a\x80-\xea\x9a\x9b\xea\x9c\xa2-\xea\x9d\xaf"
+      "\xea\x9d\xb1-\xea\x9e\x87\xea\x9e\x8b-\xea\x9e\x8e\xea\xad\xb0-\xea\xae\xbf\xef\xac\x80-\xef\xac\x86"
+      "\xef\xac\x93-\xef\xac\x97\xef\xbc\xa1-\xef\xbc\xba\xef\xbd\x81-\xef\xbd\x9a\xf0\x90\x90\x80-\xf0\x90\x91\x8f"
+      "\xf0\x90\x92\xb0-\xf0\x90\x93\x93\xf0\x90\x93\x98-\xf0\x90\x93\xbb\xf0\x90\xb2\x80-\xf0\x90\xb2\xb2"
+      "\xf0\x90\xb3\x80-\xf0\x90\xb3\xb2\xf0\x91\xa2\xa0-\xf0\x91\xa3\x9f\xf0\x9e\xa4\x80-\xf0\x9e\xa5\x83]+",
+      "\\s?[!-/:-~\xef\xbc\x81-\xef\xbc\x8f\xef\xbc\x9a-\xef\xbd\x9e\xe2\x80\x98-\xe2\x80\x9f\xe3\x80\x80-\xe3\x80\x82]+",
+      "\\s+$", RE_CJK, "\\p{N}+"}},
+    {"deepseek-coder", 0, {"[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", RE_CJK, "\\p{N}"}},
+    {"falcon", 0, {"[\\p{P}\\$\\+<=>\\^~\\|`]+", RE_GPT2, "[0-9][0-9][0-9]"}},
+    {"starcoder|refact|command-r|smollm|codeshell|exaone|minerva-7b|mellum2", 0, {"\\p{N}", RE_GPT2}},
+    {"gpt-2|phi-2|jina-es|jina-de|gigachat|jina-v2-es|jina-v2-de|a.x-4.0|mellum|modern-bert|exaone4|mpt|olmo|jais|"
+     "trillion|granite-docling",
+     0, {RE_GPT2}},
+    {"qwen2|deepseek-r1-qwen|kormo|f2llmv2|megrez|stablelm2|hunyuan|solar-open", 0, {RE_QWEN2}},
+    {"qwen35", 0, {RE_QWEN35}},
+    {"gemma4|granite-embed-multi-311m", PRE_SPM_BPE, {"[^\\n]+|[\\n]+"}},
+};
+
+/* The entry for pre (n bytes; n == 0: the key is absent), or NULL. */
+static const PreTok *pre_find(const char *pre, size_t n) {
+    if (n == 0) return &pre_toks[0];
+    for (size_t i = 0; i < sizeof pre_toks / sizeof pre_toks[0]; i++)
+        for (const char *p = pre_toks[i].names; *p;) {
+            size_t l = strcspn(p, "|");
+            if (l == n && memcmp(p, pre, n) == 0) return &pre_toks[i];
+            p += l + (p[l] == '|');
+        }
+    return NULL;
 }
 
 static void init_byte_map(Tokenizer *t) {
@@ -207,6 +260,7 @@ void tok_free(Tokenizer *t) {
     free(t->score);
     free(t->special);
     free(t->eog);
+    free(t->strip);
     free(t);
 }
 
@@ -222,6 +276,112 @@ static int get_id(const GgufFile *f, const char *key, int n_vocab, int def) {
     return def;
 }
 
+/* True when the GGUF string s equals the C string lit. */
+static bool str_is(GgufStr s, const char *lit) { return s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0; }
+
+/* Token types as llama.cpp's loader leaves them: it recognises end-of-generation and
+ * fill-in-the-middle markers by their text and makes them control tokens (so that, like other
+ * control tokens, they are plain text without special parsing), and marks per-family tokens
+ * that swallow the spaces beside them. */
+static int fix_token_types(Tokenizer *t, const GgufFile *f) {
+    static const char *const eog_names[] = {
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+        "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+        "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+        "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", "[e~["};
+    /* Fill-in-the-middle markers, one group per role, used when the file does not name them;
+     * pad, repo and file-separator end generation. */
+    static const struct {
+        const char *key;
+        bool eog;
+        const char *names[9];
+    } fim[] = {
+        {"tokenizer.ggml.fim_pre_token_id", false,
+         {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>",
+          "<PRE>", "\xe2\x96\x81<PRE>", "<|code_prefix|>", "<|prefix|>"}},
+        {"tokenizer.ggml.fim_suf_token_id", false,
+         {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81hole\xef\xbd\x9c>", "<SUF>",
+          "\xe2\x96\x81<SUF>", "<|code_suffix|>", "<|suffix|>"}},
+        {"tokenizer.ggml.fim_mid_token_id", false,
+         {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>", "<MID>",
+          "\xe2\x96\x81<MID>", "<|code_middle|>", "<|middle|>"}},
+        {"tokenizer.ggml.fim_pad_token_id", true, {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"}},
+        {"tokenizer.ggml.fim_rep_token_id", true, {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"}},
+        {"tokenizer.ggml.fim_sep_token_id", true, {"<|file_sep|>"}},
+    };
+    for (size_t g = 0; g < sizeof fim / sizeof fim[0]; g++) {
+        int id = get_id(f, fim[g].key, t->n_vocab, -1);
+        for (int k = 0; id < 0 && k < 9 && fim[g].names[k]; k++) {
+            id = map_get(&t->vocab, fim[g].names[k], strlen(fim[g].names[k]));
+            if (id >= 0 && t->type[id] != TOK_CONTROL) t->type[id] = TOK_CONTROL;
+        }
+        if (id >= 0 && fim[g].eog) t->eog[id] = true;
+    }
+    for (size_t i = 0; i < sizeof eog_names / sizeof eog_names[0]; i++) {
+        int id = map_get(&t->vocab, eog_names[i], strlen(eog_names[i]));
+        if (id < 0) continue;
+        t->eog[id] = true;
+        t->type[id] = TOK_CONTROL;
+    }
+    /* gpt-oss: these are always rendered */
+    static const char *const shown[] = {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"};
+    for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++) {
+        int id = map_get(&t->vocab, shown[i], strlen(shown[i]));
+        if (id >= 0) t->type[id] = TOK_USER_DEFINED;
+    }
+    int end = tok_find(t, "<|end|>", 7), ret = tok_find(t, "<|return|>", 10), call = tok_find(t, "<|call|>", 8),
+        calls = tok_find(t, "<|calls|>", 9), flush = tok_find(t, "<|flush|>", 9);
+    if (end >= 0 && ((ret >= 0 && call >= 0) || (calls >= 0 && flush >= 0))) { /* o200k_harmony, solar-open */
+        t->eog[end] = false;
+        t->type[end] = TOK_USER_DEFINED;
+    }
+    int s_end = tok_find(t, "</s>", 4);
+    if (s_end >= 0 && (tok_find(t, "<|tool_response>", 16) >= 0 || tok_find(t, "<|plamo:eos|>", 13) >= 0)) {
+        t->eog[s_end] = false; /* gemma4, plamo: an ordinary token */
+        t->type[s_end] = TOK_NORMAL;
+    }
+    if (t->eos >= 0) t->eog[t->eos] = true;
+    if (t->eot >= 0) t->eog[t->eot] = true;
+    int eom = get_id(f, "tokenizer.ggml.eom_token_id", t->n_vocab, -1);
+    if (eom >= 0) t->eog[eom] = true;
+
+    /* Which tokens swallow spaces, by family (llama.cpp keys this on names, not on the file). */
+    GgufStr name = {"", 0}, pre = {"", 0}, arch = {"", 0};
+    gguf_get_str(f, "general.name", &name);
+    gguf_get_str(f, "tokenizer.ggml.pre", &pre);
+    gguf_get_str(f, "general.architecture", &arch);
+    char lname[256];
+    size_t nl = name.len < sizeof lname - 1 ? (size_t)name.len : sizeof lname - 1;
+    for (size_t i = 0; i < nl; i++) lname[i] = (char)tolower((unsigned char)name.ptr[i]);
+    lname[nl] = 0;
+    char lpre[64], larch[64];
+    snprintf(lpre, sizeof lpre, "%.*s", (int)(pre.len < 63 ? pre.len : 63), pre.ptr);
+    snprintf(larch, sizeof larch, "%.*s", (int)(arch.len < 63 ? arch.len : 63), arch.ptr);
+    int mask = -1;
+    bool phi3 = false;
+    if (strstr(lpre, "jina-v2-de") || strstr(lpre, "jina-v2-es") || strstr(lpre, "jina-v2-code") ||
+        strstr(larch, "nomic-bert-moe") || strstr(larch, "jina-bert-v3"))
+        mask = tok_find(t, "<mask>", 6);
+    else if (strstr(lname, "phi-3") || strstr(lname, "phi3"))
+        phi3 = true;
+    else if (strstr(lname, "modern-bert"))
+        mask = tok_find(t, "[MASK]", 6);
+    if (mask >= 0 || phi3) {
+        t->strip = calloc((size_t)t->n_vocab, 1);
+        if (!t->strip) return -1;
+        if (mask >= 0) t->strip[mask] = STRIP_LEFT;
+        for (int i = 0; phi3 && i < t->n_vocab; i++)
+            if (t->type[i] == TOK_CONTROL || t->type[i] == TOK_USER_DEFINED || t->type[i] == TOK_UNKNOWN)
+                t->strip[i] = STRIP_RIGHT;
+        static const char *const keep[] = {"<unk>", "<s>", "<|endoftext|>"};
+        int id = tok_find(t, "</s>", 4);
+        if (phi3 && id >= 0) t->strip[id] = STRIP_RIGHT;
+        for (size_t i = 0; phi3 && i < sizeof keep / sizeof keep[0]; i++)
+            if ((id = tok_find(t, keep[i], strlen(keep[i]))) >= 0) t->strip[id] = 0;
+    }
+    return 0;
+}
+
 Tokenizer *tok_load(const GgufFile *f, char *err, size_t errlen) {
     Tokenizer *t = calloc(1, sizeof *t);
     if (!t) {
@@ -233,13 +393,25 @@ Tokenizer *tok_load(const GgufFile *f, char *err, size_t errlen) {
         errf(err, errlen, "tokenizer: tokenizer.ggml.model is missing");
         goto fail;
     }
-    if (model.len == 4 && memcmp(model.ptr, "gpt2", 4) == 0)
+    const PreTok *pt = NULL;
+    GgufStr pre = {"", 0};
+    gguf_get_str(f, "tokenizer.ggml.pre", &pre);
+    if (str_is(model, "gpt2") || str_is(model, "gemma4")) {
         t->kind = TOK_BPE;
-    else if (model.len == 5 && memcmp(model.ptr, "llama", 5) == 0)
+        /* gemma4 names no pre-tokenizer of its own: llama.cpp gives it gemma4's */
+        pt = str_is(model, "gemma4") ? pre_find("gemma4", 6) : pre_find(pre.ptr, (size_t)pre.len);
+        if (!pt) {
+            errf(err, errlen,
+                 "tokenizer: pre-tokenizer '%.*s' (tokenizer.ggml.pre) is not supported; this vocabulary would be "
+                 "split differently from llama.cpp",
+                 (int)(pre.len > 64 ? 64 : pre.len), pre.ptr);
+            goto fail;
+        }
+    } else if (str_is(model, "llama")) {
         t->kind = TOK_SPM;
-    else {
-        errf(err, errlen, "tokenizer: model '%.*s' is not supported (gpt2, llama are)", (int)(model.len > 64 ? 64 : model.len),
-             model.ptr);
+    } else {
+        errf(err, errlen, "tokenizer: tokenizer model '%.*s' (tokenizer.ggml.model) is not supported (gpt2, gemma4, llama are)",
+             (int)(model.len > 64 ? 64 : model.len), model.ptr);
         goto fail;
     }
     const GgufKV *toks = gguf_find(f, "tokenizer.ggml.tokens");
@@ -267,21 +439,24 @@ Tokenizer *tok_load(const GgufFile *f, char *err, size_t errlen) {
         t->score[i] = scores_ok ? (float)gguf_arr_float(scores, (uint64_t)i) : 0.0f;
         map_put(&t->vocab, t->text[i].ptr, t->text[i].len, i);
     }
-    t->bos = get_id(f, "tokenizer.ggml.bos_token_id", t->n_vocab, -1);
-    t->eos = get_id(f, "tokenizer.ggml.eos_token_id", t->n_vocab, -1);
+    /* llama.cpp's defaults where the file names no special token */
+    int def_bos = t->kind == TOK_SPM ? 1 : pt->flags & PRE_SPM_BPE ? -1 : 11;
+    int def_eos = t->kind == TOK_SPM ? 2 : pt->flags & PRE_SPM_BPE ? -1 : 11;
+    int def_unk = t->kind == TOK_SPM ? 0 : -1;
+    t->bos = get_id(f, "tokenizer.ggml.bos_token_id", t->n_vocab, def_bos < t->n_vocab ? def_bos : -1);
+    t->eos = get_id(f, "tokenizer.ggml.eos_token_id", t->n_vocab, def_eos < t->n_vocab ? def_eos : -1);
     t->eot = get_id(f, "tokenizer.ggml.eot_token_id", t->n_vocab, -1);
-    t->unk = get_id(f, "tokenizer.ggml.unknown_token_id", t->n_vocab, -1);
-    t->add_bos = t->kind == TOK_SPM;
+    t->unk = get_id(f, "tokenizer.ggml.unknown_token_id", t->n_vocab, def_unk < t->n_vocab ? def_unk : -1);
+    /* BOS when the file does not say (tokenizer.ggml.add_bos_token absent): SentencePiece and
+     * the llama3 family yes, other BPE no; gemma4 always, whatever the file says. */
+    t->add_bos = t->kind == TOK_SPM || (pt->flags & PRE_ADD_BOS);
     t->add_space_prefix = t->kind == TOK_SPM;
     gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &t->add_bos);
+    if (pt && (pt->flags & PRE_SPM_BPE)) t->add_bos = true;
     gguf_get_bool(f, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix);
-    if (t->eos >= 0) t->eog[t->eos] = true;
-    if (t->eot >= 0) t->eog[t->eot] = true;
-    static const char *eog_names[] = {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<|eom_id|>",
-                                      "<end_of_turn>", "<|end|>", "</s>"};
-    for (size_t i = 0; i < sizeof eog_names / sizeof eog_names[0]; i++) {
-        int id = map_get(&t->vocab, eog_names[i], strlen(eog_names[i]));
-        if (id >= 0 && t->type[id] == TOK_CONTROL) t->eog[id] = true;
+    if (fix_token_types(t, f)) {
+        errf(err, errlen, "tokenizer: out of memory");
+        goto fail;
     }
     for (int i = 0; i < t->n_vocab; i++)
         /* As llama.cpp: control, user-defined and unknown tokens are matched in prompt text. */
@@ -291,15 +466,17 @@ Tokenizer *tok_load(const GgufFile *f, char *err, size_t errlen) {
     for (int b = 0; b < 256; b++) t->byte_tok[b] = -1;
 
     if (t->kind == TOK_BPE) {
+        t->spm_bpe = (pt->flags & PRE_SPM_BPE) != 0;
+        t->ignore_merges = (pt->flags & PRE_IGNORE_MERGES) != 0;
         init_byte_map(t);
         for (int b = 0; b < 256; b++) {
-            char buf[4];
-            size_t n = utf8_put(buf, t->byte_cp[b]);
+            char buf[8];
+            size_t n = t->spm_bpe ? (size_t)snprintf(buf, sizeof buf, "<0x%02X>", b) : utf8_put(buf, t->byte_cp[b]);
             t->byte_tok[b] = map_get(&t->vocab, buf, n);
         }
         const GgufKV *mg = gguf_find(f, "tokenizer.ggml.merges");
         if (!mg || mg->type != GGUF_ARRAY || mg->arr_type != GGUF_STRING) {
-            errf(err, errlen, "tokenizer: byte-level BPE needs tokenizer.ggml.merges");
+            errf(err, errlen, "tokenizer: BPE needs tokenizer.ggml.merges");
             goto fail;
         }
         if (map_init(&t->merges, (uint32_t)mg->arr_n)) {
@@ -307,24 +484,17 @@ Tokenizer *tok_load(const GgufFile *f, char *err, size_t errlen) {
             goto fail;
         }
         for (uint64_t i = 0; i < mg->arr_n; i++) map_put(&t->merges, mg->arr_strs[i].ptr, mg->arr_strs[i].len, (int)i);
-        GgufStr pre = {"", 0};
-        gguf_get_str(f, "tokenizer.ggml.pre", &pre);
-        const char *res[3];
-        t->n_re = pre_regexes(pre.ptr, pre.len, res);
-        t->ignore_merges = t->n_re == 1 && strcmp(res[0], RE_LLAMA3) == 0;
-        if (t->n_re == 0) {
-            errf(err, errlen, "tokenizer: pre-tokenizer '%.*s' is not supported", (int)(pre.len > 64 ? 64 : pre.len), pre.ptr);
-            goto fail;
-        }
-        for (int i = 0; i < t->n_re; i++) {
+        while (t->n_re < PRE_MAX_RE && pt->re[t->n_re]) {
             int ec;
             PCRE2_SIZE eo;
-            t->re[i] = pcre2_compile((PCRE2_SPTR)res[i], PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
-            if (!t->re[i]) {
-                t->n_re = i;
-                errf(err, errlen, "tokenizer: cannot compile pre-tokenizer regex %d", i);
+            /* DOLLAR_ENDONLY: '$' is the end of the piece only, as in std::regex (deepseek-llm) */
+            pcre2_code *re = pcre2_compile((PCRE2_SPTR)pt->re[t->n_re], PCRE2_ZERO_TERMINATED,
+                                           PCRE2_UTF | PCRE2_UCP | PCRE2_DOLLAR_ENDONLY, &ec, &eo, NULL);
+            if (!re) {
+                errf(err, errlen, "tokenizer: cannot compile pre-tokenizer regex %d", t->n_re);
                 goto fail;
             }
+            t->re[t->n_re++] = re;
         }
     } else {
         for (int b = 0; b < 256; b++) {
@@ -509,30 +679,31 @@ static int bpe_word(const Tokenizer *t, Work *w, size_t n, TokVec *out) {
             if (tokvec_push(out, id)) return -1;
             continue;
         }
-        /* Not in the vocabulary: fall back to byte tokens. */
-        for (int j = 0; j < s->len;) {
-            int b;
-            if (t->kind == TOK_BPE) {
-                uint32_t cp;
-                size_t l = utf8_len((const unsigned char *)w->buf + s->start + j, (size_t)(s->len - j), &cp);
-                if (l == 0) { l = 1; cp = 0xFFFD; }
-                b = cp < 512 && t->cp_byte[cp] >= 0 ? t->cp_byte[cp] : -1;
-                j += (int)l;
-            } else {
-                b = (unsigned char)w->buf[s->start + j];
-                j++;
-            }
-            int id2 = b >= 0 ? t->byte_tok[b] : -1;
-            if (id2 < 0) id2 = t->unk;
+        /* Not in the vocabulary: byte tokens, as llama.cpp falls back. Byte-level BPE looks up
+         * each byte of the symbol's (mapped) text as a one-byte token and drops what is not one;
+         * gemma4 and SentencePiece use <0xXX> tokens (SentencePiece: <unk> when absent). */
+        for (int j = 0; j < s->len; j++) {
+            unsigned char b = (unsigned char)w->buf[s->start + j];
+            int id2 = t->kind == TOK_BPE && !t->spm_bpe ? map_get(&t->vocab, (const char *)&b, 1) : t->byte_tok[b];
+            if (id2 < 0 && t->kind == TOK_SPM) id2 = t->unk;
             if (id2 >= 0 && tokvec_push(out, id2)) return -1;
         }
     }
     return 0;
 }
 
-/* Byte-level: map the raw bytes of a pre-tokenized word to code points, then BPE. */
+/* One pre-tokenized word: byte-level BPE maps its raw bytes to code points first; gemma4 merges
+ * the UTF-8 itself, and a run of newlines that is a token stays whole (as llama.cpp does). */
 static int bpe_bytes(const Tokenizer *t, Work *w, const char *s, size_t n, TokVec *out) {
     if (grow((void **)&w->buf, &w->cap, n * 2 + 1, 1)) return -1;
+    if (t->spm_bpe) {
+        size_t nl = 0;
+        while (nl < n && s[nl] == '\n') nl++;
+        int id = nl == n ? map_get(&t->vocab, s, n) : -1;
+        if (id >= 0) return tokvec_push(out, id);
+        memcpy(w->buf, s, n);
+        return bpe_word(t, w, n, out);
+    }
     size_t o = 0;
     for (size_t i = 0; i < n; i++) o += utf8_put(w->buf + o, t->byte_cp[(unsigned char)s[i]]);
     return bpe_word(t, w, o, out);
@@ -607,19 +778,80 @@ static char *sanitize(const char *s, size_t n, const unsigned char *in_mask, uns
     return o;
 }
 
-/* The special token whose text starts at s[i] (longest first), or -1. A control or unknown token
- * counts only when special parsing is on for all of its bytes (plain: a flag per byte, 1 = off,
- * or NULL; all_plain: off throughout); user-defined tokens always count. */
-static int match_special(const Tokenizer *t, const char *s, size_t n, size_t i, const unsigned char *plain,
-                         bool all_plain) {
+/* A piece of the text: raw text s[off, off + len) when tok < 0, else a special token. */
+typedef struct Frag {
+    size_t off, len;
+    int tok;
+} Frag;
+
+typedef struct FragVec {
+    Frag *v;
+    size_t n, cap;
+} FragVec;
+
+static int frag_push(FragVec *fv, size_t off, size_t len, int tok) {
+    if (fv->n == fv->cap && grow((void **)&fv->v, &fv->cap, fv->n + 1, sizeof(Frag))) return -1;
+    fv->v[fv->n++] = (Frag){off, len, tok};
+    return 0;
+}
+
+/* Splits s[0..n) at special-token text as llama.cpp does (tokenizer_st_partition): one special
+ * token at a time, longest first, every occurrence in the raw pieces left so far, so an
+ * overlap goes to the longer token rather than to the leftmost. A control or unknown token
+ * counts only where special parsing is on for all of its bytes (plain: a flag per byte, 1 = off,
+ * or NULL; all_plain: off throughout); user-defined tokens always count. The result is in *out
+ * (its array reused); 0, or -1 out of memory. */
+static int partition(const Tokenizer *t, const char *s, size_t n, const unsigned char *plain, bool all_plain,
+                     FragVec *out) {
+    FragVec cur = {0}, next = {0};
+    int rc = -1;
+    out->n = 0;
+    if (n == 0) return 0;
+    bool seen[256] = {false}; /* bytes in the text: a token whose first byte is absent cannot match */
+    for (size_t i = 0; i < n; i++) seen[(unsigned char)s[i]] = true;
+    if (frag_push(&cur, 0, n, -1)) goto done;
     for (int k = 0; k < t->n_special; k++) {
         int id = t->special[k];
         const GgufStr *st = &t->text[id];
-        if (st->len > n - i || st->ptr[0] != s[i] || memcmp(st->ptr, s + i, st->len) != 0) continue;
-        if (t->type[id] != TOK_USER_DEFINED && (all_plain || (plain && memchr(plain + i, 1, st->len)))) continue;
-        return id;
+        bool ctl = t->type[id] != TOK_USER_DEFINED;
+        if (!seen[(unsigned char)st->ptr[0]] || (ctl && all_plain)) continue;
+        unsigned strip = t->strip ? t->strip[id] : 0;
+        next.n = 0;
+        for (size_t f = 0; f < cur.n; f++) {
+            Frag fr = cur.v[f];
+            size_t base = fr.off, end = fr.off + fr.len, pos = base;
+            while (fr.tok < 0 && end - pos >= st->len) {
+                const char *m = memmem(s + pos, end - pos, st->ptr, st->len);
+                if (!m) break;
+                size_t mo = (size_t)(m - s);
+                if (ctl && plain && memchr(plain + mo, 1, st->len)) { /* spelled inside plain text */
+                    pos = mo + 1;
+                    continue;
+                }
+                size_t left = mo;
+                if (strip & STRIP_LEFT)
+                    while (left > base && isspace((unsigned char)s[left - 1])) left--;
+                if ((left > base && frag_push(&next, base, left - base, -1)) || frag_push(&next, 0, 0, id)) goto done;
+                base = mo + st->len;
+                if (strip & STRIP_RIGHT)
+                    while (base < end && isspace((unsigned char)s[base])) base++;
+                pos = base;
+            }
+            if (fr.tok >= 0 ? frag_push(&next, fr.off, fr.len, fr.tok) : end > base && frag_push(&next, base, end - base, -1))
+                goto done;
+        }
+        FragVec tmp = cur;
+        cur = next;
+        next = tmp;
     }
-    return -1;
+    free(out->v);
+    *out = cur;
+    cur.v = NULL;
+    rc = 0;
+done:
+    free(cur.v);
+    free(next.v);
+    return rc;
 }
 
 static int encode(const Tokenizer *t, const char *text, size_t len, const TokSpan *spans, int n_spans, bool all_plain,
@@ -639,44 +871,45 @@ static int encode(const Tokenizer *t, const char *text, size_t len, const TokSpa
     free(in_mask);
     pcre2_match_data *md = t->n_re ? pcre2_match_data_create(4, NULL) : NULL;
     Work w = {0};
+    FragVec fv = {0};
+    char *esc = NULL;
+    size_t esccap = 0;
     int rc = 0;
-    if (!s || (t->n_re && !md)) {
-        rc = errf(err, errlen, "tokenizer: out of memory");
-        goto done;
-    }
-    if (add_bos && t->add_bos && t->bos >= 0 && tokvec_push(out, t->bos)) {
-        rc = errf(err, errlen, "tokenizer: out of memory");
-        goto done;
-    }
-    size_t seg = 0;
+    if (!s || (t->n_re && !md) || partition(t, s, n, plain, all_plain, &fv)) goto oom;
+    if (add_bos && t->add_bos && t->bos >= 0 && tokvec_push(out, t->bos)) goto oom;
     bool prev_special = true; /* SPM: a space prefix at the start and after special tokens */
-    for (size_t i = 0; i <= n;) {
-        int sp = i < n ? match_special(t, s, n, i, plain, all_plain) : -1;
-        if (sp < 0 && i < n) {
-            i++;
+    for (size_t f = 0; f < fv.n; f++) {
+        const Frag *fr = &fv.v[f];
+        if (fr->tok >= 0) {
+            if (tokvec_push(out, fr->tok)) goto oom;
+            prev_special = true;
             continue;
         }
-        if (i > seg) {
-            int r = t->kind == TOK_BPE ? pretokenize(t, &w, 0, s + seg, i - seg, md, out)
-                                       : spm_text(t, &w, s + seg, i - seg, prev_special && t->add_space_prefix, out);
-            if (r) {
-                rc = errf(err, errlen, "tokenizer: out of memory");
-                goto done;
+        const char *p = s + fr->off;
+        size_t pn = fr->len;
+        if (t->spm_bpe) { /* gemma4: spaces become U+2581 before splitting */
+            if (grow((void **)&esc, &esccap, pn * 3 + 1, 1)) goto oom;
+            size_t o = 0;
+            for (size_t i = 0; i < pn; i++) {
+                if (p[i] == ' ') o += utf8_put(esc + o, 0x2581);
+                else esc[o++] = p[i];
             }
-            prev_special = false;
+            p = esc;
+            pn = o;
         }
-        if (sp < 0) break;
-        if (tokvec_push(out, sp)) {
-            rc = errf(err, errlen, "tokenizer: out of memory");
-            goto done;
-        }
-        i += t->text[sp].len;
-        seg = i;
-        prev_special = true;
+        if (t->kind == TOK_BPE ? pretokenize(t, &w, 0, p, pn, md, out)
+                               : spm_text(t, &w, p, pn, prev_special && t->add_space_prefix, out))
+            goto oom;
+        prev_special = false;
     }
+    goto done;
+oom:
+    rc = errf(err, errlen, "tokenizer: out of memory");
 done:
     free(s);
     free(plain);
+    free(esc);
+    free(fv.v);
     free(w.buf);
     free(w.syms);
     free(w.heap);
@@ -706,7 +939,7 @@ size_t tok_piece(const Tokenizer *t, int id, char *buf, size_t cap) {
             if (o < cap) buf[o] = st->ptr[i];
         return o;
     }
-    if (t->kind == TOK_SPM) {
+    if (t->kind == TOK_SPM || t->spm_bpe) {
         if (ty == TOK_BYTE && st->len == 6) {
             unsigned v;
             if (sscanf(st->ptr + 3, "%2X", &v) == 1) {
