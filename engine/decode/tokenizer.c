@@ -288,7 +288,7 @@ static int fix_token_types(Tokenizer *t, const GgufFile *f) {
         "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
         "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
         "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
-        "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", "[e~["};
+        "<｜end▁of▁sentence｜>", "[e~["};
     /* Fill-in-the-middle markers, one group per role, used when the file does not name them;
      * pad, repo and file-separator end generation. */
     static const struct {
@@ -297,14 +297,14 @@ static int fix_token_types(Tokenizer *t, const GgufFile *f) {
         const char *names[9];
     } fim[] = {
         {"tokenizer.ggml.fim_pre_token_id", false,
-         {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>",
-          "<PRE>", "\xe2\x96\x81<PRE>", "<|code_prefix|>", "<|prefix|>"}},
+         {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>",
+          "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>"}},
         {"tokenizer.ggml.fim_suf_token_id", false,
-         {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81hole\xef\xbd\x9c>", "<SUF>",
-          "\xe2\x96\x81<SUF>", "<|code_suffix|>", "<|suffix|>"}},
+         {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>",
+          "▁<SUF>", "<|code_suffix|>", "<|suffix|>"}},
         {"tokenizer.ggml.fim_mid_token_id", false,
-         {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>", "<MID>",
-          "\xe2\x96\x81<MID>", "<|code_middle|>", "<|middle|>"}},
+         {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>",
+          "▁<MID>", "<|code_middle|>", "<|middle|>"}},
         {"tokenizer.ggml.fim_pad_token_id", true, {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"}},
         {"tokenizer.ggml.fim_rep_token_id", true, {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"}},
         {"tokenizer.ggml.fim_sep_token_id", true, {"<|file_sep|>"}},

@@ -1,7 +1,8 @@
-/* tokenizer.h: tokenizers built from GGUF metadata: byte-level BPE (tokenizer.ggml.model
- * "gpt2", pre-tokenizer regexes by tokenizer.ggml.pre, run with PCRE2 in UTF/UCP mode) and
- * SentencePiece-style BPE over scores ("llama"). Special tokens, end-of-generation set,
- * detokenisation to bytes. Knows nothing about models or sampling. */
+/* tokenizer.h: tokenizers built from GGUF metadata, giving llama.cpp's ids: byte-level BPE
+ * (tokenizer.ggml.model "gpt2", pre-tokenizer regexes by tokenizer.ggml.pre, run with PCRE2 in
+ * UTF/UCP mode), gemma4's BPE over raw UTF-8, and SentencePiece-style BPE over scores ("llama").
+ * Any other model or pre-tokenizer is refused by tok_load. Special tokens, end-of-generation
+ * set, detokenisation to bytes. Knows nothing about models or sampling. */
 #ifndef WEAVER_DECODE_TOKENIZER_H
 #define WEAVER_DECODE_TOKENIZER_H
 
@@ -23,13 +24,17 @@ void tokvec_free(TokVec *tv);
 /* GGUF token types. */
 enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER_DEFINED = 4, TOK_UNUSED = 5, TOK_BYTE = 6 };
 
+/* Needs only the tokenizer.* metadata (a vocabulary-only GGUF will do); the strings stay in f,
+ * which must outlive the tokenizer. NULL with err set when the file's tokenizer model or
+ * pre-tokenizer is not one we reproduce. */
 Tokenizer *tok_load(const GgufFile *f, char *err, size_t errlen);
 void tok_free(Tokenizer *t); /* NULL-safe */
 
 /* Appends the tokens of text[0..len) to out. parse_special: text matching a control or
  * unknown token (<unk>) becomes that token; without it that text is plain text. Text matching a
  * user-defined token becomes that token either way, as in llama.cpp and Hugging Face tokenizers.
- * add_bos: prepend BOS when the model asks for it (tokenizer.ggml.add_bos_token). Invalid UTF-8
+ * add_bos: prepend BOS when the model asks for it (tokenizer.ggml.add_bos_token; when absent,
+ * llama.cpp's default: SentencePiece and the llama3 family yes, other BPE no). Invalid UTF-8
  * bytes are treated as U+FFFD. Returns 0, or -1 with err set. */
 int tok_encode(const Tokenizer *t, const char *text, size_t len, bool parse_special, bool add_bos, TokVec *out,
                char *err, size_t errlen);
