@@ -97,9 +97,10 @@ def suite_cases(name, fx):
     return list(zip(inputs, fx["suite"][name]))
 
 
-def gguf_strings(path, keys):
-    """The string values of keys in a GGUF file's metadata (a walk over the header only: the
-    gguf package's reader takes minutes on the 262k-token vocabularies)."""
+def gguf_meta(path, keys):
+    """Values of keys in a GGUF file's metadata, None when absent (strings and bools as such,
+    other scalars as raw bytes, arrays not read): a walk over the header only, as the gguf
+    package's reader takes minutes on the 262k-token vocabularies."""
     sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
     found = {}
     with open(path, "rb") as f:
@@ -120,7 +121,8 @@ def gguf_strings(path, keys):
                 else:
                     f.seek(sizes[et] * n, 1)
             else:
-                f.seek(sizes[typ], 1)
+                raw = f.read(sizes[typ])
+                found[key] = bool(raw[0]) if typ == 7 else raw
     return [found.get(k) for k in keys]
 
 
@@ -129,7 +131,7 @@ def test_every_vocabulary_of_the_suite_is_listed():
     found = sorted(f[len("ggml-vocab-"):-len(".gguf")] for f in os.listdir(VOCAB) if f.endswith(".gguf"))
     assert found == sorted(EXPECTED)
     for name in found:  # the table's model and pre are the files' own
-        model, pre = gguf_strings(vocab_path(name), ["tokenizer.ggml.model", "tokenizer.ggml.pre"])
+        model, pre = gguf_meta(vocab_path(name), ["tokenizer.ggml.model", "tokenizer.ggml.pre"])
         assert (model, pre) == EXPECTED[name][:2], name
 
 
@@ -171,13 +173,13 @@ def test_bos_follows_llama_cpp_rule(name, fixture):
     assert tokenize(name, [rec["text"]], add_special=True) == [rec["ids"]]
 
 
-def test_bos_rule_covers_both_answers(fixture):
-    """The recorded vocabularies include files without add_bos_token that get BOS (llama-bpe:
-    llama3 family; baichuan: SentencePiece) and that do not (gpt-2, qwen2)."""
-    plain = {n: tokenize(n, ["Hello world"])[0] for n in ("llama-bpe", "baichuan", "gpt-2", "qwen2")}
-    rec = {n: fixture["add_special"][n]["ids"] for n in plain}
-    assert rec["llama-bpe"][1:] == plain["llama-bpe"] and rec["baichuan"][1:] == plain["baichuan"]
-    assert rec["gpt-2"] == plain["gpt-2"] and rec["qwen2"] == plain["qwen2"]
+def test_bos_rule_without_add_bos_token_key():
+    """Files without tokenizer.ggml.add_bos_token: llama.cpp adds BOS for the llama3 family
+    (llama-bpe) and SentencePiece (baichuan), not for other BPE (gpt-2, qwen2, aquila)."""
+    for name, bos in (("llama-bpe", 128000), ("baichuan", 1), ("gpt-2", None), ("qwen2", None), ("aquila", None)):
+        assert gguf_meta(vocab_path(name), ["tokenizer.ggml.add_bos_token"]) == [None], name
+        plain, special = tokenize(name, ["Hello world"])[0], tokenize(name, ["Hello world"], add_special=True)[0]
+        assert special == ([bos] if bos is not None else []) + plain, name
 
 
 @pytest.mark.parametrize("name", SUPPORTED)
