@@ -60,6 +60,10 @@ static void print_ids(const TokVec *tv, int ids_only) {
 
 /* The text of one JSON-lines record: a JSON string, or an object's "text" string. */
 static int jsonl_text(const char *line, char **text, size_t *len, char *err, size_t errlen) {
+    if (strstr(line, "\\u0000")) { /* cJSON's strings end at NUL: refuse rather than cut the text */
+        snprintf(err, errlen, "\\u0000 in a text is not supported");
+        return -1;
+    }
     cJSON *j = cJSON_Parse(line);
     cJSON *s = cJSON_IsString(j) ? j : cJSON_GetObjectItemCaseSensitive(j, "text");
     if (!cJSON_IsString(s)) {
@@ -67,7 +71,6 @@ static int jsonl_text(const char *line, char **text, size_t *len, char *err, siz
         cJSON_Delete(j);
         return -1;
     }
-    /* cJSON keeps the decoded string NUL-terminated; \u0000 inside it would cut the text */
     *len = strlen(s->valuestring);
     *text = malloc(*len + 1);
     if (*text) memcpy(*text, s->valuestring, *len + 1);

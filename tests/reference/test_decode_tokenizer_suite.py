@@ -188,3 +188,14 @@ def test_special_token_text_equals_llama_cpp(name, fixture):
         got = tokenize(name, [rec["text"]], add_special=rec["add_special"], parse_special=rec["parse_special"])
         assert got == [rec["ids"]], (f"{name} parse_special={rec['parse_special']} add_special={rec['add_special']} "
                                      f"{rec['text']!r}")
+
+
+def test_tokenize_bad_input_is_an_error_naming_the_line():
+    args = [BIN, "tokenize", "--model", vocab_path("gpt-2"), "--jsonl", "--ids-only"]
+    p = subprocess.run(args, input=b'"Hello"\n[1]\n" world"\n', capture_output=True, timeout=60)
+    assert p.returncode == 65 and p.stdout == b"15496\n", (p.returncode, p.stdout)
+    assert "line 2" in p.stderr.decode()
+    p = subprocess.run(args, input=b'"a\\u0000b"\n', capture_output=True, timeout=60)
+    assert p.returncode == 65 and p.stdout == b"" and "\\u0000" in p.stderr.decode()
+    p = subprocess.run([BIN, "tokenize", "--model", os.path.join(VOCAB, "absent.gguf")], capture_output=True, timeout=60)
+    assert p.returncode == 66 and "absent.gguf" in p.stderr.decode()
