@@ -90,6 +90,75 @@ static int get_vec(Model *m, const char *name, int n, const float **out, int opt
     return 0;
 }
 
+/* Consecutive row ranges of one tensor as separate matrices (phi3's fused QKV and gate-up):
+ * rows are independent dot products, so a slice computes exactly what the fused matmul does. */
+static int get_mat_split(Model *m, const char *name, int cols, WMat **parts, const int *rows, int n, char *err,
+                         size_t errlen) {
+    int total = 0;
+    for (int i = 0; i < n; i++) total += rows[i];
+    WMat whole;
+    if (get_mat(m, name, total, cols, &whole, 0, err, errlen)) return -1;
+    for (int i = 0, r0 = 0; i < n; r0 += rows[i++]) {
+        *parts[i] = whole;
+        parts[i]->data = (const uint8_t *)whole.data + (size_t)r0 * whole.row_bytes;
+        parts[i]->rows = rows[i];
+    }
+    return 0;
+}
+
+/* phi3: fused attn_qkv (or separate Q/K/V), ffn_up = [gate; up] (SwiGLU gates with the first half). */
+static int phi3_layer(Model *m, int il, ModelLayer *L, char *err, size_t errlen) {
+    const ModelHparams *hp = &m->hp;
+    int qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
+    char n[96];
+    snprintf(n, sizeof n, "blk.%d.attn_qkv.weight", il);
+    if (gguf_find_tensor(m->gguf, n)) {
+        WMat *qkv[3] = {&L->wq, &L->wk, &L->wv};
+        if (get_mat_split(m, n, hp->n_embd, qkv, (const int[]){qd, kvd, kvd}, 3, err, errlen)) return -1;
+    } else {
+        const char *nm[3] = {"attn_q", "attn_k", "attn_v"};
+        WMat *w[3] = {&L->wq, &L->wk, &L->wv};
+        for (int j = 0; j < 3; j++) {
+            snprintf(n, sizeof n, "blk.%d.%s.weight", il, nm[j]);
+            if (get_mat(m, n, j ? kvd : qd, hp->n_embd, w[j], 0, err, errlen)) return -1;
+        }
+    }
+    snprintf(n, sizeof n, "blk.%d.ffn_up.weight", il);
+    WMat *gu[2] = {&L->wgate, &L->wup};
+    return get_mat_split(m, n, hp->n_embd, gu, (const int[]){hp->n_ff, hp->n_ff}, 2, err, errlen);
+}
+
+static void gelu_table(uint16_t *t);
+
+/* Per-architecture hyperparameters beyond the llama set, with llama.cpp's defaults. */
+static int arch_hparams(Model *m, char *err, size_t errlen) {
+    ModelHparams *hp = &m->hp;
+    if (m->arch == ARCH_PHI3) {
+        /* LongRoPE (Phi-3 128k): per-dimension factors and an attention factor, not done here */
+        if (gguf_find_tensor(m->gguf, "rope_factors_long.weight") || gguf_find_tensor(m->gguf, "rope_factors_short.weight"))
+            return errf(err, errlen, "model: phi3 LongRoPE scaling (rope_factors_long/short) is not supported");
+        hp->q_scale = 1.0f / sqrtf((float)hp->head_dim);
+    }
+    if (m->arch == ARCH_GEMMA2) {
+        /* llama.cpp's type by depth: the 27B (46 layers) scales by n_embd / n_head */
+        hp->q_scale = 1.0f / sqrtf((float)(hp->n_layer == 46 ? hp->n_embd / hp->n_head : hp->head_dim));
+        hp->embd_scale = sqrtf((float)hp->n_embd);
+        hp->attn_softcap = hp_f32(m, "attn_logit_softcapping", 50.0f);
+        hp->final_softcap = hp_f32(m, "final_logit_softcapping", 30.0f);
+        if (hp_u32(m, "attention.sliding_window", &hp->n_swa, 0, 4096, err, errlen) ||
+            hp_u32(m, "attention.sliding_window_pattern", &hp->swa_pattern, 0, 2, err, errlen))
+            return -1;
+        if (hp->n_swa < 1 || hp->swa_pattern < 1 || hp->attn_softcap <= 0 || hp->final_softcap <= 0)
+            return errf(err, errlen, "model: gemma2 sliding window %d / pattern %d / soft caps %g, %g are unusable",
+                        hp->n_swa, hp->swa_pattern, hp->attn_softcap, hp->final_softcap);
+        hp->ffn_gelu = 1;
+        m->gelu16 = malloc(65536 * sizeof *m->gelu16);
+        if (!m->gelu16) return errf(err, errlen, "model: out of memory");
+        gelu_table(m->gelu16);
+    }
+    return 0;
+}
+
 Model *model_load(GgufFile *f, char *err, size_t errlen) {
     Model *m = calloc(1, sizeof *m);
     if (!m) {
@@ -110,8 +179,13 @@ Model *model_load(GgufFile *f, char *err, size_t errlen) {
         m->arch = ARCH_QWEN2;
     else if (strcmp(m->arch_name, "qwen3") == 0)
         m->arch = ARCH_QWEN3;
+    else if (strcmp(m->arch_name, "phi3") == 0)
+        m->arch = ARCH_PHI3;
+    else if (strcmp(m->arch_name, "gemma2") == 0)
+        m->arch = ARCH_GEMMA2;
     else {
-        errf(err, errlen, "model: architecture '%s' is not supported (llama, qwen2, qwen3 are)", m->arch_name);
+        errf(err, errlen, "model: architecture '%s' is not supported (llama, qwen2, qwen3, phi3, gemma2 are)",
+             m->arch_name);
         goto fail;
     }
     ModelHparams *hp = &m->hp;
@@ -173,11 +247,13 @@ Model *model_load(GgufFile *f, char *err, size_t errlen) {
         goto fail;
     }
     if (get_mat(m, "token_embd.weight", hp->n_vocab, hp->n_embd, &m->tok_embd, 0, err, errlen)) goto fail;
-    int r = get_mat(m, "output.weight", hp->n_vocab, hp->n_embd, &m->output, 1, err, errlen);
+    /* gemma2's head is always the embedding matrix (llama.cpp ignores an output.weight there) */
+    int r = m->arch == ARCH_GEMMA2 ? 1 : get_mat(m, "output.weight", hp->n_vocab, hp->n_embd, &m->output, 1, err, errlen);
     if (r < 0) goto fail;
     if (r == 1) m->output = m->tok_embd;
     if (get_vec(m, "output_norm.weight", hp->n_embd, &m->out_norm, 0, err, errlen) < 0) goto fail;
     if (get_vec(m, "rope_freqs.weight", hp->rope_dim / 2, &m->rope_freqs, 1, err, errlen) < 0) goto fail;
+    if (arch_hparams(m, err, errlen)) goto fail;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) {
         errf(err, errlen, "model: out of memory");
@@ -190,14 +266,23 @@ Model *model_load(GgufFile *f, char *err, size_t errlen) {
 #define NM(s) (snprintf(n, sizeof n, "blk.%d." s, i), n)
         if (get_vec(m, NM("attn_norm.weight"), hp->n_embd, &L->attn_norm, 0, err, errlen) < 0 ||
             get_vec(m, NM("ffn_norm.weight"), hp->n_embd, &L->ffn_norm, 0, err, errlen) < 0 ||
-            get_mat(m, NM("attn_q.weight"), qd, hp->n_embd, &L->wq, 0, err, errlen) ||
-            get_mat(m, NM("attn_k.weight"), kvd, hp->n_embd, &L->wk, 0, err, errlen) ||
-            get_mat(m, NM("attn_v.weight"), kvd, hp->n_embd, &L->wv, 0, err, errlen) ||
             get_mat(m, NM("attn_output.weight"), hp->n_embd, qd, &L->wo, 0, err, errlen) ||
-            get_mat(m, NM("ffn_gate.weight"), hp->n_ff, hp->n_embd, &L->wgate, 0, err, errlen) ||
-            get_mat(m, NM("ffn_up.weight"), hp->n_ff, hp->n_embd, &L->wup, 0, err, errlen) ||
             get_mat(m, NM("ffn_down.weight"), hp->n_embd, hp->n_ff, &L->wdown, 0, err, errlen))
             goto fail;
+        if (m->arch == ARCH_PHI3) {
+            if (phi3_layer(m, i, L, err, errlen)) goto fail;
+        } else if (get_mat(m, NM("attn_q.weight"), qd, hp->n_embd, &L->wq, 0, err, errlen) ||
+                   get_mat(m, NM("attn_k.weight"), kvd, hp->n_embd, &L->wk, 0, err, errlen) ||
+                   get_mat(m, NM("attn_v.weight"), kvd, hp->n_embd, &L->wv, 0, err, errlen) ||
+                   get_mat(m, NM("ffn_gate.weight"), hp->n_ff, hp->n_embd, &L->wgate, 0, err, errlen) ||
+                   get_mat(m, NM("ffn_up.weight"), hp->n_ff, hp->n_embd, &L->wup, 0, err, errlen))
+            goto fail;
+        if (m->arch == ARCH_GEMMA2) {
+            if (get_vec(m, NM("post_attention_norm.weight"), hp->n_embd, &L->post_attn_norm, 0, err, errlen) < 0 ||
+                get_vec(m, NM("post_ffw_norm.weight"), hp->n_embd, &L->post_ffn_norm, 0, err, errlen) < 0)
+                goto fail;
+            L->swa = i % hp->swa_pattern < hp->swa_pattern - 1;
+        }
         int opt = m->arch != ARCH_QWEN2;
         if (get_vec(m, NM("attn_q.bias"), qd, &L->bq, opt, err, errlen) < 0 ||
             get_vec(m, NM("attn_k.bias"), kvd, &L->bk, opt, err, errlen) < 0 ||
@@ -217,6 +302,7 @@ fail:
 
 void model_free(Model *m) {
     if (!m) return;
+    free(m->gelu16);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
@@ -292,6 +378,7 @@ struct Forward {
     KvCache *kv_w;
     int rn_add;          /* resid_norm_region: x += xn first */
     const float *rn_w;   /* then xn = rmsnorm(x) with these weights (NULL: no norm) */
+    const float *rn_post; /* before the add: xn = rmsnorm(xn) with these (gemma2), or NULL */
 };
 
 /* Tokens [t0, t1) of chunk `chunk` of `nchunks` over f->ntok. */
@@ -505,7 +592,9 @@ static void attn_region(void *ctx, int chunk, int nchunks, int ith) {
     uint16_t *p16 = f->p16 + (size_t)ith * f->max_ctx;
     const uint16_t **blk = f->blk + (size_t)ith * f->blk_stride;
     float *acc = f->pv_acc + (size_t)ith * 64 * hd;
-    float scale = 1.0f / sqrtf((float)hd);
+    float scale = hp->q_scale ? 1.0f : 1.0f / sqrtf((float)hd);
+    const float cap = hp->attn_softcap, inv_cap = cap ? 1.0f / cap : 0.0f;
+    const int swa = f->m->layers[f->layer].swa ? hp->n_swa : 0;
     const uint16_t *K = kv->k + (size_t)f->layer * kv->layer_stride;
     const uint16_t *V = kv->v + (size_t)f->layer * kv->layer_stride;
     for (int task = a0; task < a1; task++) {
@@ -520,6 +609,10 @@ static void attn_region(void *ctx, int chunk, int nchunks, int ith) {
             blk[b] = V + off;
         }
         quant_attn_scores(s, q, kblk, (size_t)kv->kv_dim, n, hd, gemv, scale);
+        if (cap) /* gemma2's soft-capping, as llama.cpp's scale, tanh, scale ops */
+            for (int p = 0; p < n; p++) s[p] = tanhf(s[p] * inv_cap) * cap;
+        /* llama.cpp masks positions a window or more behind; exp(-inf) adds exact zeros */
+        for (int p = 0; swa && p <= bt->pos - swa; p++) s[p] = -INFINITY;
         float mx = -INFINITY;
         for (int p = 0; p < n; p++)
             if (s[p] > mx) mx = s[p];
@@ -554,6 +647,8 @@ static void qkv_region(void *ctx, int chunk, int nchunks, int thread) {
             if (L->q_norm) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, hp->eps);
             rope_apply(hp, q + h * hd, cs);
         }
+        if (hp->q_scale)
+            for (int i = 0; i < qd; i++) q[i] *= hp->q_scale;
         for (int h = 0; h < hp->n_head_kv; h++) {
             if (L->k_norm) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, hp->eps);
             rope_apply(hp, k + h * hd, cs);
@@ -574,16 +669,41 @@ static void resid_norm_region(void *ctx, int chunk, int nchunks, int thread) {
     tok_range(f, chunk, nchunks, &t0, &t1);
     for (int t = t0; t < t1; t++) {
         float *x = f->x + (size_t)t * d, *xn = f->xn + (size_t)t * d;
+        if (f->rn_post) rmsnorm(xn, xn, f->rn_post, d, f->m->hp.eps); /* gemma2's post-block norm */
         if (f->rn_add)
             for (int i = 0; i < d; i++) x[i] += xn[i];
         if (f->rn_w) rmsnorm(xn, x, f->rn_w, d, f->m->hp.eps);
     }
 }
 
-static void resid_norm(Forward *f, int add, const float *w) {
+static void resid_norm(Forward *f, int add, const float *post, const float *w) {
     f->rn_add = add;
+    f->rn_post = add ? post : NULL;
     f->rn_w = w;
     pool_run(f->pool, resid_norm_region, f, tok_chunks(f));
+}
+
+/* llama.cpp's gelu-tanh table over fp16 inputs, computed from the formula (inner product fused
+ * as its build contracts it). */
+static void gelu_table(uint16_t *t) {
+    for (int i = 0; i < 65536; i++) {
+        float x = quant_fp16_to_f32((uint16_t)i);
+        float inner = 0.79788456080286535587989211986876f * x * fmaf(0.044715f * x, x, 1.0f);
+        t[i] = quant_f32_to_fp16(0.5f * x * (1.0f + tanhf(inner)));
+    }
+}
+
+/* y = gelu(gate) * up with gelu read from the fp16 table, saturated beyond +-10, as ggml's GeGLU. */
+static void geglu_row(const uint16_t *tab, float *y, const float *gate, const float *up, int n) {
+    for (int i = 0; i < n; i++) {
+        float g = gate[i];
+        if (g <= -10.0f)
+            y[i] = 0.0f;
+        else if (g >= 10.0f)
+            y[i] = g * up[i];
+        else
+            y[i] = quant_fp16_to_f32(tab[quant_f32_to_fp16(g)]) * up[i];
+    }
 }
 
 static void swiglu_region(void *ctx, int chunk, int nchunks, int thread) {
@@ -593,7 +713,10 @@ static void swiglu_region(void *ctx, int chunk, int nchunks, int thread) {
     tok_range(f, chunk, nchunks, &t0, &t1);
     for (int t = t0; t < t1; t++) {
         size_t o = (size_t)t * nff;
-        quant_swiglu_row(f->gate + o, f->gate + o, f->up + o, nff);
+        if (f->m->hp.ffn_gelu)
+            geglu_row(f->m->gelu16, f->gate + o, f->gate + o, f->up + o, nff);
+        else
+            quant_swiglu_row(f->gate + o, f->gate + o, f->up + o, nff);
     }
 }
 
@@ -606,6 +729,8 @@ int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *log
         if (toks[t].token < 0 || toks[t].token >= hp->n_vocab || toks[t].pos < 0 || toks[t].pos >= f->max_ctx) return -1;
         quant_dequant_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)toks[t].token * m->tok_embd.row_bytes,
                           f->x + (size_t)t * d, d);
+        if (hp->embd_scale)
+            for (int i = 0; i < d; i++) f->x[(size_t)t * d + i] *= hp->embd_scale;
     }
     rope_cache(f, toks, n);
     for (int t = 0; t < n; t++) { /* a sequence's tokens share its page table */
@@ -619,7 +744,8 @@ int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *log
     for (int l = 0; l < hp->n_layer; l++) {
         const ModelLayer *L = &m->layers[l];
         f->ntok = n;
-        resid_norm(f, l > 0, L->attn_norm); /* the previous layer's FFN residual, then this norm */
+        /* the previous layer's FFN residual, then this norm */
+        resid_norm(f, l > 0, l > 0 ? m->layers[l - 1].post_ffn_norm : NULL, L->attn_norm);
         const WMat *w3[3] = {&L->wq, &L->wk, &L->wv};
         float *o3[3] = {f->q, f->k, f->v};
         matmul_group(f, f->xn, n, w3, o3, 3);
@@ -630,7 +756,7 @@ int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *log
         const WMat *wo[1] = {&L->wo};
         float *oo[1] = {f->xn};
         matmul_group(f, f->att, n, wo, oo, 1);
-        resid_norm(f, 1, L->ffn_norm);
+        resid_norm(f, 1, L->post_attn_norm, L->ffn_norm);
         const WMat *wgu[2] = {&L->wgate, &L->wup};
         float *ogu[2] = {f->gate, f->up};
         matmul_group(f, f->xn, n, wgu, ogu, 2);
@@ -639,7 +765,7 @@ int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *log
         matmul_group(f, f->gate, n, wd, oo, 1);
     }
     f->ntok = n;
-    resid_norm(f, 1, NULL); /* the last layer's FFN residual */
+    resid_norm(f, 1, m->layers[hp->n_layer - 1].post_ffn_norm, NULL); /* the last layer's FFN residual */
     int nl = 0;
     for (int t = 0; t < n; t++) {
         if (toks[t].logits_row < 0) continue;
@@ -651,6 +777,10 @@ int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *log
         const WMat *wo[1] = {&m->output};
         float *oo[1] = {logits};
         matmul_group(f, f->gather, nl, wo, oo, 1);
+        if (hp->final_softcap) { /* gemma2: scale, tanh, scale as llama.cpp's graph */
+            float cap = hp->final_softcap, inv = 1.0f / cap;
+            for (size_t i = 0; i < (size_t)nl * hp->n_vocab; i++) logits[i] = tanhf(logits[i] * inv) * cap;
+        }
     }
     return 0;
 }

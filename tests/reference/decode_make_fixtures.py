@@ -5,6 +5,7 @@ Run once, outside CI (needs llama-cpp-python, which builds llama.cpp from source
     python3 tests/reference/decode_make_fixtures.py            # all fixtures
     python3 tests/reference/decode_make_fixtures.py --smol-only   # SmolLM2 only (or --tiny-only)
     python3 tests/reference/decode_make_fixtures.py --spm-only    # SentencePiece + chat templates
+    python3 tests/reference/decode_make_fixtures.py --arch-only   # phi3, gemma2 (tiny_arch.json)
 It writes tests/fixtures/decode/*.json. The tiny random-weight GGUF files are not stored:
 `tiny_model(name, path)` regenerates them bit-identically (seeded) at test time, and the
 fixture stores their sha256 so a drift in the generator is caught.
@@ -106,6 +107,16 @@ TINY = {
     "tiny_qwen3_q4_1": ("qwen3", "Q4_1"),
 }
 
+# Architectures beyond the llama family's layout, recorded into tiny_arch.json (--arch-only).
+# phi3: fused attn_qkv and gate-up ffn_up, Q scaled before attention. gemma2: embeddings scaled,
+# post-attention/post-FFN norms, GeGLU, attention and final soft-capping small enough to bite
+# and a sliding window shorter than the prompts on its even layers.
+TINY_ARCH = {
+    "tiny_phi3_q8_0": ("phi3", "Q8_0"),
+    "tiny_gemma2_q8_0": ("gemma2", "Q8_0"),
+}
+GEMMA2_SWA, GEMMA2_ATTN_CAP, GEMMA2_FINAL_CAP = 5, 1.5, 3.0
+
 
 def _random_kquant(rng, qtype, rows, cols):
     """Valid random K-quant blocks: random bits with small fp16 super-block scales."""
@@ -129,7 +140,7 @@ def tiny_model(name, path, chat_template=None):
     chat_template replaces the default tokenizer.chat_template."""
     import gguf
     spm = name == SPM_NAME
-    arch, qt = ("llama", "Q8_0") if spm else TINY[name]
+    arch, qt = ("llama", "Q8_0") if spm else (TINY[name] if name in TINY else TINY_ARCH[name])
     rng = np.random.default_rng(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
     if spm:
         toks, types, scores = _spm_vocab()
@@ -148,6 +159,12 @@ def tiny_model(name, path, chat_template=None):
     if arch == "qwen3":
         w.add_key_length(HD)
         w.add_value_length(HD)
+    if arch == "gemma2":
+        w.add_key_length(HD)
+        w.add_value_length(HD)
+        w.add_sliding_window(GEMMA2_SWA)
+        w.add_attn_logit_softcapping(GEMMA2_ATTN_CAP)
+        w.add_final_logit_softcapping(GEMMA2_FINAL_CAP)
     if spm:
         w.add_tokenizer_model("llama")
         w.add_token_list(toks)
@@ -189,20 +206,29 @@ def tiny_model(name, path, chat_template=None):
     w.add_tensor("token_embd.weight", gguf.quants.quantize(emb, gguf.GGMLQuantizationType.Q8_0),
                  raw_dtype=gguf.GGMLQuantizationType.Q8_0)
     vec("output_norm.weight", D, 1.0, 0.1)
-    if arch != "llama":
+    if arch not in ("llama", "gemma2"):  # gemma2's head is always the embedding matrix
         out = (rng.standard_normal((V, D)) * 0.1).astype(np.float32)
         w.add_tensor("output.weight", out)
     for i in range(L):
         p = f"blk.{i}."
         vec(p + "attn_norm.weight", D, 1.0, 0.1)
         vec(p + "ffn_norm.weight", D, 1.0, 0.1)
-        mat(p + "attn_q.weight", H * HD, D, 0.08)
-        mat(p + "attn_k.weight", HKV * HD, D, 0.08)
-        mat(p + "attn_v.weight", HKV * HD, D, 0.08)
+        if arch == "phi3":  # fused: rows Q, K, V and rows gate, up
+            mat(p + "attn_qkv.weight", (H + 2 * HKV) * HD, D, 0.08)
+        else:
+            mat(p + "attn_q.weight", H * HD, D, 0.08)
+            mat(p + "attn_k.weight", HKV * HD, D, 0.08)
+            mat(p + "attn_v.weight", HKV * HD, D, 0.08)
         mat(p + "attn_output.weight", D, H * HD, 0.08)
-        mat(p + "ffn_gate.weight", F, D, 0.08)
-        mat(p + "ffn_up.weight", F, D, 0.08)
+        if arch == "phi3":
+            mat(p + "ffn_up.weight", 2 * F, D, 0.08)
+        else:
+            mat(p + "ffn_gate.weight", F, D, 0.08)
+            mat(p + "ffn_up.weight", F, D, 0.08)
         mat(p + "ffn_down.weight", D, F, 0.06)
+        if arch == "gemma2":
+            vec(p + "post_attention_norm.weight", D, 1.0, 0.1)
+            vec(p + "post_ffw_norm.weight", D, 1.0, 0.1)
         if arch == "qwen2":
             vec(p + "attn_q.bias", H * HD, 0.0, 0.2)
             vec(p + "attn_k.bias", HKV * HD, 0.0, 0.2)
@@ -448,10 +474,29 @@ def record_spm():
     print("wrote tiny_spm.json, chat_templates.json")
 
 
+def record_arch():
+    """tiny_arch.json: the TINY_ARCH models, recorded as the tiny llama-family ones."""
+    import tempfile
+    fxs = {}
+    with tempfile.TemporaryDirectory() as d:
+        for name in TINY_ARCH:
+            path = os.path.join(d, name + ".gguf")
+            sha = tiny_model(name, path)
+            fx = record(path, TINY_PROMPTS, TINY_PROMPTS, 6, 16)
+            fx["sha256"] = sha
+            fxs[name] = fx
+            print("recorded", name)
+    with open(os.path.join(FIX, "tiny_arch.json"), "w") as f:
+        json.dump(fxs, f, indent=0, ensure_ascii=False)
+
+
 def main():
     os.makedirs(FIX, exist_ok=True)
     if "--spm-only" in sys.argv:
         record_spm()
+        return
+    if "--arch-only" in sys.argv:
+        record_arch()
         return
     if os.path.exists(SMOL) and "--tiny-only" not in sys.argv:
         fx = record(SMOL, SMOL_TOKENIZE, SMOL_GENERATE, N_LOGIT_POS, N_GREEDY, steps=True)

@@ -209,16 +209,29 @@ class TestSmolLM2:
 TINY_FX = load("tiny_models.json") if os.path.exists(os.path.join(FIX, "tiny_models.json")) else {}
 
 
-@pytest.mark.parametrize("name", sorted(TINY_FX))
-def test_tiny_random_model_matches_llama_cpp(name, tmp_path):
-    fx = TINY_FX[name]
+def compare_tiny(name, fx, qtype, tmp_path):
     path = str(tmp_path / (name + ".gguf"))
     assert mk.tiny_model(name, path) == fx["sha256"], "tiny model generator drifted from the recorded fixture"
     for case in fx["tokenize"]:
         assert run("--model", path, "--prompt", case["text"], "--tokenize-only")["tokens"] == case["tokens"]
     for i, case in enumerate(fx["generate"]):
         assert len(case["greedy"]) == 16
-        compare_case(path, case, tmp_path, mk.TINY[name][1], KNOWN_MARGIN_GAPS.get((name, i)))
+        compare_case(path, case, tmp_path, qtype, KNOWN_MARGIN_GAPS.get((name, i)))
+
+
+@pytest.mark.parametrize("name", sorted(TINY_FX))
+def test_tiny_random_model_matches_llama_cpp(name, tmp_path):
+    compare_tiny(name, TINY_FX[name], mk.TINY[name][1], tmp_path)
+
+
+ARCH_FX = load("tiny_arch.json") if os.path.exists(os.path.join(FIX, "tiny_arch.json")) else {}
+
+
+@pytest.mark.parametrize("name", sorted(ARCH_FX))
+def test_tiny_phi3_gemma2_model_matches_llama_cpp(name, tmp_path):
+    """phi3 (fused QKV and gate-up) and gemma2 (soft-capping, sliding window, GeGLU, embedding
+    scale, post norms): same checks and bounds as the llama-family tiny models."""
+    compare_tiny(name, ARCH_FX[name], mk.TINY_ARCH[name][1], tmp_path)
 
 
 def test_f16_bound_is_the_size_of_llama_cpps_fp16_rounding(tmp_path):
