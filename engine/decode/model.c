@@ -1,4 +1,4 @@
-/* model.c: loads llama/qwen2/qwen3 weights from GGUF (shapes and types checked, weights left
+/* model.c: loads llama/qwen2/qwen3/phi3/gemma2/gemma3 weights from GGUF (shapes and types checked, weights left
  * in the mapping) and runs the batched forward pass over a paged fp16 KV cache.
  * Numerics follow llama.cpp's CPU path where it is cheap to (activations quantised to the
  * weight's dot format, fp16 KV, fp16-rounded attention probabilities) so logits agree closely.
@@ -139,18 +139,27 @@ static int arch_hparams(Model *m, char *err, size_t errlen) {
             return errf(err, errlen, "model: phi3 LongRoPE scaling (rope_factors_long/short) is not supported");
         hp->q_scale = 1.0f / sqrtf((float)hp->head_dim);
     }
-    if (m->arch == ARCH_GEMMA2) {
-        /* llama.cpp's type by depth: the 27B (46 layers) scales by n_embd / n_head */
-        hp->q_scale = 1.0f / sqrtf((float)(hp->n_layer == 46 ? hp->n_embd / hp->n_head : hp->head_dim));
+    if (m->arch == ARCH_GEMMA2 || m->arch == ARCH_GEMMA3) {
+        int g3 = m->arch == ARCH_GEMMA3;
+        /* llama.cpp's type by depth: the 27B (gemma2 46 layers, gemma3 62) scales by n_embd / n_head */
+        int big = hp->n_layer == (g3 ? 62 : 46);
+        hp->q_scale = 1.0f / sqrtf((float)(big ? hp->n_embd / hp->n_head : hp->head_dim));
         hp->embd_scale = sqrtf((float)hp->n_embd);
-        hp->attn_softcap = hp_f32(m, "attn_logit_softcapping", 50.0f);
-        hp->final_softcap = hp_f32(m, "final_logit_softcapping", 30.0f);
-        if (hp_u32(m, "attention.sliding_window", &hp->n_swa, 0, 4096, err, errlen) ||
-            hp_u32(m, "attention.sliding_window_pattern", &hp->swa_pattern, 0, 2, err, errlen))
+        hp->attn_softcap = g3 ? 0.0f : hp_f32(m, "attn_logit_softcapping", 50.0f);
+        hp->final_softcap = hp_f32(m, "final_logit_softcapping", g3 ? 0.0f : 30.0f);
+        /* gemma2: a window always (4096 by default); gemma3: only when the file gives one */
+        if (hp_u32(m, "attention.sliding_window", &hp->n_swa, 0, g3 ? 0 : 4096, err, errlen) ||
+            hp_u32(m, "attention.sliding_window_pattern", &hp->swa_pattern, 0, g3 ? 6 : 2, err, errlen))
             return -1;
-        if (hp->n_swa < 1 || hp->swa_pattern < 1 || hp->attn_softcap <= 0 || hp->final_softcap <= 0)
-            return errf(err, errlen, "model: gemma2 sliding window %d / pattern %d / soft caps %g, %g are unusable",
-                        hp->n_swa, hp->swa_pattern, hp->attn_softcap, hp->final_softcap);
+        if ((!g3 && hp->n_swa < 1) || hp->swa_pattern < 1 || hp->attn_softcap < 0 || hp->final_softcap < 0 ||
+            (!g3 && hp->attn_softcap == 0))
+            return errf(err, errlen, "model: %s sliding window %d / pattern %d / soft caps %g, %g are unusable",
+                        m->arch_name, hp->n_swa, hp->swa_pattern, hp->attn_softcap, hp->final_softcap);
+        /* sliding-window layers: gemma3 rotates them with base 10000, unscaled, unless told;
+         * gemma2 as the global layers unless told */
+        hp->rope_base_swa = hp_f32(m, "rope.freq_base_swa", g3 ? 10000.0f : hp->rope_base);
+        hp->rope_freq_scale_swa = g3 ? 1.0f : hp->rope_freq_scale;
+        hp->rope_swa = hp->n_swa > 0 && (hp->rope_base_swa != hp->rope_base || hp->rope_freq_scale_swa != hp->rope_freq_scale);
         hp->ffn_gelu = 1;
         m->gelu16 = malloc(65536 * sizeof *m->gelu16);
         if (!m->gelu16) return errf(err, errlen, "model: out of memory");
@@ -183,8 +192,10 @@ Model *model_load(GgufFile *f, char *err, size_t errlen) {
         m->arch = ARCH_PHI3;
     else if (strcmp(m->arch_name, "gemma2") == 0)
         m->arch = ARCH_GEMMA2;
+    else if (strcmp(m->arch_name, "gemma3") == 0)
+        m->arch = ARCH_GEMMA3;
     else {
-        errf(err, errlen, "model: architecture '%s' is not supported (llama, qwen2, qwen3, phi3, gemma2 are)",
+        errf(err, errlen, "model: architecture '%s' is not supported (llama, qwen2, qwen3, phi3, gemma2, gemma3 are)",
              m->arch_name);
         goto fail;
     }
@@ -277,18 +288,18 @@ Model *model_load(GgufFile *f, char *err, size_t errlen) {
                    get_mat(m, NM("ffn_gate.weight"), hp->n_ff, hp->n_embd, &L->wgate, 0, err, errlen) ||
                    get_mat(m, NM("ffn_up.weight"), hp->n_ff, hp->n_embd, &L->wup, 0, err, errlen))
             goto fail;
-        if (m->arch == ARCH_GEMMA2) {
+        if (m->arch == ARCH_GEMMA2 || m->arch == ARCH_GEMMA3) {
             if (get_vec(m, NM("post_attention_norm.weight"), hp->n_embd, &L->post_attn_norm, 0, err, errlen) < 0 ||
                 get_vec(m, NM("post_ffw_norm.weight"), hp->n_embd, &L->post_ffn_norm, 0, err, errlen) < 0)
                 goto fail;
-            L->swa = i % hp->swa_pattern < hp->swa_pattern - 1;
+            L->swa = hp->n_swa > 0 && i % hp->swa_pattern < hp->swa_pattern - 1;
         }
         int opt = m->arch != ARCH_QWEN2;
         if (get_vec(m, NM("attn_q.bias"), qd, &L->bq, opt, err, errlen) < 0 ||
             get_vec(m, NM("attn_k.bias"), kvd, &L->bk, opt, err, errlen) < 0 ||
             get_vec(m, NM("attn_v.bias"), kvd, &L->bv, opt, err, errlen) < 0)
             goto fail;
-        opt = m->arch != ARCH_QWEN3;
+        opt = m->arch != ARCH_QWEN3 && m->arch != ARCH_GEMMA3;
         if (get_vec(m, NM("attn_q_norm.weight"), hp->head_dim, &L->q_norm, opt, err, errlen) < 0 ||
             get_vec(m, NM("attn_k_norm.weight"), hp->head_dim, &L->k_norm, opt, err, errlen) < 0)
             goto fail;
@@ -378,7 +389,7 @@ struct Forward {
     KvCache *kv_w;
     int rn_add;          /* resid_norm_region: x += xn first */
     const float *rn_w;   /* then xn = rmsnorm(x) with these weights (NULL: no norm) */
-    const float *rn_post; /* before the add: xn = rmsnorm(xn) with these (gemma2), or NULL */
+    const float *rn_post; /* before the add: xn = rmsnorm(xn) with these (gemma2/3), or NULL */
 };
 
 /* Tokens [t0, t1) of chunk `chunk` of `nchunks` over f->ntok. */
@@ -420,7 +431,7 @@ Forward *forward_create(const Model *m, int max_tokens, int max_ctx, int n_threa
     f->gate = malloc(B * hp->n_ff * sizeof(float));
     f->up = malloc(B * hp->n_ff * sizeof(float));
     f->q16 = malloc(B * qd * sizeof(uint16_t));
-    f->rope_cs = malloc(B * hp->rope_dim * sizeof(float));
+    f->rope_cs = malloc(2 * B * hp->rope_dim * sizeof(float)); /* global, then sliding-window layers */
     size_t nth = (size_t)pool_size(f->pool);
     f->scores = malloc(nth * (size_t)max_ctx * sizeof(float));
     f->p16 = malloc(nth * (size_t)max_ctx * sizeof(uint16_t));
@@ -549,15 +560,15 @@ static void matmul_group(Forward *f, const float *src, int ntok, const WMat **ws
     pool_run(f->pool, mm_region, f, chunks);
 }
 
-static void rope_cache(const Forward *f, const BatchTok *toks, int n) {
+static void rope_cache(const Forward *f, const BatchTok *toks, int n, float base, float freq_scale, float *out) {
     const ModelHparams *hp = &f->m->hp;
-    float theta_scale = powf(hp->rope_base, -2.0f / (float)hp->rope_dim);
+    float theta_scale = powf(base, -2.0f / (float)hp->rope_dim);
     for (int t = 0; t < n; t++) {
-        float *cs = f->rope_cs + (size_t)t * hp->rope_dim;
+        float *cs = out + (size_t)t * hp->rope_dim;
         float theta = (float)toks[t].pos;
         for (int i = 0; i < hp->rope_dim / 2; i++) {
             float ff = f->m->rope_freqs ? f->m->rope_freqs[i] : 1.0f;
-            float th = hp->rope_freq_scale * (theta / ff);
+            float th = freq_scale * (theta / ff);
             cs[2 * i] = cosf(th);
             cs[2 * i + 1] = sinf(th);
             theta *= theta_scale;
@@ -643,6 +654,7 @@ static void qkv_region(void *ctx, int chunk, int nchunks, int thread) {
             for (int i = 0; i < kvd; i++) v[i] += L->bv[i];
         }
         const float *cs = f->rope_cs + (size_t)t * hp->rope_dim;
+        if (L->swa && hp->rope_swa) cs += (size_t)f->max_tokens * hp->rope_dim;
         for (int h = 0; h < hp->n_head; h++) {
             if (L->q_norm) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, hp->eps);
             rope_apply(hp, q + h * hd, cs);
@@ -669,7 +681,7 @@ static void resid_norm_region(void *ctx, int chunk, int nchunks, int thread) {
     tok_range(f, chunk, nchunks, &t0, &t1);
     for (int t = t0; t < t1; t++) {
         float *x = f->x + (size_t)t * d, *xn = f->xn + (size_t)t * d;
-        if (f->rn_post) rmsnorm(xn, xn, f->rn_post, d, f->m->hp.eps); /* gemma2's post-block norm */
+        if (f->rn_post) rmsnorm(xn, xn, f->rn_post, d, f->m->hp.eps); /* gemma2/3 post-block norm */
         if (f->rn_add)
             for (int i = 0; i < d; i++) x[i] += xn[i];
         if (f->rn_w) rmsnorm(xn, x, f->rn_w, d, f->m->hp.eps);
@@ -732,7 +744,9 @@ int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *log
         if (hp->embd_scale)
             for (int i = 0; i < d; i++) f->x[(size_t)t * d + i] *= hp->embd_scale;
     }
-    rope_cache(f, toks, n);
+    rope_cache(f, toks, n, hp->rope_base, hp->rope_freq_scale, f->rope_cs);
+    if (hp->rope_swa)
+        rope_cache(f, toks, n, hp->rope_base_swa, hp->rope_freq_scale_swa, f->rope_cs + (size_t)f->max_tokens * hp->rope_dim);
     for (int t = 0; t < n; t++) { /* a sequence's tokens share its page table */
         int same = 0;
         for (int u = 0; u < n && same < 2; u++) same += toks[u].pages == toks[t].pages;
@@ -777,7 +791,7 @@ int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *log
         const WMat *wo[1] = {&m->output};
         float *oo[1] = {logits};
         matmul_group(f, f->gather, nl, wo, oo, 1);
-        if (hp->final_softcap) { /* gemma2: scale, tanh, scale as llama.cpp's graph */
+        if (hp->final_softcap) { /* gemma2 (gemma3 if given): scale, tanh, scale as llama.cpp's graph */
             float cap = hp->final_softcap, inv = 1.0f / cap;
             for (size_t i = 0; i < (size_t)nl * hp->n_vocab; i++) logits[i] = tanhf(logits[i] * inv) * cap;
         }

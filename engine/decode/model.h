@@ -1,4 +1,4 @@
-/* model.h: llama-family decoder (llama, qwen2, qwen3, phi3, gemma2) over GGUF weights, a paged fp16 KV cache
+/* model.h: llama-family decoder (llama, qwen2, qwen3, phi3, gemma2, gemma3) over GGUF weights, a paged fp16 KV cache
  * shared by all sequences, and a batched forward pass: any mix of prefill chunks and decode
  * tokens from different sequences runs as one batch, each weight matrix read once per batch.
  * Knows nothing about tokens as text, sampling or scheduling. */
@@ -11,7 +11,7 @@
 #include "engine/decode/pool.h"
 #include "kernels/quant.h"
 
-typedef enum ModelArch { ARCH_LLAMA = 0, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3, ARCH_GEMMA2 } ModelArch;
+typedef enum ModelArch { ARCH_LLAMA = 0, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3, ARCH_GEMMA2, ARCH_GEMMA3 } ModelArch;
 
 typedef struct WMat {
     const void *data;
@@ -29,8 +29,8 @@ typedef struct ModelLayer {
     const float *q_norm, *k_norm;      /* qwen3 per-head RMSNorm, else NULL */
     WMat wq, wk, wv, wo, wgate, wup, wdown; /* phi3: wq/wk/wv and wgate/wup are row slices of
                                              * its fused attn_qkv and ffn_up tensors */
-    const float *post_attn_norm, *post_ffn_norm; /* gemma2: RMSNorm of each block's output, else NULL */
-    int swa;                           /* gemma2: sliding-window attention layer */
+    const float *post_attn_norm, *post_ffn_norm; /* gemma2/3: RMSNorm of each block's output, else NULL */
+    int swa;                           /* gemma2/3: sliding-window attention layer */
 } ModelLayer;
 
 typedef struct ModelHparams {
@@ -38,14 +38,17 @@ typedef struct ModelHparams {
     int rope_dim;
     int rope_neox;          /* 1: rotate halves (qwen), 0: adjacent pairs (llama) */
     float rope_base, rope_freq_scale, eps;
-    /* phi3, gemma2: Q is multiplied by q_scale after RoPE (in float32, before its fp16 rounding)
+    /* phi3, gemma2/3: Q is multiplied by q_scale after RoPE (in float32, before its fp16 rounding)
      * and the scores are not scaled; 0: scores scaled by 1/sqrt(head_dim) (llama, qwen). */
     float q_scale;
-    float embd_scale;                  /* gemma2: embeddings times sqrt(n_embd); 0: none */
-    float attn_softcap, final_softcap; /* gemma2: x -> cap * tanh(x / cap) on scores / logits; 0: none */
-    int n_swa, swa_pattern;            /* gemma2: window of its sliding-window layers; every
+    float embd_scale;                  /* gemma2/3: embeddings times sqrt(n_embd); 0: none */
+    float attn_softcap, final_softcap; /* gemma2/3: x -> cap * tanh(x / cap) on scores / logits; 0: none */
+    int n_swa, swa_pattern;            /* gemma2/3: window of its sliding-window layers; every
                                         * swa_pattern-th layer (the last of each group) is global */
-    int ffn_gelu;                      /* gemma2: GeGLU (gelu-tanh) instead of SwiGLU */
+    int ffn_gelu;                      /* gemma2/3: GeGLU (gelu-tanh) instead of SwiGLU */
+    int rope_swa;                      /* gemma3 (gemma2 with freq_base_swa): its sliding-window
+                                        * layers rotate with their own base and scale */
+    float rope_base_swa, rope_freq_scale_swa;
 } ModelHparams;
 
 typedef struct Model {
@@ -57,7 +60,7 @@ typedef struct Model {
     const float *out_norm;
     const float *rope_freqs;        /* optional per-dimension frequency factors */
     ModelLayer *layers;
-    uint16_t *gelu16;               /* gemma2: gelu of every fp16 value, as fp16 (llama.cpp's table) */
+    uint16_t *gelu16;               /* gemma2/3: gelu of every fp16 value, as fp16 (llama.cpp's table) */
     float **owned;                  /* dequantised small tensors (norms, biases) */
     int n_owned;
 } Model;

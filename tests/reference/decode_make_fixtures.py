@@ -5,7 +5,7 @@ Run once, outside CI (needs llama-cpp-python, which builds llama.cpp from source
     python3 tests/reference/decode_make_fixtures.py            # all fixtures
     python3 tests/reference/decode_make_fixtures.py --smol-only   # SmolLM2 only (or --tiny-only)
     python3 tests/reference/decode_make_fixtures.py --spm-only    # SentencePiece + chat templates
-    python3 tests/reference/decode_make_fixtures.py --arch-only   # phi3, gemma2 (tiny_arch.json)
+    python3 tests/reference/decode_make_fixtures.py --arch-only [NAME...]  # phi3, gemma2, gemma3 (tiny_arch.json)
 It writes tests/fixtures/decode/*.json. The tiny random-weight GGUF files are not stored:
 `tiny_model(name, path)` regenerates them bit-identically (seeded) at test time, and the
 fixture stores their sha256 so a drift in the generator is caught.
@@ -110,10 +110,13 @@ TINY = {
 # Architectures beyond the llama family's layout, recorded into tiny_arch.json (--arch-only).
 # phi3: fused attn_qkv and gate-up ffn_up, Q scaled before attention. gemma2: embeddings scaled,
 # post-attention/post-FFN norms, GeGLU, attention and final soft-capping small enough to bite
-# and a sliding window shorter than the prompts on its even layers.
+# and a sliding window shorter than the prompts on its even layers. gemma3: Q/K norms, no
+# soft-capping, 6 layers so that llama.cpp's default pattern makes layers 0-4 sliding-window
+# (rotated with base 10000, unscaled) and layer 5 global (base 1e6, linear scaling x2).
 TINY_ARCH = {
     "tiny_phi3_q8_0": ("phi3", "Q8_0"),
     "tiny_gemma2_q8_0": ("gemma2", "Q8_0"),
+    "tiny_gemma3_q8_0": ("gemma3", "Q8_0"),
 }
 GEMMA2_SWA, GEMMA2_ATTN_CAP, GEMMA2_FINAL_CAP = 5, 1.5, 3.0
 
@@ -147,6 +150,8 @@ def tiny_model(name, path, chat_template=None):
     else:
         toks, types, merges = _byte_vocab()
     V, D, F, L, H, HKV, HD = len(toks), 256, 512, 2, 4, 2, 64
+    if arch == "gemma3":
+        L = 6
     w = gguf.GGUFWriter(path, arch)
     w.add_block_count(L)
     w.add_context_length(512)
@@ -165,6 +170,12 @@ def tiny_model(name, path, chat_template=None):
         w.add_sliding_window(GEMMA2_SWA)
         w.add_attn_logit_softcapping(GEMMA2_ATTN_CAP)
         w.add_final_logit_softcapping(GEMMA2_FINAL_CAP)
+    if arch == "gemma3":
+        w.add_key_length(HD)
+        w.add_value_length(HD)
+        w.add_sliding_window(GEMMA2_SWA)
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(2.0)
     if spm:
         w.add_tokenizer_model("llama")
         w.add_token_list(toks)
@@ -206,7 +217,7 @@ def tiny_model(name, path, chat_template=None):
     w.add_tensor("token_embd.weight", gguf.quants.quantize(emb, gguf.GGMLQuantizationType.Q8_0),
                  raw_dtype=gguf.GGMLQuantizationType.Q8_0)
     vec("output_norm.weight", D, 1.0, 0.1)
-    if arch not in ("llama", "gemma2"):  # gemma2's head is always the embedding matrix
+    if arch not in ("llama", "gemma2", "gemma3"):  # gemma2's head is always the embedding matrix
         out = (rng.standard_normal((V, D)) * 0.1).astype(np.float32)
         w.add_tensor("output.weight", out)
     for i in range(L):
@@ -226,9 +237,12 @@ def tiny_model(name, path, chat_template=None):
             mat(p + "ffn_gate.weight", F, D, 0.08)
             mat(p + "ffn_up.weight", F, D, 0.08)
         mat(p + "ffn_down.weight", D, F, 0.06)
-        if arch == "gemma2":
+        if arch in ("gemma2", "gemma3"):
             vec(p + "post_attention_norm.weight", D, 1.0, 0.1)
             vec(p + "post_ffw_norm.weight", D, 1.0, 0.1)
+        if arch == "gemma3":
+            vec(p + "attn_q_norm.weight", HD, 1.0, 0.1)
+            vec(p + "attn_k_norm.weight", HD, 1.0, 0.1)
         if arch == "qwen2":
             vec(p + "attn_q.bias", H * HD, 0.0, 0.2)
             vec(p + "attn_k.bias", HKV * HD, 0.0, 0.2)
@@ -475,19 +489,25 @@ def record_spm():
 
 
 def record_arch():
-    """tiny_arch.json: the TINY_ARCH models, recorded as the tiny llama-family ones."""
+    """tiny_arch.json: the TINY_ARCH models (those named on the command line, if any, the others
+    kept), recorded as the tiny llama-family ones."""
     import tempfile
+    out = os.path.join(FIX, "tiny_arch.json")
+    names = [a for a in sys.argv[1:] if a in TINY_ARCH] or list(TINY_ARCH)
     fxs = {}
+    if os.path.exists(out) and len(names) < len(TINY_ARCH):
+        with open(out) as f:
+            fxs = json.load(f)
     with tempfile.TemporaryDirectory() as d:
-        for name in TINY_ARCH:
+        for name in names:
             path = os.path.join(d, name + ".gguf")
             sha = tiny_model(name, path)
             fx = record(path, TINY_PROMPTS, TINY_PROMPTS, 6, 16)
             fx["sha256"] = sha
             fxs[name] = fx
             print("recorded", name)
-    with open(os.path.join(FIX, "tiny_arch.json"), "w") as f:
-        json.dump(fxs, f, indent=0, ensure_ascii=False)
+    with open(out, "w") as f:
+        json.dump({k: fxs[k] for k in TINY_ARCH if k in fxs}, f, indent=0, ensure_ascii=False)
 
 
 def main():

@@ -228,9 +228,10 @@ ARCH_FX = load("tiny_arch.json") if os.path.exists(os.path.join(FIX, "tiny_arch.
 
 
 @pytest.mark.parametrize("name", sorted(ARCH_FX))
-def test_tiny_phi3_gemma2_model_matches_llama_cpp(name, tmp_path):
-    """phi3 (fused QKV and gate-up) and gemma2 (soft-capping, sliding window, GeGLU, embedding
-    scale, post norms): same checks and bounds as the llama-family tiny models."""
+def test_tiny_phi3_gemma_model_matches_llama_cpp(name, tmp_path):
+    """phi3 (fused QKV and gate-up), gemma2 (soft-capping, sliding window, GeGLU, embedding
+    scale, post norms) and gemma3 (Q/K norms, 5:1 sliding-window layers with their own RoPE base):
+    same checks and bounds as the llama-family tiny models."""
     compare_tiny(name, ARCH_FX[name], mk.TINY_ARCH[name][1], tmp_path)
 
 
