@@ -138,9 +138,10 @@ def _random_kquant(rng, qtype, rows, cols):
     return raw.reshape(rows, cols // bs * ts)
 
 
-def tiny_model(name, path, chat_template=None):
+def tiny_model(name, path, chat_template=None, arch_override=None, longrope=False):
     """Writes the tiny model `name` to path, deterministically. Returns its sha256.
-    chat_template replaces the default tokenizer.chat_template."""
+    chat_template replaces the default tokenizer.chat_template. For refusal tests only:
+    arch_override writes another general.architecture, longrope adds Phi-3 LongRoPE factors."""
     import gguf
     spm = name == SPM_NAME
     arch, qt = ("llama", "Q8_0") if spm else (TINY[name] if name in TINY else TINY_ARCH[name])
@@ -152,7 +153,7 @@ def tiny_model(name, path, chat_template=None):
     V, D, F, L, H, HKV, HD = len(toks), 256, 512, 2, 4, 2, 64
     if arch == "gemma3":
         L = 6
-    w = gguf.GGUFWriter(path, arch)
+    w = gguf.GGUFWriter(path, arch_override or arch)
     w.add_block_count(L)
     w.add_context_length(512)
     w.add_embedding_length(D)
@@ -250,6 +251,9 @@ def tiny_model(name, path, chat_template=None):
         if arch == "qwen3":
             vec(p + "attn_q_norm.weight", HD, 1.0, 0.1)
             vec(p + "attn_k_norm.weight", HD, 1.0, 0.1)
+    if longrope:
+        w.add_tensor("rope_factors_long.weight", np.full(HD // 2, 4.0, dtype=np.float32))
+        w.add_tensor("rope_factors_short.weight", np.ones(HD // 2, dtype=np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

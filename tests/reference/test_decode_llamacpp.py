@@ -248,3 +248,17 @@ def test_f16_bound_is_the_size_of_llama_cpps_fp16_rounding(tmp_path):
         for i, p in enumerate(case["positions"]):
             effect = max(effect, float(np.abs(a[i][p["top_ids"]] - b[i][p["top_ids"]]).max()))
     assert effect <= F16_TOL <= 1.5 * effect, f"fp16 rounding moves these logits by {effect:.4f}; F16_TOL {F16_TOL}"
+
+
+@pytest.mark.parametrize("arch,longrope,want", [
+    ("gemma", False, "architecture 'gemma' is not supported"),      # gemma 1: no post norms, no caps
+    ("falcon", False, "architecture 'falcon' is not supported"),
+    ("phi3", True, "LongRoPE"),                                     # Phi-3 128k's rope_factors_long/short
+])
+def test_unsupported_architecture_or_scaling_is_refused_by_name(arch, longrope, want, tmp_path):
+    path = str(tmp_path / "refused.gguf")
+    base = "tiny_phi3_q8_0" if arch == "phi3" else "tiny_llama_q8_0"
+    mk.tiny_model(base, path, arch_override=arch if arch != "phi3" else None, longrope=longrope)
+    r = subprocess.run(_cli() + ["--model", path, "--prompt", "hi", "--max-tokens", "2"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and want in r.stderr, r.stderr
