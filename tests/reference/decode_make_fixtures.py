@@ -492,16 +492,9 @@ def record_spm():
     print("wrote tiny_spm.json, chat_templates.json")
 
 
-def record_arch():
-    """tiny_arch.json: the TINY_ARCH models (those named on the command line, if any, the others
-    kept), recorded as the tiny llama-family ones."""
+def record_tiny(names, fxs):
+    """Records the tiny models `names` into the dict fxs (name -> fixture)."""
     import tempfile
-    out = os.path.join(FIX, "tiny_arch.json")
-    names = [a for a in sys.argv[1:] if a in TINY_ARCH] or list(TINY_ARCH)
-    fxs = {}
-    if os.path.exists(out) and len(names) < len(TINY_ARCH):
-        with open(out) as f:
-            fxs = json.load(f)
     with tempfile.TemporaryDirectory() as d:
         for name in names:
             path = os.path.join(d, name + ".gguf")
@@ -510,6 +503,19 @@ def record_arch():
             fx["sha256"] = sha
             fxs[name] = fx
             print("recorded", name)
+    return fxs
+
+
+def record_arch():
+    """tiny_arch.json: the TINY_ARCH models (those named on the command line, if any, the others
+    kept), recorded as the tiny llama-family ones."""
+    out = os.path.join(FIX, "tiny_arch.json")
+    names = [a for a in sys.argv[1:] if a in TINY_ARCH] or list(TINY_ARCH)
+    fxs = {}
+    if os.path.exists(out) and len(names) < len(TINY_ARCH):
+        with open(out) as f:
+            fxs = json.load(f)
+    record_tiny(names, fxs)
     with open(out, "w") as f:
         json.dump({k: fxs[k] for k in TINY_ARCH if k in fxs}, f, indent=0, ensure_ascii=False)
 
@@ -532,16 +538,7 @@ def main():
         print("skip smollm2: model missing", file=sys.stderr)
     if "--smol-only" in sys.argv:
         return
-    import tempfile
-    tiny = {}
-    with tempfile.TemporaryDirectory() as d:
-        for name in TINY:
-            path = os.path.join(d, name + ".gguf")
-            sha = tiny_model(name, path)
-            fx = record(path, TINY_PROMPTS, TINY_PROMPTS, 6, 16)
-            fx["sha256"] = sha
-            tiny[name] = fx
-            print("recorded", name)
+    tiny = record_tiny(TINY, {})
     with open(os.path.join(FIX, "tiny_models.json"), "w") as f:
         json.dump(tiny, f, indent=0, ensure_ascii=False)
     record_spm()
