@@ -15,7 +15,11 @@
 #include "kernels/cpu/gemm_pack.h"
 #include "kernels/cpu/ops_avx512_math.h"
 
+/* Register tile heights: 12 rows x 32 columns for bf16 (24 accumulators, as gemm_avx512.c), 8 for
+ * int8, where GCC 12 keeps 24 vpdpbusd accumulators in registers only with copies between them
+ * (measured: the 8-row tile runs about 2x the 12-row one). */
 #define MR 12
+#define MR_INT8 8
 
 /* Work buffer layout (floats): packed groups, then the row-major groups, then (int8) the rows'
  * steps and zero points. Both group areas hold GEMM_MC x GEMM_KC/2 32-bit values at most. */
@@ -80,6 +84,66 @@ static void rows_q8_params(const float *a, int lda, int mc, int k, float *t, int
     }
 }
 
+/* bf16: the 12 x 32 tile's F32 sums over ng pairs of k, into acc[i][0..1] (i < R). */
+static inline __attribute__((always_inline)) void sum_bf16(const int R, int ng, const uint32_t *ap,
+                                                           const __m512i *bp, __m512i acc[MR][2])
+{
+    __m512 s[MR][2];
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++) s[i][0] = s[i][1] = _mm512_setzero_ps();
+    for (int g = 0; g < ng; g++) {
+        __m512bh b0 = (__m512bh)_mm512_load_si512(bp), b1 = (__m512bh)_mm512_load_si512(bp + 1);
+#pragma GCC unroll 12
+        for (int i = 0; i < R; i++) {
+            __m512bh av = (__m512bh)_mm512_set1_epi32((int)ap[i]);
+            s[i][0] = _mm512_dpbf16_ps(s[i][0], av, b0);
+            s[i][1] = _mm512_dpbf16_ps(s[i][1], av, b1);
+        }
+        ap += MR;
+        bp += 2;
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++) {
+        acc[i][0] = _mm512_castps_si512(s[i][0]);
+        acc[i][1] = _mm512_castps_si512(s[i][1]);
+    }
+}
+
+/* x += u8 quads of a times s8 quads of b. Inline asm on named variables, not the intrinsic on an
+ * array: GCC 12 copied every accumulator around each _mm512_dpbusd_epi32 call (and spilled),
+ * which made int8 slower than bf16. */
+#define DPBUSD(x, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(x) : "v"(a), "v"(b))
+
+/* int8: the 8 x 32 tile's int32 sums over ng quads of k, into acc[i][0..1] (i < R). */
+static inline __attribute__((always_inline)) void sum_int8(const int R, int ng, const uint32_t *ap,
+                                                           const __m512i *bp, __m512i acc[MR][2])
+{
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+            c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    for (int g = 0; g < ng; g++) {
+        const __m512i b0 = _mm512_load_si512(bp), b1 = _mm512_load_si512(bp + 1);
+        __m512i av;
+#define ROW(i, x0, x1)                                                                                       \
+    if (R > i) {                                                                                             \
+        av = _mm512_set1_epi32((int)ap[i]);                                                                  \
+        DPBUSD(x0, av, b0);                                                                                  \
+        DPBUSD(x1, av, b1);                                                                                  \
+    }
+        ROW(0, c00, c01) ROW(1, c10, c11) ROW(2, c20, c21) ROW(3, c30, c31)
+        ROW(4, c40, c41) ROW(5, c50, c51) ROW(6, c60, c61) ROW(7, c70, c71)
+#undef ROW
+        ap += MR_INT8;
+        bp += 2;
+    }
+    const __m512i c[MR_INT8][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
+                                   {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+#pragma GCC unroll 8
+    for (int i = 0; i < R && i < MR_INT8; i++) {
+        acc[i][0] = c[i][0];
+        acc[i][1] = c[i][1];
+    }
+}
+
 /* One tile of R (<= MR) rows x 32 columns over ng groups, then the store. int8: the integer sums
  * become F32 as (acc - z_i sum_j) t_i s_j on the first k block (the zero point's whole correction
  * at once), acc t_i s_j on later ones. first: c = v + bias + res; else c += v. gelu (last k block
@@ -90,30 +154,11 @@ static inline __attribute__((always_inline)) void tile(const int int8, const int
                                                        const float *res, int ldres, const float *t, const int32_t *z,
                                                        const float *ws, const int32_t *wsum)
 {
-    const __m512i *bp = bpv;
-    __m512 accf[MR][2];
-    __m512i acci[MR][2];
-#pragma GCC unroll 12
-    for (int i = 0; i < R; i++) {
-        accf[i][0] = accf[i][1] = _mm512_setzero_ps();
-        acci[i][0] = acci[i][1] = _mm512_setzero_si512();
-    }
-    for (int g = 0; g < ng; g++) {
-        __m512i b0 = _mm512_load_si512(bp), b1 = _mm512_load_si512(bp + 1);
-#pragma GCC unroll 12
-        for (int i = 0; i < R; i++) {
-            __m512i av = _mm512_set1_epi32((int)ap[i]);
-            if (int8) {
-                acci[i][0] = _mm512_dpbusd_epi32(acci[i][0], av, b0);
-                acci[i][1] = _mm512_dpbusd_epi32(acci[i][1], av, b1);
-            } else {
-                accf[i][0] = _mm512_dpbf16_ps(accf[i][0], (__m512bh)av, (__m512bh)b0);
-                accf[i][1] = _mm512_dpbf16_ps(accf[i][1], (__m512bh)av, (__m512bh)b1);
-            }
-        }
-        ap += MR;
-        bp += 2;
-    }
+    __m512i acc[MR][2]; /* int32 sums (int8) or F32 bits (bf16) */
+    if (int8)
+        sum_int8(R, ng, ap, bpv, acc);
+    else
+        sum_bf16(R, ng, ap, bpv, acc);
     __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps(), s0 = bias0, s1 = bias0;
     __m512i sum0 = _mm512_setzero_si512(), sum1 = sum0;
     if (first && bias) {
@@ -130,9 +175,9 @@ static inline __attribute__((always_inline)) void tile(const int int8, const int
     for (int i = 0; i < R; i++) {
         if (i >= rows) break;
         float *ci = c + (size_t)i * ldc;
-        __m512 v0 = accf[i][0], v1 = accf[i][1];
+        __m512 v0 = _mm512_castsi512_ps(acc[i][0]), v1 = _mm512_castsi512_ps(acc[i][1]);
         if (int8) {
-            __m512i a0 = acci[i][0], a1 = acci[i][1];
+            __m512i a0 = acc[i][0], a1 = acc[i][1];
             if (first) {
                 __m512i zi = _mm512_set1_epi32(z[i]);
                 a0 = _mm512_sub_epi32(a0, _mm512_mullo_epi32(zi, sum0));
@@ -169,6 +214,7 @@ static inline __attribute__((always_inline)) void gemm_lowp(const int int8, floa
     const float *bias = ep ? ep->bias : NULL, *res = ep ? ep->res : NULL;
     int ldres = ep ? ep->ldres : 0, gelu = ep && ep->gelu;
     const int per = int8 ? 4 : 2;                       /* k values in a 32-bit group */
+    const int mr = int8 ? MR_INT8 : MR;
     const size_t ngk = ((size_t)k + per - 1) / per;     /* groups in a packed W row */
     const float *wscale = int8 ? (const float *)((const char *)wp + GEMM_Q8_DATA_BYTES(n, k)) : NULL;
     const int32_t *wsum = int8 ? (const int32_t *)(wscale + ((size_t)n + GEMM_NR - 1) / GEMM_NR * GEMM_NR) : NULL;
@@ -185,7 +231,7 @@ static inline __attribute__((always_inline)) void gemm_lowp(const int int8, floa
                 rows_to_u8(rowmajor, a + (size_t)i0 * lda + k0, lda, mc, kc, t, z);
             else
                 rows_to_bf16(rowmajor, a + (size_t)i0 * lda + k0, lda, mc, kc);
-            gemm_pack_a((float *)packed, (const float *)rowmajor, ng, mc, ng, MR);
+            gemm_pack_a((float *)packed, (const float *)rowmajor, ng, mc, ng, mr);
             for (int j0 = 0; j0 < n; j0 += GEMM_NR) {
                 int cols = n - j0 < GEMM_NR ? n - j0 : GEMM_NR;
                 __mmask16 m0 = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cols) - 1);
@@ -193,14 +239,14 @@ static inline __attribute__((always_inline)) void gemm_lowp(const int int8, floa
                 /* a panel is ngk groups of 128 bytes; this k block starts at group k0 / per */
                 const char *bp = (const char *)wp + ((size_t)(j0 / GEMM_NR) * ngk + (size_t)k0 / per) * 128;
                 const float *bj = bias ? bias + j0 : NULL;
-                for (int r0 = 0; r0 < mc; r0 += MR) {
-                    int rows = mc - r0 < MR ? mc - r0 : MR;
+                for (int r0 = 0; r0 < mc; r0 += mr) {
+                    int rows = mc - r0 < mr ? mc - r0 : mr;
                     float *ct = c + (size_t)(i0 + r0) * ldc + j0;
                     const float *rt = res ? res + (size_t)(i0 + r0) * ldres + j0 : NULL;
                     const uint32_t *at = packed + (size_t)r0 * ng;
                     const float *ti = t + r0, *wsj = int8 ? wscale + j0 : NULL;
                     const int32_t *zi = z + r0, *wsumj = int8 ? wsum + j0 : NULL;
-                    if (rows > 8)
+                    if (!int8 && rows > 8)
                         tile(int8, 12, ng, at, bp, ct, ldc, rows, m0, m1, first, g, bj, rt, ldres, ti, zi, wsj, wsumj);
                     else if (rows > 4)
                         tile(int8, 8, ng, at, bp, ct, ldc, rows, m0, m1, first, g, bj, rt, ldres, ti, zi, wsj, wsumj);
