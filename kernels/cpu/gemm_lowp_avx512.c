@@ -13,7 +13,7 @@
 
 #include "kernels/cpu/gemm_lowp.h"
 #include "kernels/cpu/gemm_pack.h"
-#include "kernels/cpu/ops_avx512_math.h"
+#include "kernels/cpu/gemm_store_avx512.h"
 
 /* Register tile heights: 12 rows x 32 columns for bf16 (24 accumulators, as gemm_avx512.c), 8 for
  * int8, where GCC 12 keeps 24 vpdpbusd accumulators in registers only with copies between them
@@ -187,23 +187,7 @@ static inline __attribute__((always_inline)) void tile(const int int8, const int
             v0 = _mm512_mul_ps(_mm512_cvtepi32_ps(a0), _mm512_mul_ps(ti, s0));
             v1 = _mm512_mul_ps(_mm512_cvtepi32_ps(a1), _mm512_mul_ps(ti, s1));
         }
-        if (first) {
-            v0 = _mm512_add_ps(v0, bias0);
-            v1 = _mm512_add_ps(v1, bias1);
-            if (res) {
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, res + (size_t)i * ldres));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, res + (size_t)i * ldres + 16));
-            }
-        } else {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci + 16));
-        }
-        if (gelu) {
-            v0 = gelu16(v0);
-            v1 = gelu16(v1);
-        }
-        _mm512_mask_storeu_ps(ci, m0, v0);
-        _mm512_mask_storeu_ps(ci + 16, m1, v1);
+        gemm_store_row(ci, v0, v1, m0, m1, first, bias0, bias1, res ? res + (size_t)i * ldres : NULL, gelu);
     }
 }
 

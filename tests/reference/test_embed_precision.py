@@ -11,9 +11,7 @@ import pytest
 
 from embed_fixtures import run, snapshot, weaver_bin  # noqa: F401 (fixtures)
 
-import gen_corpus
-from reference_bert import Reference
-from test_embed_reference import SIMILAR
+from test_embed_reference import SIMILAR, corpus, ref  # noqa: F401 (the reference corpus and model)
 
 # Minimum cosine to the fp32 reference over the corpus, as docs/embedding.md states them
 # (measured: bf16 0.99995, int8 see the docs).
@@ -26,21 +24,6 @@ def cpu_has(flag):
 
 
 NEEDS = {"bf16": "avx512_bf16", "int8": "avx512_vnni"}
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    texts = gen_corpus.corpus(320)
-    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
-    with open(path, "w", encoding="utf-8") as f:
-        for i, t in enumerate(texts):
-            f.write(json.dumps({"id": f"t{i:04d}", "text": t}, ensure_ascii=False) + "\n")
-    return texts, str(path)
-
-
-@pytest.fixture(scope="module")
-def ref(snapshot):
-    return Reference(snapshot)
 
 
 @pytest.fixture(scope="module")

@@ -126,14 +126,14 @@ static void packed_layouts_are_the_documented_ones(void **state)
     int n = 33, k = 5;
     float w[33 * 5];
     for (int i = 0; i < n * k; i++) w[i] = (float)(i % 7) - 3.0f; /* exact in bf16 */
-    w[2 * k + 1] = 1.00390625f; /* 1 + 2^-8: halfway between two bf16, rounds to even (1.0) */
+    w[2 * k + 1] = 1.01171875f; /* 0x3f818000: halfway between 0x3f81 and 0x3f82, rounds to even */
     uint16_t *b = balloc(gemm_lowp_packed_bytes(GEMM_BF16, n, k));
     assert_int_equal(gemm_lowp_packed_bytes(GEMM_BF16, n, k), 2 * 3 * GEMM_NR * 2 * 2);
     gemm_lowp_pack(GEMM_BF16, b, w, k, n, k);
     /* pair q of row j at [(q * NR + j) * 2 + e] */
     assert_int_equal(b[(0 * GEMM_NR + 0) * 2 + 0], 0xc040); /* w[0][0] = -3 */
     assert_int_equal(b[(1 * GEMM_NR + 1) * 2 + 1], 0xc000); /* w[1][3] = -2 */
-    assert_int_equal(b[(0 * GEMM_NR + 2) * 2 + 1], 0x3f80); /* w[2][1] rounded to 1.0 */
+    assert_int_equal(b[(0 * GEMM_NR + 2) * 2 + 1], 0x3f82); /* w[2][1], not truncated to 0x3f81 */
     assert_int_equal(b[(2 * GEMM_NR + 4) * 2 + 1], 0);      /* k padded */
     assert_int_equal(b[3 * GEMM_NR * 2 + (0 * GEMM_NR + 1) * 2], 0); /* panel 1, row 33: n padded */
     int8_t *q = balloc(gemm_lowp_packed_bytes(GEMM_INT8, n, k));
