@@ -1,5 +1,6 @@
 /* bert.c: BERT weights and forward pass. The linear layers' weights are packed once at load into
- * the SGEMM microkernels' panel layout (kernels/gemm.h), Q, K and V side by side so the projection
+ * the microkernels' panel layout (kernels/gemm.h) in the model's precision (F32, or bf16 / int8 for
+ * the gemm_lowp kernels; everything else stays F32), Q, K and V side by side so the projection
  * is a single GEMM; bias, residual and GELU are applied by the GEMM as it stores each tile, so no
  * extra pass over the activations is needed for them. Must not allocate in bert_forward. */
 #include "engine/embed/bert.h"
