@@ -228,6 +228,9 @@ def main():
               f"int8 {r['int8_vs_ort_int8']:.2f}x onnxruntime int8 (target 1.3x at >= its min cosine: "
               f"{'met' if ok_int8 else 'NOT met'}), {r['int8_vs_fp32']:.2f}x weaver fp32; "
               f"weaver fp32 {r['fp32_vs_ort_fp32']:.2f}x onnxruntime fp32")
+        cpu = {k: r["tokens"] / r[k]["cpu_seconds"] for k, _ in ENGINES}  # steadier on a shared machine
+        print(f"{'':8} by CPU time: bf16 {cpu['w-bf16'] / cpu['w-fp32']:.2f}x weaver fp32, int8 "
+              f"{cpu['w-int8'] / cpu['ort-int8']:.2f}x onnxruntime int8")
     if args.json:
         json.dump({"threads": args.threads, "loadavg_end": load, "results": results}, open(args.json, "w"), indent=1)
 
