@@ -175,7 +175,7 @@ static const CfgWhen when_decoder_native = {
 
 static const char *const embedder_backends[] = { "native", "remote", "test-hash", NULL };
 static const char *const embedder_apis[] = { "tei", "openai", NULL };
-static const char *const embedder_precisions[] = { "fp32", "tf32", "fp16", "bf16", NULL };
+static const char *const embedder_precisions[] = { "auto", "fp32", "tf32", "fp16", "bf16", "int8", NULL };
 static const char *const decoder_backends[] = { "native", "test-echo", NULL };
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const log_formats[] = { "text", "json", NULL };
@@ -301,10 +301,13 @@ static const CfgKey cfg_schema[] = {
         .doc = "Timeout of one request to the remote service, in milliseconds."),
     CFG_INT_KEY("embedder.dim", embedder.dim, 384, 1, 65536,
         .doc = "Vector size of the `test-hash` backend."),
-    CFG_STR_KEY("embedder.precision", embedder.precision, "fp16", .allowed = embedder_precisions,
-        .doc = "How the `native` backend's GEMMs compute on `\"cuda:N\"`: `fp32`, `tf32` (tensor cores, "
-               "F32 in and out), `fp16` or `bf16` (weights and GEMM inputs in 16 bits, F32 "
-               "accumulation; everything else F32). Ignored on the cpu."),
+    CFG_STR_KEY("embedder.precision", embedder.precision, "auto", .allowed = embedder_precisions,
+        .doc = "How the `native` backend's linear layers compute. `auto` = `fp32` on the cpu, `fp16` "
+               "on `\"cuda:N\"`. Both: `fp32`; `bf16` (weights and GEMM inputs rounded to bf16, F32 "
+               "accumulation; everything else F32). cpu only: `int8` (weights per row, activations "
+               "per token, F32 elsewhere). `\"cuda:N\"` only: `tf32` (tensor cores, F32 in and out), "
+               "`fp16`. On a cpu without AVX-512 BF16 / VNNI, `bf16` / `int8` run `fp32` (logged). "
+               "Not part of the model's identity: the pin's probe check still applies."),
 
     CFG_BOOL_KEY("decoder.enabled", decoder.enabled, true,
         .doc = "Serve generation jobs; `false` = embeddings only."),
@@ -375,6 +378,7 @@ static void rule_lookahead_holds_a_batch(CfgLoad *ld);
 static void rule_visibility_exceeds_block(CfgLoad *ld);
 static void rule_embedder_device_has_a_backend(CfgLoad *ld);
 static void rule_decoder_device_has_a_backend(CfgLoad *ld);
+static void rule_embedder_precision_fits_device(CfgLoad *ld);
 
 typedef struct CfgRule {
     void (*check)(CfgLoad *ld);
@@ -396,6 +400,9 @@ static const CfgRule cfg_rules[] = {
       "When `decoder.enabled = true and decoder.backend = \"native\"`, `decoder.device = "
       "\"cuda:N\"` needs a native decoder with a CUDA backend, even in a build with CUDA; none "
       "has one yet, so use `\"cpu\"`." },
+    { rule_embedder_precision_fits_device,
+      "When `embedder.backend = \"native\"`, `embedder.precision` must be one the device runs: "
+      "`int8` is cpu only, `tf32` and `fp16` are `\"cuda:N\"` only." },
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1154,6 +1161,22 @@ static void rule_decoder_device_has_a_backend(CfgLoad *ld)
 {
     device_needs_cuda_backend(ld, "decoder.device", decoder_is_native(ld),
                               cfg_build_has_cuda_decoder(), "decoder");
+}
+
+static void rule_embedder_precision_fits_device(CfgLoad *ld)
+{
+    int i = key_index("embedder.precision"), index;
+    if (!embedder_is_native(ld) || i < 0 || ld->key_bad[i] || !key_ok(ld, "embedder.device"))
+        return;
+    const char *prec = ld->cfg->embedder.precision, *device = ld->cfg->embedder.device;
+    if (!cfg_parse_device(device, &index))
+        return;
+    bool cpu = index < 0;
+    if (cpu ? strcmp(prec, "tf32") != 0 && strcmp(prec, "fp16") != 0 : strcmp(prec, "int8") != 0)
+        return;
+    key_error(ld, rule_where(ld, "embedder.precision", "embedder.device"), "embedder.precision",
+              "\"%s\" does not run on embedder.device \"%s\"; %s", prec, device,
+              cpu ? "the cpu runs fp32, bf16 or int8" : "a cuda device runs fp32, tf32, fp16 or bf16");
 }
 
 static void rule_visibility_exceeds_block(CfgLoad *ld)

@@ -74,7 +74,7 @@ typedef struct EmbedderConfig {
     char *token_file;   /* embedder.token_file (remote bearer token) */
     int timeout_ms;     /* embedder.timeout_ms (remote) */
     int dim;            /* embedder.dim: vector size of the test-hash backend */
-    char *precision;    /* embedder.precision: "fp32" | "tf32" | "fp16" | "bf16" (native on cuda:N) */
+    char *precision;    /* embedder.precision: "auto" | "fp32" | "tf32" | "fp16" | "bf16" | "int8" */
 } EmbedderConfig;
 
 typedef struct DecoderConfig {

@@ -216,6 +216,8 @@ int cli_status(const Config *cfg, int argc, char **argv)
             cJSON_AddNumberToObject(o, "pending", (double)st.consumers[c].pending);
             cJSON_AddNumberToObject(o, "idle_ms", (double)st.consumers[c].idle_ms);
             cJSON_AddBoolToObject(o, "ready", st.consumers[c].ready);
+            if (st.consumers[c].precision[0])
+                cJSON_AddStringToObject(o, "precision", st.consumers[c].precision);
             cJSON_AddItemToArray(cs, o);
         }
         if (k == 0)
@@ -224,8 +226,9 @@ int cli_status(const Config *cfg, int argc, char **argv)
             printf("%-9s %-28s length %-8lld pending %-8lld consumers %d\n", job_kind_name((JobKind)k),
                    queue_stream_key(q, (JobKind)k), st.length, st.pending, st.n_consumers);
             for (int c = 0; c < st.n_consumers; c++)
-                printf("  %-40s pending %-6lld idle %lld ms%s\n", st.consumers[c].name, st.consumers[c].pending,
-                       st.consumers[c].idle_ms, st.consumers[c].ready ? " ready" : "");
+                printf("  %-40s pending %-6lld idle %lld ms%s%s%s\n", st.consumers[c].name, st.consumers[c].pending,
+                       st.consumers[c].idle_ms, st.consumers[c].ready ? " ready" : "",
+                       st.consumers[c].precision[0] ? ", precision " : "", st.consumers[c].precision);
             if (k == 1)
                 printf("dead letters: %lld (%s)\n", st.dead, queue_dead_key(q));
         }

@@ -163,9 +163,10 @@ int daemon_run(const Config *cfg, int nworkers)
     }
     embedder_set_cancel(eng.embedder, &eng.abandon); /* a stop past its grace ends a batch early */
     const EmbedderInfo *info = embedder_info(eng.embedder);
-    LOG_I("embedder opened: model %s, dim %d, max %d tokens, device %s, token budget %d%s", info->model_id, info->dim,
-          info->max_seq_len, cfg->embedder.device, embedder_token_budget(eng.embedder),
-          cfg->batch.token_budget == 0 ? " (automatic)" : "");
+    if (info->precision_note[0]) LOG_W("%s", info->precision_note);
+    LOG_I("embedder opened: model %s, dim %d, max %d tokens, device %s%s%s, token budget %d%s", info->model_id, info->dim,
+          info->max_seq_len, cfg->embedder.device, info->precision[0] ? ", precision " : "", info->precision,
+          embedder_token_budget(eng.embedder), cfg->batch.token_budget == 0 ? " (automatic)" : "");
     metrics_set_info(eng.metrics, info->model_id, NULL, NULL, NULL, NULL);
 
     /* The cohort pin: probe the embedder and compare with (or write) the cohort's pin before
@@ -218,9 +219,9 @@ int daemon_run(const Config *cfg, int nworkers)
         usleep(10 * 1000);
     if (rc == ENGINE_EXIT_OK) {
         metrics_set_workers_ready(eng.metrics, atomic_load(&eng.workers_ready));
-        LOG_I("ready: %d workers on %s and %s, consumer %s-*, token budget %d", started,
+        LOG_I("ready: %d workers on %s and %s, consumer %s-*, token budget %d, embedder precision %s", started,
               queue_stream_key(admin, JOB_EMBED), queue_stream_key(admin, JOB_GENERATE), eng.consumer_base,
-              embedder_token_budget(eng.embedder));
+              embedder_token_budget(eng.embedder), info->precision[0] ? info->precision : "n/a");
     }
 
     /* Wait for a stop signal, logging progress now and then. */

@@ -27,6 +27,11 @@ typedef struct EmbedderInfo {
     EmbedPooling pooling;
     bool normalize;         /* the model's default (a Normalize module is present) */
     int max_seq_len;        /* in tokens, including special tokens */
+    /* Not identity (the pin ignores them): the precision the linear layers run in ("fp32",
+     * "bf16", "int8", "tf32", "fp16"; "" for a backend without one), and why it is not the
+     * configured one ("" when it is), for the start-up log. */
+    char precision[8];
+    char precision_note[160];
 } EmbedderInfo;
 
 /* One text to embed. `truncate` = false asks for an error instead of truncation. */

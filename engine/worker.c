@@ -1039,7 +1039,7 @@ void *worker_main(void *arg)
             break;
         long long now = mono_ms();
         if (now >= w->next_heartbeat_ms) {
-            queue_heartbeat(w->q, vis);
+            queue_heartbeat(w->q, vis, eng->embedder ? embedder_info(eng->embedder)->precision : NULL);
             w->next_heartbeat_ms = now + vis / 3;
         }
         if (!stopping && now >= w->next_reclaim_ms) {

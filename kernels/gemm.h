@@ -49,4 +49,39 @@ const GemmOps *gemm_ops_ref(void);
 const GemmOps *gemm_ops_avx2(void);
 const GemmOps *gemm_ops_avx512(void);
 
+/* ---- Reduced precision (embedder.precision = bf16 | int8 on the cpu) ------------------------
+ * Same contract as sgemm (C = A W^T, then the epilogue; A and C F32), with W packed at load by
+ * gemm_lowp_pack into a byte blob of gemm_lowp_packed_bytes(). The plain-C reference
+ * (gemm_lowp_ref) is the specification; the AVX-512 variant is tested against it.
+ * - bf16: W and A rounded to bf16 (nearest even), products summed in F32. Panel p holds, for each
+ *   pair q < ceil(k/2), the 32 pairs (W[p*NR + j][2q], W[p*NR + j][2q + 1]) (the operand of
+ *   vdpbf16ps), zero past n and k.
+ * - int8: W per row (output feature) symmetric, q = round(W / s_j) in [-127, 127],
+ *   s_j = max|W_j| / 127; A per row (token) asymmetric u8, a = round(A / t_i) + z_i in [0, 255].
+ *   Asymmetric, not symmetric-offset-by-128: it spends all 256 levels on the row's actual range
+ *   (post-GELU rows are nearly one-sided) and vpdpbusd wants u8 x s8 anyway; the zero point comes
+ *   out as one correction per output, z_i * sum_k q_jk (the per-row sums stored with the weights).
+ *   Panel p holds, for each quad q < ceil(k/4), the 32 quads W[p*NR + j][4q .. 4q + 3] (the
+ *   operand of vpdpbusd), then the n_pad scales (F32) and the n_pad sums (int32). */
+typedef enum GemmPrecision { GEMM_FP32 = 0, GEMM_BF16, GEMM_INT8 } GemmPrecision;
+
+typedef void (*GemmLowpFn)(float *c, int ldc, const float *a, int lda, const void *wpacked, int m, int n, int k,
+                           const GemmEpilogue *ep, float *work);
+
+typedef struct GemmLowpOps {
+    const char *isa; /* "ref", "avx512" */
+    GemmPrecision prec;
+    GemmLowpFn gemm; /* work: gemm_work_floats() floats, 64-byte aligned */
+} GemmLowpOps;
+
+const char *gemm_precision_name(GemmPrecision p); /* "fp32", "bf16", "int8" */
+size_t gemm_lowp_packed_bytes(GemmPrecision p, int n, int k);
+/* Packs w[n][k] (row stride ldw) into dst (gemm_lowp_packed_bytes bytes, 64-byte aligned). */
+void gemm_lowp_pack(GemmPrecision p, void *dst, const float *w, int ldw, int n, int k);
+/* The reference, for any p other than GEMM_FP32 (NULL for that). */
+const GemmLowpOps *gemm_lowp_ref(GemmPrecision p);
+/* The AVX-512 variant when this CPU has AVX-512 BF16 (bf16) or AVX-512 VNNI (int8) and
+ * $WEAVER_CPU_ISA does not cap it below avx512; else NULL (the caller falls back to fp32). */
+const GemmLowpOps *gemm_lowp_ops(GemmPrecision p);
+
 #endif

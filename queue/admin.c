@@ -116,7 +116,14 @@ int queue_status(Queue *q, JobKind kind, QueueStreamStatus *st)
         char key[QUEUE_KEY_MAX];
         if (queue_format_key(q, key, sizeof key, "%s:consumer:%s", q->qc.prefix, st->consumers[c].name))
             return QUEUE_EARG;
-        st->consumers[c].ready = int_reply(q, "EXISTS %s", key, NULL) == 1;
+        redisReply *r = redisCommand(q->ctx, "GET %s", key);
+        QueueConsumerStatus *cs = &st->consumers[c];
+        if (queue_check_reply(q, r, "status") == QUEUE_OK && r->type == REDIS_REPLY_STRING) {
+            cs->ready = true;
+            if (strncmp(r->str, "precision=", 10) == 0)
+                snprintf(cs->precision, sizeof cs->precision, "%s", r->str + 10);
+        }
+        freeReplyObject(r);
     }
     return q->ctx ? QUEUE_OK : QUEUE_ECONN;
 }

@@ -785,14 +785,16 @@ int queue_finish(Queue *q, const QueueResult *r, int n, QueueRefusal *refused)
     return rc;
 }
 
-int queue_heartbeat(Queue *q, int ttl_ms)
+int queue_heartbeat(Queue *q, int ttl_ms, const char *precision)
 {
     if (queue_ensure_ctx(q))
         return QUEUE_ECONN;
     char key[QUEUE_KEY_MAX];
     if (queue_format_key(q, key, sizeof key, "%s:consumer:%s", q->qc.prefix, q->consumer))
         return QUEUE_EARG;
-    redisReply *r = redisCommand(q->ctx, "SET %s ready PX %d", key, ttl_ms);
+    char value[32];
+    snprintf(value, sizeof value, precision && precision[0] ? "precision=%.8s" : "ready", precision);
+    redisReply *r = redisCommand(q->ctx, "SET %s %s PX %d", key, value, ttl_ms);
     int rc = queue_check_reply(q, r, "SET heartbeat");
     freeReplyObject(r);
     return rc;

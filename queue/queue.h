@@ -72,6 +72,7 @@ typedef struct QueueConsumerStatus {
     char name[QUEUE_CONSUMER_MAX];
     long long pending, idle_ms;
     bool ready;     /* its heartbeat key is live */
+    char precision[8]; /* the embedder precision its heartbeat reports, "" if none */
 } QueueConsumerStatus;
 
 typedef struct QueueStreamStatus {
@@ -150,8 +151,10 @@ typedef struct QueueRefusal {
  * otherwise (then retry: a result already written is recognised and only acknowledged). */
 int queue_finish(Queue *q, const QueueResult *r, int n, QueueRefusal *refused);
 
-/* Consumer heartbeat: a key with TTL saying this consumer is alive and ready. */
-int queue_heartbeat(Queue *q, int ttl_ms);
+/* Consumer heartbeat: a key with TTL saying this consumer is alive and ready; its value is
+ * "precision=<p>" (the embedder precision that runs, for `status`) or "ready" when precision is
+ * NULL or "". */
+int queue_heartbeat(Queue *q, int ttl_ms, const char *precision);
 
 /* Producer side: pipelined XADD of n job payloads. ids_out (optional) gets each entry id. */
 int queue_enqueue(Queue *q, JobKind kind, const char *const *payloads, const size_t *lens, int n);

@@ -1,5 +1,6 @@
 /* bert.c: BERT weights and forward pass. The linear layers' weights are packed once at load into
- * the SGEMM microkernels' panel layout (kernels/gemm.h), Q, K and V side by side so the projection
+ * the microkernels' panel layout (kernels/gemm.h) in the model's precision (F32, or bf16 / int8 for
+ * the gemm_lowp kernels; everything else stays F32), Q, K and V side by side so the projection
  * is a single GEMM; bias, residual and GELU are applied by the GEMM as it stores each tile, so no
  * extra pass over the activations is needed for them. Must not allocate in bert_forward. */
 #include "engine/embed/bert.h"
@@ -15,7 +16,7 @@
 #include "kernels/gemm.h"
 
 typedef struct BertLayer {
-    float *wqkv, *wo, *wi, *wo2; /* packed (gemm_pack) */
+    void *wqkv, *wo, *wi, *wo2; /* packed in the model's precision (gemm_pack, gemm_lowp_pack) */
     float *bqkv, *bo, *ln1_w, *ln1_b, *bi, *bo2, *ln2_w, *ln2_b;
 } BertLayer;
 
@@ -24,10 +25,13 @@ struct BertModel {
     float *word, *pos, *type, *eln_w, *eln_b;
     BertLayer *layers;
     float *blob;   /* embeddings, biases, LayerNorms */
-    float *packed; /* the linear layers' weights, 64-byte aligned */
+    char *packed;  /* the linear layers' weights, 64-byte aligned */
+    GemmPrecision prec;      /* what the linear layers run in (fp32 after a fallback) */
+    const GemmLowpOps *lowp; /* their kernel when prec is not fp32 */
 };
 
 const BertConfig *bert_config(const BertModel *m) { return &m->c; }
+GemmPrecision bert_precision(const BertModel *m) { return m->prec; }
 
 static int rd(const SafeTensors *st, const char *prefix, const char *name, int64_t d0, int64_t d1, float *out,
               char *err, size_t errlen)
@@ -37,16 +41,21 @@ static int rd(const SafeTensors *st, const char *prefix, const char *name, int64
     return st_read_f32(st, full, d0, d1, out, err, errlen);
 }
 
-/* Reads an [n][k] weight through tmp and packs it into dst. */
+/* Reads an [n][k] weight through tmp and packs it into dst in precision p. */
 static int rd_packed(const SafeTensors *st, const char *prefix, const char *name, int64_t n, int64_t k, float *tmp,
-                     float *dst, char *err, size_t errlen)
+                     GemmPrecision p, void *dst, char *err, size_t errlen)
 {
     if (rd(st, prefix, name, n, k, tmp, err, errlen)) return -1;
-    gemm_pack(dst, tmp, (int)k, (int)n, (int)k);
+    gemm_lowp_pack(p, dst, tmp, (int)k, (int)n, (int)k);
     return 0;
 }
 
 BertModel *bert_load(const char *path, const BertConfig *cfg, char *err, size_t errlen)
+{
+    return bert_load_precision(path, cfg, GEMM_FP32, err, errlen);
+}
+
+BertModel *bert_load_precision(const char *path, const BertConfig *cfg, GemmPrecision prec, char *err, size_t errlen)
 {
     SafeTensors *st = st_open(path, err, errlen);
     if (!st) return NULL;
@@ -54,24 +63,29 @@ BertModel *bert_load(const char *path, const BertConfig *cfg, char *err, size_t 
     BertModel *m = calloc(1, sizeof *m);
     if (!m) goto out_close;
     m->c = *cfg;
+    m->lowp = gemm_lowp_ops(prec); /* NULL (so fp32) where this CPU lacks the instructions */
+    m->prec = m->lowp ? prec : GEMM_FP32;
     const char *pfx = st_find(st, "embeddings.word_embeddings.weight") ? "" : "bert.";
     int64_t H = cfg->hidden, FF = cfg->intermediate, V = cfg->vocab_size, P = cfg->max_positions, TV = cfg->type_vocab;
     size_t per_layer = (size_t)(3 * H + H + 2 * H + FF + H + 2 * H);
     size_t total = (size_t)(V * H + P * H + TV * H + 2 * H) + per_layer * (size_t)cfg->layers;
     /* Q, K and V are read into tmp one after the other and packed as one [3H][H] matrix */
-    size_t pk_qkv = gemm_packed_floats((int)(3 * H), (int)H), pk_o = gemm_packed_floats((int)H, (int)H);
-    size_t pk_i = gemm_packed_floats((int)FF, (int)H), pk_o2 = gemm_packed_floats((int)H, (int)FF);
-    size_t per_layer_packed = pk_qkv + pk_o + pk_i + pk_o2;
-    size_t packed_bytes = (per_layer_packed * (size_t)cfg->layers * sizeof(float) + 63) & ~(size_t)63;
+    GemmPrecision pr = m->prec;
+    size_t pk_qkv = gemm_lowp_packed_bytes(pr, (int)(3 * H), (int)H), pk_o = gemm_lowp_packed_bytes(pr, (int)H, (int)H);
+    size_t pk_i = gemm_lowp_packed_bytes(pr, (int)FF, (int)H), pk_o2 = gemm_lowp_packed_bytes(pr, (int)H, (int)FF);
+    size_t per_layer_packed = pk_qkv + pk_o + pk_i + pk_o2; /* bytes, each a multiple of 64 */
+    size_t packed_bytes = (per_layer_packed * (size_t)cfg->layers + 63) & ~(size_t)63;
     m->blob = malloc(total * sizeof(float));
     m->packed = aligned_alloc(64, packed_bytes ? packed_bytes : 64);
     m->layers = calloc((size_t)cfg->layers, sizeof *m->layers);
     tmp = malloc((size_t)(3 * H * H > FF * H ? 3 * H * H : FF * H) * sizeof(float));
     if (!m->blob || !m->packed || !m->layers || !tmp) {
-        snprintf(err, errlen, "%s: out of memory for %zu weights", path, total + per_layer_packed * (size_t)cfg->layers);
+        snprintf(err, errlen, "%s: out of memory for %zu bytes of weights", path,
+                 total * sizeof(float) + per_layer_packed * (size_t)cfg->layers);
         goto out_free;
     }
-    float *p = m->blob, *q = m->packed;
+    float *p = m->blob;
+    char *q = m->packed;
 #define TAKE(ptr, n) do { (ptr) = p; p += (n); } while (0)
 #define TAKE_PACKED(ptr, n) do { (ptr) = q; q += (n); } while (0)
     TAKE(m->word, V * H);
@@ -102,11 +116,11 @@ BertModel *bert_load(const char *path, const BertConfig *cfg, char *err, size_t 
         char b[128];
 #define NAME(name) (snprintf(b, sizeof b, "encoder.layer.%d.%s", l, name), b)
 #define R(name, d0, d1, dst) rd(st, pfx, NAME(name), d0, d1, dst, err, errlen)
-#define RP(name, d0, d1, dst) rd_packed(st, pfx, NAME(name), d0, d1, tmp, dst, err, errlen)
+#define RP(name, d0, d1, dst) rd_packed(st, pfx, NAME(name), d0, d1, tmp, pr, dst, err, errlen)
         if (R("attention.self.query.weight", H, H, tmp) || R("attention.self.key.weight", H, H, tmp + H * H) ||
             R("attention.self.value.weight", H, H, tmp + 2 * H * H))
             goto out_free;
-        gemm_pack(L->wqkv, tmp, (int)H, (int)(3 * H), (int)H);
+        gemm_lowp_pack(pr, L->wqkv, tmp, (int)H, (int)(3 * H), (int)H);
         if (R("attention.self.query.bias", H, -1, L->bqkv) ||
             R("attention.self.key.bias", H, -1, L->bqkv + H) || R("attention.self.value.bias", H, -1, L->bqkv + 2 * H) ||
             RP("attention.output.dense.weight", H, H, L->wo) || R("attention.output.dense.bias", H, -1, L->bo) ||
@@ -169,6 +183,16 @@ void bert_scratch_free(BertScratch *s)
     memset(s, 0, sizeof *s);
 }
 
+/* One linear layer in the model's precision. */
+static void linear(const BertModel *m, const GemmOps *gemm, float *c, int ldc, const float *a, int lda,
+                   const void *w, int T, int n, int k, const GemmEpilogue *ep, float *work)
+{
+    if (m->lowp)
+        m->lowp->gemm(c, ldc, a, lda, w, T, n, k, ep, work);
+    else
+        gemm->sgemm(c, ldc, a, lda, w, T, n, k, ep, work);
+}
+
 void bert_forward(const BertModel *m, BertScratch *s, const int32_t *ids, const int *lens, int nseq,
                   EmbedPooling pooling, float *out)
 {
@@ -194,7 +218,7 @@ void bert_forward(const BertModel *m, BertScratch *s, const int32_t *ids, const 
         const BertLayer *L = &m->layers[l];
         /* qkv = x Wqkv^T + b */
         GemmEpilogue ep_qkv = {.bias = L->bqkv};
-        gemm->sgemm(s->qkv, 3 * H, s->x, H, L->wqkv, T, 3 * H, H, &ep_qkv, s->work);
+        linear(m, gemm, s->qkv, 3 * H, s->x, H, L->wqkv, T, 3 * H, H, &ep_qkv, s->work);
         /* attention, one sequence and head at a time, over that sequence's tokens only */
         for (int i = 0, t0 = 0; i < nseq; t0 += lens[i], i++) {
             const float *q = s->qkv + (size_t)t0 * 3 * H;
@@ -204,13 +228,13 @@ void bert_forward(const BertModel *m, BertScratch *s, const int32_t *ids, const 
         }
         /* x = LN(x + ctx Wo^T + bo) */
         GemmEpilogue ep_o = {.bias = L->bo, .res = s->x, .ldres = H};
-        gemm->sgemm(s->tmp, H, s->ctx, H, L->wo, T, H, H, &ep_o, s->work);
+        linear(m, gemm, s->tmp, H, s->ctx, H, L->wo, T, H, H, &ep_o, s->work);
         ops->layernorm(s->x, s->tmp, L->ln1_w, L->ln1_b, T, H, c->ln_eps);
         /* x = LN(x + gelu(x Wi^T + bi) Wo2^T + bo2) */
         GemmEpilogue ep_i = {.bias = L->bi, .gelu = 1};
-        gemm->sgemm(s->ffn, FF, s->x, H, L->wi, T, FF, H, &ep_i, s->work);
+        linear(m, gemm, s->ffn, FF, s->x, H, L->wi, T, FF, H, &ep_i, s->work);
         GemmEpilogue ep_o2 = {.bias = L->bo2, .res = s->x, .ldres = H};
-        gemm->sgemm(s->tmp, H, s->ffn, FF, L->wo2, T, H, FF, &ep_o2, s->work);
+        linear(m, gemm, s->tmp, H, s->ffn, FF, L->wo2, T, H, FF, &ep_o2, s->work);
         ops->layernorm(s->x, s->tmp, L->ln2_w, L->ln2_b, T, H, c->ln_eps);
     }
 

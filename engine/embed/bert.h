@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "engine/embed/snapshot.h"
+#include "kernels/gemm.h"
 
 typedef struct BertModel BertModel;
 
@@ -24,6 +25,10 @@ typedef struct BertScratch {
 /* Loads weights from a .safetensors file, checking every tensor's shape against cfg.
  * Tensor names may carry a "bert." prefix. NULL with "<file>: <problem>" in err. */
 BertModel *bert_load(const char *path, const BertConfig *cfg, char *err, size_t errlen);
+/* The same with the linear layers in precision prec (weights packed to it at load). Where this
+ * CPU (or $WEAVER_CPU_ISA) has no kernel for prec, the model runs fp32: bert_precision says. */
+BertModel *bert_load_precision(const char *path, const BertConfig *cfg, GemmPrecision prec, char *err, size_t errlen);
+GemmPrecision bert_precision(const BertModel *m);
 void bert_free(BertModel *m); /* NULL-safe */
 const BertConfig *bert_config(const BertModel *m);
 

@@ -62,7 +62,7 @@ static void usage_embed(FILE *f)
             "                           --output vectors.npy [--dtype f32|f16] [--id-field id] [--text-field text]\n"
             "                           [--resume] [--skip-bad] [--batch-tokens N] [--max-texts N] [--threads N]\n"
             "                           [--normalize | --no-normalize] [--progress | --no-progress]\n"
-            "                           [--device cpu|cuda:N] [--precision fp32|tf32|fp16|bf16]\n"
+            "                           [--device cpu|cuda:N] [--precision auto|fp32|bf16|int8 (cpu)|tf32|fp16 (cuda)]\n"
             "Writes vectors.npy (row i = input line i), vectors.ids.txt, and with --skip-bad vectors.errors.jsonl.\n"
             "Input is JSONL unless the file name ends in .txt (one text per line, id = line number).\n");
 }
@@ -186,6 +186,9 @@ static int open_embedder(const Opts *o, Embedder *e)
         fprintf(stderr, "embed: %s\n", e->errstr);
         return EX_NOINPUT_;
     }
+    if (e->info.precision_note[0]) fprintf(stderr, "embed: %s\n", e->info.precision_note);
+    fprintf(stderr, "embed: native embedder on %s, precision %s\n", ec.device && ec.device[0] ? ec.device : "cpu",
+            e->info.precision);
     return 0;
 }
 
@@ -487,6 +490,9 @@ int cli_embed_main(int argc, char **argv)
     snprintf(ck.fingerprint, sizeof ck.fingerprint, "%s|%s|%d|%s|%d|%.64s|%.64s|%s|%lld|%d|%d|%d|%d", info->model_id,
              info->snapshot_hash, dim, o.f16 ? "f16" : "f32", normalize, o.id_field, o.text_field,
              in.txt ? "txt" : "jsonl", total_bytes, o.skip_bad, o.max_texts, o.batch_tokens, o.threads);
+    if (strcmp(info->precision, "fp32") != 0) /* appended, so an fp32 checkpoint reads as before */
+        snprintf(ck.fingerprint + strlen(ck.fingerprint), sizeof ck.fingerprint - strlen(ck.fingerprint), "|%s",
+                 info->precision);
     int resuming = 0;
     if (o.resume) {
         Ckpt old;

@@ -25,6 +25,7 @@
 #include "engine/embedder_impl.h"
 #include "kernels/device.h"
 #include "kernels/device_fake.h"
+#include "kernels/gemm.h"
 
 #define NATIVE_DEFAULT_TOKEN_BUDGET EMBEDDER_DEFAULT_TOKEN_BUDGET
 #define NATIVE_DEFAULT_MAX_TEXTS 256
@@ -106,10 +107,12 @@ static int native_open_device(Native *n, Embedder *e, int index, const EmbedderC
 {
     const DeviceOps *ops = embed_native_device_ops();
     DevPrecision prec;
-    if (!dev_precision_parse(cfg->precision && cfg->precision[0] ? cfg->precision : "fp16", &prec)) {
-        snprintf(err, errlen, "embedder.precision \"%s\": expected fp32, tf32, fp16 or bf16", cfg->precision);
+    const char *want = cfg->precision && cfg->precision[0] && strcmp(cfg->precision, "auto") != 0 ? cfg->precision : "fp16";
+    if (!dev_precision_parse(want, &prec)) {
+        snprintf(err, errlen, "embedder.precision \"%s\": a cuda device runs fp32, tf32, fp16 or bf16", want);
         return -1;
     }
+    snprintf(e->info.precision, sizeof e->info.precision, "%s", dev_precision_name(prec));
     n->dev = device_open(ops, index, NULL, err, errlen);
     if (!n->dev) return -1;
     SafeTensors *st = st_open(weights, err, errlen);
@@ -127,6 +130,34 @@ static int native_open_device(Native *n, Embedder *e, int index, const EmbedderC
     n->token_budget = budget < n->snap.max_seq_len ? n->snap.max_seq_len : budget;
     e->token_budget = n->token_budget;
     n->threads = 1;
+    return 0;
+}
+
+/* Opens the cpu path's weights in the configured precision ("auto" = fp32); on a cpu without the
+ * instructions bf16 or int8 need, fp32 and a note saying so. 0, or -1 with err set. */
+static int native_open_cpu(Native *n, Embedder *e, const EmbedderConfig *cfg, const char *weights, char *err,
+                           size_t errlen)
+{
+    const char *want = cfg->precision && cfg->precision[0] ? cfg->precision : "auto";
+    GemmPrecision prec;
+    if (!strcmp(want, "auto") || !strcmp(want, "fp32")) prec = GEMM_FP32;
+    else if (!strcmp(want, "bf16")) prec = GEMM_BF16;
+    else if (!strcmp(want, "int8")) prec = GEMM_INT8;
+    else {
+        snprintf(err, errlen, "embedder.precision \"%s\": the cpu runs fp32, bf16 or int8", want);
+        return -1;
+    }
+    n->model = bert_load_precision(weights, &n->snap.bert, prec, err, errlen);
+    if (!n->model) return -1;
+    GemmPrecision got = bert_precision(n->model);
+    snprintf(e->info.precision, sizeof e->info.precision, "%s", gemm_precision_name(got));
+    if (got != prec) {
+        const char *isa = getenv("WEAVER_CPU_ISA");
+        snprintf(e->info.precision_note, sizeof e->info.precision_note,
+                 "embedder.precision %s: %s; running fp32", want,
+                 isa && strcmp(isa, "avx512") != 0 ? "WEAVER_CPU_ISA caps the kernels below avx512"
+                 : prec == GEMM_BF16 ? "this cpu has no AVX-512 BF16" : "this cpu has no AVX-512 VNNI");
+    }
     return 0;
 }
 
@@ -223,8 +254,7 @@ static int native_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig
     if (index >= 0) {
         if (native_open_device(n, e, index, cfg, batch, path, err, sizeof err) != 0) goto fail;
     } else {
-        n->model = bert_load(path, &n->snap.bert, err, sizeof err);
-        if (!n->model) goto fail;
+        if (native_open_cpu(n, e, cfg, path, err, sizeof err) != 0) goto fail;
     }
 
     EmbedderInfo *info = &e->info;

@@ -10,7 +10,7 @@
 
 #include "kernels/cpu/gemm_pack.h"
 
-#include "kernels/cpu/ops_avx512_math.h"
+#include "kernels/cpu/gemm_store_avx512.h"
 
 #define MR 12
 
@@ -46,23 +46,7 @@ static inline __attribute__((always_inline)) void tile(const int R, int kc, cons
         if (i >= rows) break;
         float *ci = c + (size_t)i * ldc;
         __m512 v0 = acc[i][0], v1 = acc[i][1];
-        if (first) {
-            v0 = _mm512_add_ps(v0, bias0);
-            v1 = _mm512_add_ps(v1, bias1);
-            if (res) {
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, res + (size_t)i * ldres));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, res + (size_t)i * ldres + 16));
-            }
-        } else {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci + 16));
-        }
-        if (gelu) {
-            v0 = gelu16(v0);
-            v1 = gelu16(v1);
-        }
-        _mm512_mask_storeu_ps(ci, m0, v0);
-        _mm512_mask_storeu_ps(ci + 16, m1, v1);
+        gemm_store_row(ci, v0, v1, m0, m1, first, bias0, bias1, res ? res + (size_t)i * ldres : NULL, gelu);
     }
 }
 

@@ -266,6 +266,38 @@ static void test_cuda_device_needs_a_cuda_build(void **state)
     }
 }
 
+/* embedder.precision is one key for both devices; a mode the device does not run is refused at
+ * its line, a mode it runs (and auto, the default) loads. */
+static void test_precision_must_be_one_the_device_runs(void **state)
+{
+    CfgScratch *s = *state;
+    char text[TEXT_MAX];
+    make_snapshot_files(s->dir, "tokenizer.json");
+    Config c;
+    const char *ok[] = { "auto", "fp32", "bf16", "int8" };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        snprintf(text, sizeof text, DECODER_OFF "embedder = {\n  snapshot = \"%s\";\n  precision = \"%s\";\n};\n",
+                 s->dir, ok[i]);
+        cfg_test_load_ok(text, &c);
+        assert_string_equal(c.embedder.precision, ok[i]);
+        cfg_free(&c);
+    }
+    snprintf(text, sizeof text, DECODER_OFF "embedder = {\n  snapshot = \"%s\";\n  precision = \"fp16\";\n};\n", s->dir);
+    assert_cfg_errors(text, "t.conf:4: embedder.precision: \"fp16\" does not run on embedder.device \"cpu\"; "
+                      "the cpu runs fp32, bf16 or int8");
+    snprintf(text, sizeof text, DECODER_OFF "embedder = {\n  snapshot = \"%s\";\n  precision = \"int4\";\n};\n", s->dir);
+    assert_cfg_errors(text, "t.conf:4: embedder.precision: \"int4\" is not one of \"auto\", \"fp32\", \"tf32\", "
+                      "\"fp16\", \"bf16\", \"int8\"");
+    cfg_test_load_ok(DECODER_OFF "embedder = {\n  backend = \"remote\";\n  url = \"http://e\";\n  precision = \"fp16\";\n};\n", &c);
+    cfg_free(&c); /* only the native backend has a precision */
+    if (cfg_build_has_cuda_embedder()) {
+        snprintf(text, sizeof text, DECODER_OFF "embedder = {\n  snapshot = \"%s\";\n  device = \"cuda:0\";\n"
+                 "  precision = \"int8\";\n};\n", s->dir);
+        assert_cfg_errors(text, "t.conf:5: embedder.precision: \"int8\" does not run on embedder.device \"cuda:0\"; "
+                          "a cuda device runs fp32, tf32, fp16 or bf16");
+    }
+}
+
 /* A build with CUDA still has no CUDA code in the native embedder or decoder: cuda:N for them is
  * refused up front instead of after connecting to Redis (the embedder) or after writing the
  * cohort pin (the decoder). Without CUDA the device itself is refused, as above. */
@@ -790,6 +822,7 @@ int main(void)
         T(test_visibility_timeout_must_exceed_block_ms),
         T(test_rules_skip_keys_that_are_already_invalid),
         T(test_every_broken_rule_is_reported_together),
+        T(test_precision_must_be_one_the_device_runs),
     };
 #undef T
     if (cfg_test_enter_source_dir() != 0)
