@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "kernels/quant.h"
+#include "kernels/decoder_math.h"
 #include "kernels/quant_math.h"
 
 static const int TYPES[] = {QT_F32, QT_F16, QT_BF16, QT_Q4_0, QT_Q4_1, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
@@ -204,6 +205,27 @@ static void row_dots_from_lanes_are_the_references_bit_for_bit(void **state)
         }
 }
 
+/* The decoder layer's shared scalars: llama.cpp's exp and the SwiGLU element against the
+ * references, over the range softmax and SiLU see (and past the overflow/underflow cut-offs). */
+static void vexp_and_swiglu_are_the_references_bit_for_bit(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 300000; i++) {
+        float x = rndf() * (i % 3 == 0 ? 200.0f : 30.0f);
+        float a = qm_vexpf(x), b = quant_vexpf_ref(x);
+        if (memcmp(&a, &b, 4)) fail_msg("vexpf(%a): %a vs reference %a", x, a, b);
+    }
+    float g[64], u[64], ref[64];
+    for (int trial = 0; trial < 2000; trial++) {
+        for (int i = 0; i < 64; i++) g[i] = rndf() * 12.0f, u[i] = rndf() * 3.0f;
+        quant_swiglu_row_ref(ref, g, u, 64);
+        for (int i = 0; i < 64; i++) {
+            float got = qm_swiglu(g[i], u[i]);
+            if (memcmp(&got, &ref[i], 4)) fail_msg("swiglu(%a, %a): %a vs reference %a", g[i], u[i], got, ref[i]);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -212,6 +234,7 @@ int main(void)
         cmocka_unit_test(block_dequantisation_is_the_references_bit_for_bit),
         cmocka_unit_test(activation_quantisation_is_the_references_bit_for_bit),
         cmocka_unit_test(row_dots_from_lanes_are_the_references_bit_for_bit),
+        cmocka_unit_test(vexp_and_swiglu_are_the_references_bit_for_bit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
