@@ -141,6 +141,9 @@ static int fake_arena_alloc_check(DevStream *s, size_t bytes)
 }
 
 /* Every queued operation passes here: counts it and injects the sticky error. */
+static int op(DevStream *s, const char *name);
+int device_fake_op(DevStream *s, const char *name) { return op(s, name); }
+
 static int op(DevStream *s, const char *name)
 {
     Fake *f = fk(s->d);

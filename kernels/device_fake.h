@@ -35,6 +35,9 @@ const DeviceOps *device_fake_ops(void);
 void device_fake_configure(const FakeDeviceConfig *c);
 /* Counters of device d (opened through device_fake_ops). */
 void device_fake_stats(const Device *d, FakeDeviceStats *out);
+/* For the fake's other operation tables (kernels/decoder_fake.c): counts one queued operation and
+ * injects the configured sticky error. */
+int device_fake_op(DevStream *s, const char *name);
 #endif
 
 #endif

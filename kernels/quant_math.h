@@ -25,8 +25,10 @@
 
 #ifdef __CUDACC__
 #define QM_HD __host__ __device__ __forceinline__
+#define QM_UNROLL _Pragma("unroll")
 #else
 #define QM_HD static inline
+#define QM_UNROLL
 #endif
 
 /* ---- scalar conversions (bit for bit quant_fp16_to_f32 & co.) ---- */
@@ -285,6 +287,65 @@ QM_HD void qm_dequant_q6_k(const BlockQ6_K *b, float *y)
     }
 }
 
+/* Elements and bytes of a block of type t (quant_block_elems/bytes, callable on the device). */
+QM_HD int qm_block_elems(int t)
+{
+    return t == QT_F32 || t == QT_F16 || t == QT_BF16 ? 1 : t == QT_Q4_0 || t == QT_Q4_1 || t == QT_Q8_0 ? 32 : 256;
+}
+
+QM_HD int qm_block_bytes(int t)
+{
+    switch (t) {
+    case QT_F32: return 4;
+    case QT_F16: case QT_BF16: return 2;
+    case QT_Q4_0: return (int)sizeof(BlockQ4_0);
+    case QT_Q4_1: return (int)sizeof(BlockQ4_1);
+    case QT_Q8_0: return (int)sizeof(BlockQ8_0);
+    case QT_Q4_K: return (int)sizeof(BlockQ4_K);
+    case QT_Q5_K: return (int)sizeof(BlockQ5_K);
+    default: return (int)sizeof(BlockQ6_K);
+    }
+}
+
+/* Element i of a block b of type t alone (one thread per element): the block functions' value. */
+QM_HD float qm_dequant_elem(int t, const void *b, int i)
+{
+    switch (t) {
+    case QT_F32: return *(const float *)b;
+    case QT_F16: return qm_h2f(*(const uint16_t *)b);
+    case QT_BF16: return qm_bf2f(*(const uint16_t *)b);
+    case QT_Q4_0: {
+        const BlockQ4_0 *x = (const BlockQ4_0 *)b;
+        return ((i < 16 ? x->qs[i] & 0xF : x->qs[i - 16] >> 4) - 8) * qm_h2f(x->d);
+    }
+    case QT_Q4_1: {
+        const BlockQ4_1 *x = (const BlockQ4_1 *)b;
+        return (i < 16 ? x->qs[i] & 0xF : x->qs[i - 16] >> 4) * qm_h2f(x->d) + qm_h2f(x->m);
+    }
+    case QT_Q8_0: {
+        const BlockQ8_0 *x = (const BlockQ8_0 *)b;
+        return x->qs[i] * qm_h2f(x->d);
+    }
+    case QT_Q4_K: case QT_Q5_K: {
+        const BlockQ4_K *x4 = (const BlockQ4_K *)b;
+        const BlockQ5_K *x5 = (const BlockQ5_K *)b;
+        const uint8_t *scales = t == QT_Q4_K ? x4->scales : x5->scales, *qs = t == QT_Q4_K ? x4->qs : x5->qs;
+        int c = i / 64, hi = (i % 64) >= 32, l = i % 32, sc, mn;
+        qm_k4_scale_min(2 * c + hi, scales, &sc, &mn);
+        int q = hi ? qs[32 * c + l] >> 4 : qs[32 * c + l] & 0xF;
+        if (t == QT_Q5_K && (x5->qh[l] & ((hi ? 2u : 1u) << (2 * c)))) q += 16;
+        return qm_h2f(x4->d) * sc * q - qm_h2f(x4->dmin) * mn;
+    }
+    default: {
+        const BlockQ6_K *x = (const BlockQ6_K *)b;
+        int h = i / 128, k = (i % 128) / 32, l = i % 32;
+        const uint8_t *ql = x->ql + 64 * h + (k & 1) * 32, *qh = x->qh + 32 * h;
+        int q = ((k < 2 ? ql[l] & 0xF : ql[l] >> 4) | (((qh[l] >> (2 * k)) & 3) << 4)) - 32;
+        return qm_h2f(x->d) * x->scales[8 * h + l / 16 + 2 * k] * q;
+    }
+    }
+}
+
 /* Element i of an F32/F16/BF16 row, and dequantisation of n elements of any type into y (for the
  * dequantise-then-GEMM prefill path and the tests). */
 QM_HD void qm_dequant_row(int type, const void *src, float *y, int64_t n)
@@ -367,9 +428,8 @@ QM_HD void qm_quantize_q8_k(const float *x, BlockQ8_K *b)
     qm_quantize_q8_k_with(x, max, b);
 }
 
-/* ---- serial row dots in the reference's order (host replay; the GPU sums blocks in parallel) ---- */
-#ifndef __CUDACC__
-static inline float qm_hsum8(const float *a)
+/* ---- row dots in the reference's order ---- */
+QM_HD float qm_hsum8(const float *a)
 {
     float c[4];
     for (int l = 0; l < 4; l++) c[l] = a[l] + a[l + 4];
@@ -377,8 +437,9 @@ static inline float qm_hsum8(const float *a)
 }
 
 /* The row dot of wtype against its activation format, block by block through the lane functions
- * above; NaN for a type without one. Bit for bit quant_dot_<type>_ref. */
-static inline float qm_dot_row(int wtype, const void *w, const void *a, int n)
+ * above; NaN for a type without one. Bit for bit quant_dot_<type>_ref. (The device runs it for the
+ * float types, one thread per row; the quantised types split the lanes over threads.) */
+QM_HD float qm_dot_row(int wtype, const void *w, const void *a, int n)
 {
     float acc[16] = {0}, extra = 0.0f;
     switch (wtype) {
@@ -398,7 +459,8 @@ static inline float qm_dot_row(int wtype, const void *w, const void *a, int n)
             for (int l = 0; l < 8; l++) acc[l] = fmaf(d, (float)lane[l], acc[l]);
         }
         return qm_hsum8(acc) + extra;
-    case QT_Q4_K: case QT_Q5_K:
+    case QT_Q4_K:
+    case QT_Q5_K:
         for (int i = 0; i < n / 256; i++) {
             const BlockQ8_K *y = (const BlockQ8_K *)a + i;
             const BlockQ4_K *x4 = (const BlockQ4_K *)w + i;
@@ -450,14 +512,13 @@ static inline float qm_dot_row(int wtype, const void *w, const void *a, int n)
 }
 
 /* An activation row of n floats in act_type through the block functions above (F32: a copy). */
-static inline void qm_quantize_row(QuantType act, const float *x, void *dst, int n)
+QM_HD void qm_quantize_row(QuantType act, const float *x, void *dst, int n)
 {
     if (act == QT_Q8_0) for (int i = 0; i < n / 32; i++) qm_quantize_q8_0(x + 32 * i, (BlockQ8_0 *)dst + i);
     else if (act == QT_Q8_1) for (int i = 0; i < n / 32; i++) qm_quantize_q8_1(x + 32 * i, (BlockQ8_1 *)dst + i);
     else if (act == QT_Q8_K) for (int i = 0; i < n / 256; i++) qm_quantize_q8_k(x + 256 * i, (BlockQ8_K *)dst + i);
     else if (act == QT_BF16) for (int i = 0; i < n; i++) ((uint16_t *)dst)[i] = qm_f2bf(x[i]);
-    else memcpy(dst, x, (size_t)n * sizeof *x);
+    else for (int i = 0; i < n; i++) ((float *)dst)[i] = x[i];
 }
-#endif
 
 #endif

@@ -120,6 +120,14 @@ static void block_dequantisation_is_the_references_bit_for_bit(void **state)
             quant_dequant_row(t, w, ref, N);
             for (int i = 0; i < N; i++) got[i] = -12345.0f;
             qm_dequant_row(t, w, got, N);
+            int be = qm_block_elems(t), bb = qm_block_bytes(t);
+            assert_int_equal(be, quant_block_elems(t));
+            assert_int_equal(bb, (int)quant_block_bytes(t));
+            for (int i = 0; i < N; i++) {
+                float e = qm_dequant_elem(t, w + (size_t)(i / be) * bb, i % be);
+                if (memcmp(&e, &ref[i], 4))
+                    fail_msg("%s trial %d element %d alone: %a vs reference %a", quant_type_name(t), trial, i, e, ref[i]);
+            }
             for (int i = 0; i < N; i++)
                 if (memcmp(&got[i], &ref[i], 4))
                     fail_msg("%s trial %d element %d: %a vs reference %a", quant_type_name(t), trial, i, got[i], ref[i]);
@@ -226,6 +234,51 @@ static void vexp_and_swiglu_are_the_references_bit_for_bit(void **state)
     }
 }
 
+/* The attention pieces the device runs per key row / per output lane, composed as the kernel
+ * composes them, against the CPU model's reference kernels: scores, softmax exp sums, P.V. */
+static const uint16_t *vrow_blk[64];
+static size_t vrow_ld;
+#define VROW_OF(p) (vrow_blk[(p) / 16] + (size_t)((p) % 16) * vrow_ld)
+static uint16_t p16[300];
+#define PROB_OF(p) qm_h2f(p16[p])
+
+static void attention_pieces_are_the_references_bit_for_bit(void **state)
+{
+    (void)state;
+    enum { HD = 64, MAXN = 300 };
+    static uint16_t q[HD], kv[MAXN * HD * 2];
+    static float s[MAXN], y[MAXN], yref[MAXN], acc[64 * HD];
+    for (int trial = 0; trial < 60; trial++) {
+        int n = 1 + (int)(rnd() % MAXN), gemv = trial % 2, hd = trial % 3 == 2 ? 40 : HD;
+        vrow_ld = (size_t)hd * 2; /* K and V rows interleaved like a kv_dim of 2 heads */
+        for (int i = 0; i < hd; i++) q[i] = quant_f32_to_fp16(rndf());
+        for (int i = 0; i < n * hd * 2; i++) kv[i] = quant_f32_to_fp16(rndf() * 2.0f);
+        const uint16_t *kblk[64];
+        for (int b = 0; b * 16 < n; b++) kblk[b] = kv + (size_t)b * 16 * vrow_ld, vrow_blk[b] = kblk[b] + hd;
+        float sref[MAXN];
+        quant_attn_scores_ref(sref, q, kblk, vrow_ld, n, hd, gemv, 0.125f);
+        float mx = -INFINITY;
+        for (int p = 0; p < n; p++) {
+            s[p] = qm_dot_f16_order(q, kblk[p / 16] + (size_t)(p % 16) * vrow_ld, hd, gemv) * 0.125f;
+            if (memcmp(&s[p], &sref[p], 4)) fail_msg("score %d (n=%d gemv=%d hd=%d): %a vs %a", p, n, gemv, hd, s[p], sref[p]);
+            mx = fmaxf(mx, s[p]);
+        }
+        double sum = 0.0, ref = quant_softmax_exp_row_ref(yref, s, mx, n);
+        for (int i0 = 0; i0 < n; i0 += 16) sum += (double)qm_softmax_chunk(y, s, mx, i0, n);
+        if (sum != ref) fail_msg("softmax sum (n=%d): %a vs %a", n, sum, ref);
+        if (memcmp(y, yref, (size_t)n * 4)) fail_msg("softmax exps differ (n=%d)", n);
+        for (int p = 0; p < n; p++) p16[p] = quant_f32_to_fp16(y[p] * (float)(1.0 / sum));
+        float out[HD], outref[HD];
+        quant_attn_pv_ref(outref, acc, p16, vrow_blk, vrow_ld, n, hd, gemv);
+        for (int d = 0; d < hd; d++) {
+            float lanes[16];
+            for (int l = 0; l < 16; l++) QM_PV_LANE(lanes[l], l, d, n, gemv, PROB_OF, VROW_OF);
+            out[d] = qm_reduce16(lanes);
+            if (memcmp(&out[d], &outref[d], 4)) fail_msg("P.V dim %d (n=%d gemv=%d): %a vs %a", d, n, gemv, out[d], outref[d]);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -235,6 +288,7 @@ int main(void)
         cmocka_unit_test(activation_quantisation_is_the_references_bit_for_bit),
         cmocka_unit_test(row_dots_from_lanes_are_the_references_bit_for_bit),
         cmocka_unit_test(vexp_and_swiglu_are_the_references_bit_for_bit),
+        cmocka_unit_test(attention_pieces_are_the_references_bit_for_bit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
