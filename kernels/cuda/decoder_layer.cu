@@ -155,7 +155,7 @@ static int cuda_dec_qkv_post(DevStream *s, const DecQkvArgs *a)
  * [max_ctx], chunk sums [max_ctx / 16 + 1], lanes [16 * head_dim]. ---- */
 #define ATT_THREADS 256
 
-__global__ void __launch_bounds__(ATT_THREADS) k_attention_paged(DecAttnArgs a)
+__global__ void __launch_bounds__(ATT_THREADS, 1) k_attention_paged(DecAttnArgs a)
 {
     extern __shared__ float sm[];
     __shared__ uint16_t qs[ATT_MAX_HD];

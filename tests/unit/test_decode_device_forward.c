@@ -219,17 +219,26 @@ static void kv_pool_is_sized_from_free_device_memory(void **state)
 }
 
 /* Decoding five sequences alone (bucket 1), then together: all five (bucket 8, three padded
- * tokens) on even steps, three (bucket 4) then two (bucket 2) on odd ones; each sequence's greedy
- * tokens are the same every way (batch invariance), and each bucket is warmed, captured, replayed. */
+ * tokens) on even steps, three (bucket 4) then two (bucket 2) on odd ones; each sequence's logits
+ * are the same bits every way (batch invariance: no token's numbers depend on its neighbours or
+ * on padding), and each bucket is warmed, captured, replayed. */
 enum { NS = 5, K = 4 };
 
-static void decode_step(DevForward *f, int (*pages)[16], int *tok, int s0, int m, int pos, int (*out)[K], int k)
+static float *lg_store; /* [2][NS][K][n_vocab]: each decode step's logits, alone then batched */
+
+static void decode_step(DevForward *f, int (*pages)[16], int *tok, int s0, int m, int pos, int (*out)[K], int k, int pass)
 {
     BatchTok b[NS];
     int32_t g[8];
+    int V = model->hp.n_vocab;
+    static float lg[NS * 49152];
+    assert_true(V <= 49152);
     for (int i = 0; i < m; i++) b[i] = (BatchTok){.token = tok[s0 + i], .pos = pos, .pages = pages[s0 + i], .logits_row = i};
-    assert_int_equal(dev_forward_run(f, b, m, NULL, g), DEV_OK);
-    for (int i = 0; i < m; i++) out[s0 + i][k] = tok[s0 + i] = g[i];
+    assert_int_equal(dev_forward_run(f, b, m, lg, g), DEV_OK);
+    for (int i = 0; i < m; i++) {
+        out[s0 + i][k] = tok[s0 + i] = g[i];
+        memcpy(lg_store + (((size_t)pass * NS + s0 + i) * K + k) * V, lg + (size_t)i * V, (size_t)V * 4);
+    }
 }
 
 static void padded_graph_buckets_keep_each_sequences_tokens(void **state)
@@ -237,7 +246,8 @@ static void padded_graph_buckets_keep_each_sequences_tokens(void **state)
     (void)state;
     Device *d = open_fake(2 * GIB, 0);
     DevForward *f = create(d, 2048, 8);
-    int pages[NS][16], tok[NS], res[2][NS][K];
+    int pages[NS][16], tok[NS], res[2][NS][K], V = model->hp.n_vocab;
+    lg_store = malloc((size_t)2 * NS * K * V * 4);
     for (int s = 0; s < NS; s++)
         for (int i = 0; i < 16; i++) pages[s][i] = s * 16 + i;
     for (int pass = 0; pass < 2; pass++) {
@@ -251,19 +261,22 @@ static void padded_graph_buckets_keep_each_sequences_tokens(void **state)
         }
         for (int k = 0; k < K; k++) {
             if (pass == 0) {
-                for (int s = 0; s < NS; s++) decode_step(f, pages, tok, s, 1, NP + k, res[0], k);
+                for (int s = 0; s < NS; s++) decode_step(f, pages, tok, s, 1, NP + k, res[0], k, 0);
             } else if (k % 2 == 0) {
-                decode_step(f, pages, tok, 0, NS, NP + k, res[1], k);
+                decode_step(f, pages, tok, 0, NS, NP + k, res[1], k, 1);
             } else {
-                decode_step(f, pages, tok, 0, 3, NP + k, res[1], k);
-                decode_step(f, pages, tok, 3, 2, NP + k, res[1], k);
+                decode_step(f, pages, tok, 0, 3, NP + k, res[1], k, 1);
+                decode_step(f, pages, tok, 3, 2, NP + k, res[1], k, 1);
             }
         }
     }
     for (int s = 0; s < NS; s++)
         for (int k = 0; k < K; k++)
-            if (res[0][s][k] != res[1][s][k])
-                fail_msg("sequence %d step %d: %d alone, %d batched", s, k, res[0][s][k], res[1][s][k]);
+            if (res[0][s][k] != res[1][s][k] ||
+                memcmp(lg_store + ((size_t)s * K + k) * V, lg_store + (((size_t)NS + s) * K + k) * V, (size_t)V * 4))
+                fail_msg("sequence %d step %d: token %d alone, %d batched, or their logits differ", s, k, res[0][s][k],
+                         res[1][s][k]);
+    free(lg_store);
     DevForwardStats st;
     dev_forward_stats(f, &st);
     printf("steps %d: eager %d, graphs captured %d, graph launches %d\n", st.steps, st.eager_steps, st.graphs_captured,
