@@ -323,8 +323,10 @@ static const CfgKey cfg_schema[] = {
         .doc = "Context length of one sequence in tokens; 0 = the model's own."),
     CFG_INT_KEY("decoder.max_slots", decoder.max_slots, 16, 1, 4096,
         .doc = "Sequences generated concurrently (continuous batching)."),
-    CFG_INT_KEY("decoder.kv_budget_tokens", decoder.kv_budget_tokens, 16384, 1, INT_MAX,
-        .doc = "Size of the KV cache shared by all running sequences, in tokens."),
+    CFG_INT_KEY("decoder.kv_budget_tokens", decoder.kv_budget_tokens, 16384, 0, INT_MAX,
+        .doc = "Size of the KV cache shared by all running sequences, in tokens; 0 = on `cuda:N`, "
+               "as much as the device's free memory holds after the model, on the cpu "
+               "`ctx_len` x `max_slots`."),
 
     CFG_STR_KEY("pin.cohort", pin.cohort, "default", .check = &name_token,
         .max_len = CFG_PIN_COHORT_MAX,
@@ -394,8 +396,8 @@ static const CfgRule cfg_rules[] = {
       "`\"cpu\"`." },
     { rule_decoder_device_has_a_backend,
       "When `decoder.enabled = true and decoder.backend = \"native\"`, `decoder.device = "
-      "\"cuda:N\"` needs a native decoder with a CUDA backend, even in a build with CUDA; none "
-      "has one yet, so use `\"cpu\"`." },
+      "\"cuda:N\"` needs a native decoder with a CUDA backend: a build with CUDA "
+      "(`-DWEAVER_CUDA=ON`)." },
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1375,7 +1377,7 @@ bool cfg_build_has_cuda_embedder(void)
 
 bool cfg_build_has_cuda_decoder(void)
 {
-    return false;
+    return cfg_build_has_cuda();
 }
 
 bool cfg_build_has_test_backends(void)
