@@ -440,12 +440,14 @@ static int device_forward(Native *n, int nb) {
 }
 
 /* Out of device memory in a step (the context is intact): the next steps take half the tokens;
- * at one token, the newest sequence gives its pages back and waits at the head of the queue to
+ * at one page of tokens, the newest sequence gives its pages back and waits at the head of the queue to
  * start over. A restart gives the same text (a sequence's numbers never depend on the rest of
  * the batch, and its sampler is seeded afresh), so no job fails and none changes. */
 static void out_of_memory(Native *n, int nb) {
-    if (nb > 1) {
-        n->step_tokens = nb / 2;
+    /* not below one page of tokens: prompt chunks are never cut to a lone token, so a smaller
+     * step could stall every prefill */
+    if (nb > KV_PAGE) {
+        n->step_tokens = nb / 2 > KV_PAGE ? nb / 2 : KV_PAGE;
         return;
     }
     Seq *newest = NULL;
