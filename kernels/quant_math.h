@@ -25,9 +25,12 @@
 
 #ifdef __CUDACC__
 #define QM_HD __host__ __device__ __forceinline__
-#define QM_UNROLL _Pragma("unroll")
 #else
 #define QM_HD static inline
+#endif
+#ifdef __CUDA_ARCH__ /* the device pass only: the host compiler knows no such pragma */
+#define QM_UNROLL _Pragma("unroll")
+#else
 #define QM_UNROLL
 #endif
 
