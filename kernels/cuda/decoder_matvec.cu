@@ -49,10 +49,13 @@ __device__ __forceinline__ float mv_hsum8(float v)
     return v;
 }
 
-template <int WT, int NT>
+/* NT = DEC_MAX_MV_TOKENS accumulators, nt of them live: one instance per type keeps the binary
+ * small (an instance per token count was 5 MiB of the engine, too much for the GPU bundle). */
+#define NT DEC_MAX_MV_TOKENS
+template <int WT>
 __global__ void __launch_bounds__(MV_THREADS) k_matvec(float *__restrict__ out, size_t ldo,
                                                        const uint8_t *__restrict__ w, size_t rb, int rows, int nblk,
-                                                       const uint8_t *__restrict__ act, size_t as)
+                                                       const uint8_t *__restrict__ act, size_t as, int nt)
 {
     int r = blockIdx.x * MV_ROWS + threadIdx.x / 8, l = threadIdx.x % 8;
     bool live = r < rows; /* dead rows still take part in the shuffles */
@@ -63,6 +66,7 @@ __global__ void __launch_bounds__(MV_THREADS) k_matvec(float *__restrict__ out, 
     for (int i = 0; i < nblk; i++) {
 #pragma unroll
         for (int t = 0; t < NT; t++) {
+            if (t >= nt) break;
             const uint8_t *ar = act + (size_t)t * as;
             if (WT == QT_Q4_0) {
                 const BlockQ4_0 *x = (const BlockQ4_0 *)wrow + i;
@@ -97,6 +101,7 @@ __global__ void __launch_bounds__(MV_THREADS) k_matvec(float *__restrict__ out, 
     }
 #pragma unroll
     for (int t = 0; t < NT; t++) {
+        if (t >= nt) break;
         float v = mv_hsum8(acc[t]);
         /* Q4_1 adds its min term after the tree, the K-quants subtract theirs (every lane kept
          * the same running sum of it; lane 0's is used) */
@@ -107,17 +112,16 @@ __global__ void __launch_bounds__(MV_THREADS) k_matvec(float *__restrict__ out, 
 }
 
 /* The float types: a thread per row, the reference's 16 (F32/F16) or 8 (BF16) fused lanes. */
-template <int NT>
 __global__ void __launch_bounds__(MV_THREADS) k_matvec_float(float *__restrict__ out, size_t ldo,
                                                              const uint8_t *__restrict__ w, int wtype, size_t rb,
                                                              int rows, int ncols, const uint8_t *__restrict__ act,
-                                                             size_t as)
+                                                             size_t as, int nt)
 {
     int r = blockIdx.x * MV_THREADS + threadIdx.x;
     if (r >= rows) return;
-#pragma unroll
-    for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = qm_dot_row(wtype, w + (size_t)r * rb, act + (size_t)t * as, ncols);
+    for (int t = 0; t < nt; t++) out[(size_t)t * ldo + r] = qm_dot_row(wtype, w + (size_t)r * rb, act + (size_t)t * as, ncols);
 }
+#undef NT
 
 template <int WT>
 static void launch_mv(cudaStream_t st, int ntok, float *out, size_t ldo, const uint8_t *w, size_t rb, int rows,
@@ -127,17 +131,8 @@ static void launch_mv(cudaStream_t st, int ntok, float *out, size_t ldo, const u
     const int QWT = fl ? QT_Q8_0 : WT; /* a quantised instance the float types never run */
     int nblk = ncols / qm_block_elems(WT);
     dim3 grid(fl ? (rows + MV_THREADS - 1) / MV_THREADS : (rows + MV_ROWS - 1) / MV_ROWS), block(MV_THREADS);
-#define MV_CASE(NT)                                                                                        \
-    case NT:                                                                                               \
-        if (fl) k_matvec_float<NT><<<grid, block, 0, st>>>(out, ldo, w, WT, rb, rows, ncols, act, as);     \
-        else k_matvec<QWT, NT><<<grid, block, 0, st>>>(out, ldo, w, rb, rows, nblk, act, as);              \
-        break;
-    switch (ntok) {
-        MV_CASE(1) MV_CASE(2) MV_CASE(3) MV_CASE(4) MV_CASE(5) MV_CASE(6) MV_CASE(7)
-    default:
-        MV_CASE(8)
-    }
-#undef MV_CASE
+    if (fl) k_matvec_float<<<grid, block, 0, st>>>(out, ldo, w, WT, rb, rows, ncols, act, as, ntok);
+    else k_matvec<QWT><<<grid, block, 0, st>>>(out, ldo, w, rb, rows, nblk, act, as, ntok);
 }
 
 extern "C" int cuda_dec_matvec(DevStream *s, float *out, size_t ldo, const void *w, int wtype, int rows, int ncols,
