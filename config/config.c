@@ -326,8 +326,10 @@ static const CfgKey cfg_schema[] = {
         .doc = "Context length of one sequence in tokens; 0 = the model's own."),
     CFG_INT_KEY("decoder.max_slots", decoder.max_slots, 16, 1, 4096,
         .doc = "Sequences generated concurrently (continuous batching)."),
-    CFG_INT_KEY("decoder.kv_budget_tokens", decoder.kv_budget_tokens, 16384, 1, INT_MAX,
-        .doc = "Size of the KV cache shared by all running sequences, in tokens."),
+    CFG_INT_KEY("decoder.kv_budget_tokens", decoder.kv_budget_tokens, 16384, 0, INT_MAX,
+        .doc = "Size of the KV cache shared by all running sequences, in tokens; 0 = on `cuda:N`, "
+               "as much as the device's free memory holds after the model, on the cpu "
+               "`ctx_len` x `max_slots`."),
 
     CFG_STR_KEY("pin.cohort", pin.cohort, "default", .check = &name_token,
         .max_len = CFG_PIN_COHORT_MAX,
@@ -394,12 +396,11 @@ static const CfgRule cfg_rules[] = {
       "with its worker for longer than one blocking read can last." },
     { rule_embedder_device_has_a_backend,
       "When `embedder.backend = \"native\"`, `embedder.device = \"cuda:N\"` needs a native "
-      "embedder with a CUDA backend, even in a build with CUDA; none has one yet, so use "
-      "`\"cpu\"`." },
+      "embedder with a CUDA backend: a build with CUDA (`-DWEAVER_CUDA=ON`)." },
     { rule_decoder_device_has_a_backend,
       "When `decoder.enabled = true and decoder.backend = \"native\"`, `decoder.device = "
-      "\"cuda:N\"` needs a native decoder with a CUDA backend, even in a build with CUDA; none "
-      "has one yet, so use `\"cpu\"`." },
+      "\"cuda:N\"` needs a native decoder with a CUDA backend: a build with CUDA "
+      "(`-DWEAVER_CUDA=ON`)." },
     { rule_embedder_precision_fits_device,
       "When `embedder.backend = \"native\"`, `embedder.precision` must be one the device runs: "
       "`int8` is cpu only, `tf32` and `fp16` are `\"cuda:N\"` only." },
@@ -1398,7 +1399,7 @@ bool cfg_build_has_cuda_embedder(void)
 
 bool cfg_build_has_cuda_decoder(void)
 {
-    return false;
+    return cfg_build_has_cuda();
 }
 
 bool cfg_build_has_test_backends(void)

@@ -58,6 +58,7 @@ int generator_submit(Generator *g, const GenRequest *req, char *err, size_t errl
 
 int generator_step(Generator *g, GenDone *done, int max_done) { return g->ops->step(g, done, max_done); }
 int generator_pending(const Generator *g) { return g->ops->pending(g); }
+const char *generator_errstr(const Generator *g) { return g->errstr; }
 
 void generator_stats(const Generator *g, GenStats *out)
 {

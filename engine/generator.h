@@ -77,10 +77,15 @@ const GeneratorInfo *generator_info(const Generator *g);
  * req. Returns 0, or < 0 with err set (the request is rejected, nothing is queued). */
 int generator_submit(Generator *g, const GenRequest *req, char *err, size_t errlen);
 /* Advances every running sequence by one step. Writes up to max_done finished sequences
- * into done and returns how many; < 0 on a whole-batch failure. */
+ * into done and returns how many; < 0 on a whole-batch failure; GENERATOR_EDEVICE when the device
+ * is lost (a sticky CUDA error): nothing more can run, the engine stops and leaves every job
+ * pending (none is failed). */
+#define GENERATOR_EDEVICE (-75)
 int generator_step(Generator *g, GenDone *done, int max_done);
 /* Sequences running or waiting. */
 int generator_pending(const Generator *g);
+/* Why the last step failed as a whole (GENERATOR_EDEVICE: the device's own words). */
+const char *generator_errstr(const Generator *g);
 
 /* What the scheduler holds right now, for metrics. Same thread as step/submit. */
 typedef struct GenStats {

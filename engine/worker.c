@@ -727,6 +727,13 @@ static void step_generate(Worker *w, int max_done)
 {
     int nd = generator_step(w->gen, w->done, max_done);
     publish_decoder(w);
+    if (nd == GENERATOR_EDEVICE) { /* the device is gone: the engine stops, the jobs stay pending */
+        LOG_E("worker %d: the decoder's device is lost: %s; stopping the engine", w->index, generator_errstr(w->gen));
+        atomic_store(&w->eng->device_lost, true);
+        atomic_store(&w->eng->stop, true);
+        atomic_store(&w->eng->abandon, true);
+        return;
+    }
     if (nd <= 0)
         return;
     arena_reset(&w->arena);

@@ -3,6 +3,7 @@
  * allocator, and token-budget sizing. Backend-neutral: must not include a CUDA header, log or
  * exit. */
 #include "kernels/device_impl.h"
+#include "kernels/device_fake.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -301,6 +302,18 @@ int dev_budget_tokens(size_t free_bytes, size_t fixed_per_worker, size_t bytes_p
     if (tokens > 1 << 30) tokens = 1 << 30;
     int t = (int)tokens;
     return t >= min_tokens ? t : 0;
+}
+
+const DeviceOps *device_cuda_or_test_ops(void)
+{
+#ifdef WEAVER_TEST_BACKENDS
+    const char *f = getenv("WEAVER_TEST_FAKE_DEVICE");
+    if (f && f[0]) {
+        device_fake_configure_spec(f);
+        return device_fake_ops();
+    }
+#endif
+    return device_cuda_ops();
 }
 
 #ifndef WEAVER_HAVE_CUDA

@@ -63,6 +63,10 @@ typedef struct DeviceOps DeviceOps;
 
 /* The CUDA device table, or NULL in a build without CUDA. */
 const DeviceOps *device_cuda_ops(void);
+/* What cuda:N opens: the CUDA table, or in test builds the fake device when
+ * $WEAVER_TEST_FAKE_DEVICE is set (device_fake_configure_spec), so the engine's handling of
+ * device failures is testable without a GPU. */
+const DeviceOps *device_cuda_or_test_ops(void);
 
 /* How many devices the CUDA runtime sees: >= 0, or DEV_ENODEV with why in err (no driver, too
  * old a driver: the runtime's own words and code). A build without CUDA says so. */

@@ -27,6 +27,26 @@ void device_fake_configure(const FakeDeviceConfig *c)
     if (c) next_cfg = *c;
 }
 
+void device_fake_configure_spec(const char *spec)
+{
+    FakeDeviceConfig c = {0};
+    long v;
+    char key[32];
+    for (const char *p = spec; p && *p;) {
+        int used = 0;
+        if (sscanf(p, "%31[a-z_]=%ld%n", key, &v, &used) != 2) break;
+        if (!strcmp(key, "free_mib")) c.free_bytes = (size_t)v << 20;
+        else if (!strcmp(key, "oom_at")) c.oom_at_alloc = (int)v;
+        else if (!strcmp(key, "oom_count")) c.oom_count = (int)v;
+        else if (!strcmp(key, "sticky_at")) c.sticky_at_op = (int)v;
+        else if (!strcmp(key, "oom_op")) c.oom_at_op = (int)v;
+        else if (!strcmp(key, "oom_op_count")) c.oom_op_count = (int)v;
+        p += used;
+        if (*p == ',') p++;
+    }
+    device_fake_configure(&c);
+}
+
 void device_fake_stats(const Device *d, FakeDeviceStats *out)
 {
     *out = ((const Fake *)d->impl)->st;
@@ -141,10 +161,17 @@ static int fake_arena_alloc_check(DevStream *s, size_t bytes)
 }
 
 /* Every queued operation passes here: counts it and injects the sticky error. */
+static int op(DevStream *s, const char *name);
+int device_fake_op(DevStream *s, const char *name) { return op(s, name); }
+
 static int op(DevStream *s, const char *name)
 {
     Fake *f = fk(s->d);
-    int n = ++f->st.ops;
+    int n = ++f->st.ops, oc = f->cfg.oom_op_count > 0 ? f->cfg.oom_op_count : 1;
+    if (f->cfg.oom_at_op > 0 && n >= f->cfg.oom_at_op && n < f->cfg.oom_at_op + oc) {
+        f->st.ooms_injected++;
+        return dev_fail(s->d, DEV_ENOMEM, name, "out of memory injected at operation %d", n);
+    }
     if (f->cfg.sticky_at_op > 0 && n == f->cfg.sticky_at_op)
         return dev_fail(s->d, DEV_ESTICKY, name, "an illegal memory access was encountered (injected at operation %d)",
                         n);

@@ -16,6 +16,9 @@ typedef struct FakeDeviceConfig {
                             * fails with DEV_ENOMEM; 0 = never */
     int oom_count;         /* how many allocations fail from there on (0 = 1) */
     int sticky_at_op;      /* the Nth queued operation fails with DEV_ESTICKY; 0 = never */
+    int oom_at_op;         /* the Nth queued operation fails with DEV_ENOMEM (out of memory in a
+                            * step: the context stays usable); 0 = never */
+    int oom_op_count;      /* how many operations fail from there on (0 = 1) */
 } FakeDeviceConfig;
 
 typedef struct FakeDeviceStats {
@@ -33,8 +36,14 @@ typedef struct FakeDeviceStats {
 /* The table; devices opened through it take the configuration set last (all zero = defaults). */
 const DeviceOps *device_fake_ops(void);
 void device_fake_configure(const FakeDeviceConfig *c);
+/* The configuration from "free_mib=N,oom_at=N,oom_count=N,sticky_at=N,oom_op=N,oom_op_count=N"
+ * (the engine's $WEAVER_TEST_FAKE_DEVICE); unknown text ends the parse. */
+void device_fake_configure_spec(const char *spec);
 /* Counters of device d (opened through device_fake_ops). */
 void device_fake_stats(const Device *d, FakeDeviceStats *out);
+/* For the fake's other operation tables (kernels/decoder_fake.c): counts one queued operation and
+ * injects the configured sticky error. */
+int device_fake_op(DevStream *s, const char *name);
 #endif
 
 #endif

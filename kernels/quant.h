@@ -7,6 +7,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA decoder kernels call the type facts */
+#endif
+
 /* Values are the GGML type ids stored in GGUF tensor infos. */
 typedef enum QuantType {
     QT_F32 = 0,
@@ -174,5 +178,9 @@ void quant_matmul_q4_1_vnni(float *out, size_t ldo, const void *W, size_t rb, in
                             const void *tile, int ntok);
 void quant_matmul_q8_0_vnni(float *out, size_t ldo, const void *W, size_t rb, int ncols, int r0, int r1,
                             const void *tile, int ntok);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,7 +8,11 @@
 #   1 ceilings: device-to-device copy GB/s, cuBLASLt GEMM TFLOP/s per precision (weaver-gpu-check)
 #   2 every device operation vs the reference math on fresh random inputs, outputs poisoned first
 #   3 the corpus on the GPU vs the CPU path: min/mean cosine per precision; batch invariance
-#   4 decoder: not in this issue (the decoder's CUDA issue adds it); recorded as not run
+#   4 decoder (weaver-gpu-decode): a random-weight GGUF with SmolLM2-135M Q4_1's exact shapes and
+#     types rebuilt from .gpu/smollm2-header.gguf and a fixed seed; every tensor type's activation
+#     quantiser and matrix-vector product vs the CPU reference (bitwise expected); GPU vs CPU logits
+#     and 16 greedy tokens; matrix-vector GB/s for 1..8 tokens as a share of the copy GB/s;
+#     decode tokens/s at 1/16/64/256 concurrent sequences and prefill tokens/s
 #   5 texts/s at sequence lengths 16/128/256 over batch sizes 64..4096, GPU memory used, beside
 #     sentence-transformers fp16 on the same GPU and texts (the issue's phase 4)
 #   6 out of memory: a forced small arena splits packs (same vectors), an oversized allocation is
@@ -138,9 +142,47 @@ print(json.dumps({"phase": 3, "what": "batch_invariance_fp16", "min_cosine": flo
 PY
 fi
 
-# ---- phase 4: decoder (not in this issue) ----------------------------------------------------
+# ---- phase 4: decoder ------------------------------------------------------------------------
 if want 4; then
-  record '{"phase":4,"ok":null,"skipped":"the decoder has no CUDA backend yet (its own issue)"}'
+  t0=$SECONDS
+  gdec=$bin/weaver-gpu-decode
+  [ -x "$gdec" ] || gdec=${engine%/weaver-engine}/bench/weaver-gpu-decode
+  smol=$work/smollm2-random.gguf
+  p4_ok=true
+  if [ ! -x "$gdec" ] || [ ! -f .gpu/smollm2-header.gguf ]; then
+    note "phase 4: weaver-gpu-decode or .gpu/smollm2-header.gguf is missing (ops/make-gpu-bundle.sh)"
+    record '{"phase":4,"ok":false,"error":"weaver-gpu-decode or the SmolLM2 header is missing"}'
+  else
+    "$gdec" rebuild --header .gpu/smollm2-header.gguf --size "$(cat .gpu/smollm2-header.gguf.size)" \
+      --out "$smol" --seed 135 > "$work/p4.jsonl" 2> "$OUT/phase4.log" || p4_ok=false
+    "$gdec" kernels --device "$gcheck_dev" --seed "$RANDOM" >> "$work/p4.jsonl" 2>> "$OUT/phase4.log" || p4_ok=false
+    steps=16; [ "$dry" = 1 ] && steps=2
+    "$gdec" forward --device "$gcheck_dev" --model "$smol" --steps $steps >> "$work/p4.jsonl" 2>> "$OUT/phase4.log" || p4_ok=false
+    "$gdec" bandwidth --device "$gcheck_dev" >> "$work/p4.jsonl" 2>> "$OUT/phase4.log" || p4_ok=false
+    if [ "$dry" = 1 ]; then tp="--max 1 --steps 2"; else tp="--max 256 --steps 64"; fi
+    # shellcheck disable=SC2086
+    "$gdec" throughput --device "$gcheck_dev" --model "$smol" $tp >> "$work/p4.jsonl" 2>> "$OUT/phase4.log" || p4_ok=false
+    python3 - "$work/p4.jsonl" "$p4_ok" $((SECONDS - t0)) >> "$results" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+out = {"phase": 4, "ok": sys.argv[2] == "true", "seconds": int(sys.argv[3])}
+mv = [r for r in rows if r.get("check") == "matvec"]
+out["kernels_bitwise"] = {r["type"]: r["quantize_bitwise"] and r["matvec_bitwise"] for r in mv}
+out["kernels_max_abs_diff"] = {r["type"]: r["max_abs_diff"] for r in mv}
+fs = [r for r in rows if r.get("check") == "forward_summary"]
+if fs:
+    out["logits_max_abs_diff_Q4_1_model"] = fs[0]["max_abs_diff"]
+    out["greedy_identical"] = fs[0]["greedy_identical"]
+cp = [r for r in rows if r.get("check") == "copy"]
+if cp:
+    out["copy_gb_per_s"] = cp[0]["gb_per_s"]
+out["matvec_share_of_copy"] = {r["tokens"]: r["share_of_copy"] for r in rows if r.get("check") == "matvec_bandwidth"}
+out["throughput"] = [{k: r[k] for k in ("concurrent", "decode_tokens_per_s", "prefill_tokens_per_s", "step_us")}
+                     for r in rows if r.get("check") == "throughput"]
+out["graphs"] = next((r for r in rows if r.get("check") == "graphs"), None)
+print(json.dumps(out))
+PY
+  fi
 fi
 
 # ---- phase 5: throughput beside sentence-transformers ----------------------------------------
@@ -214,7 +256,14 @@ for r in rows:
     elif p == 2 and "kernel" in r: lines.append("| 2 | %s %s | max abs %.2g | %s |" % (r["kernel"], r["shape"], r.get("max_abs", 0), ok))
     elif p == 3 and "precision" in r: lines.append("| 3 | corpus %s vs cpu | min cos %.7f, mean %.7f | %s |" % (r["precision"], r.get("min_cosine", 0), r.get("mean_cosine", 0), ok))
     elif p == 3: lines.append("| 3 | batch invariance fp16 | min cos %.7f, %.0f%% rows bitwise | %s |" % (r["min_cosine"], 100 * r["rows_bitwise_equal"], ok))
-    elif p == 4: lines.append("| 4 | decoder | not run: %s | - |" % r["skipped"])
+    elif p == 4 and "error" in r: lines.append("| 4 | decoder | %s | NO |" % r["error"])
+    elif p == 4:
+        bits = r.get("kernels_bitwise", {})
+        lines.append("| 4 | decoder kernels vs CPU reference | %s | %s |" % (", ".join("%s %s" % (t, "bitwise" if b else "max abs %.2g" % r["kernels_max_abs_diff"][t]) for t, b in bits.items()), ok))
+        lines.append("| 4 | SmolLM2-shaped Q4_1/Q8_0 logits vs CPU, greedy 16 | max abs %s, tokens %s | |" % (r.get("logits_max_abs_diff_Q4_1_model"), "identical" if r.get("greedy_identical") else "DIFFER"))
+        lines.append("| 4 | matvec share of copy (%s GB/s), 1..8 tokens | %s | |" % (r.get("copy_gb_per_s"), ", ".join("%s" % v for v in r.get("matvec_share_of_copy", {}).values())))
+        for t in r.get("throughput", []):
+            lines.append("| 4 | %d concurrent | %s decode tok/s (step %s us), prefill %s tok/s | |" % (t["concurrent"], t["decode_tokens_per_s"], t["step_us"], t["prefill_tokens_per_s"]))
     elif p == 5 and r.get("engine") == "weaver":
         s = st.get((r["seq"], r["batch"]))
         ratio = " (%.2fx sentence-transformers fp16)" % (r["texts_per_s"] / s["texts_per_s"]) if s and r["texts_per_s"] else ""

@@ -5,6 +5,10 @@
 #                      F16 keeps cosine >= 0.9999994 against F32, measured on the CPU) + tokenizer files
 #   .gpu/corpus.jsonl  the reference corpus (tests/reference/gen_corpus.py, fixed seed)
 #   .gpu/bin/          weaver-engine and weaver-gpu-check built here with CUDA and the test backends
+#   .gpu/smollm2-header.gguf + .size: SmolLM2-135M Q4_1's GGUF header (~1.8 MiB: metadata,
+#                      vocabulary, tensor infos) and its full size; weaver-gpu-decode rebuild grows it
+#                      into a random-weight model of the real shapes and types on the GPU machine
+#   .gpu/bin/weaver-gpu-decode  the decoder phase's device side (bench/generate/gpu_decode_check.c)
 #   .gpu/lib.tar.xz    their shared libraries except glibc, libstdc++/libgcc and cuBLAS(Lt), which the
 #                      GPU machine's CUDA 13 toolkit provides (ops/gpu-check.sh phase 0 unpacks them
 #                      and checks that nothing is missing); xz because libcurl's dependencies alone
@@ -23,9 +27,9 @@ limit_mib=60
 [ -f "$model/model.safetensors" ] || { echo "make-gpu-bundle: $model is missing (run ops/setup.sh)" >&2; exit 1; }
 if [ "${1:-}" != "--no-build" ]; then
   cmake -S . -B "$build" -DWEAVER_TEST_BACKENDS=ON -DWEAVER_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build "$build" -j"$(nproc)" --target weaver-engine weaver-gpu-check >/dev/null
+  cmake --build "$build" -j"$(nproc)" --target weaver-engine weaver-gpu-check weaver-gpu-decode >/dev/null
 fi
-for b in "$build/weaver-engine" "$build/bench/weaver-gpu-check"; do
+for b in "$build/weaver-engine" "$build/bench/weaver-gpu-check" "$build/bench/weaver-gpu-decode"; do
   [ -x "$b" ] || { echo "make-gpu-bundle: $b is not built" >&2; exit 1; }
 done
 
@@ -51,10 +55,23 @@ PY
 
 python3 tests/reference/gen_corpus.py "$out/corpus.jsonl" >/dev/null
 
-cp "$build/weaver-engine" "$build/bench/weaver-gpu-check" "$out/bin/"
+# The decoder: SmolLM2's header only (its weights do not fit), and the size to grow it to.
+smol=models/SmolLM2-135M-Instruct.Q4_1.gguf
+python3 - "$smol" "$out/smollm2-header.gguf" <<'PY'
+import os, sys
+import gguf
+src, dst = sys.argv[1:3]
+off = gguf.GGUFReader(src).data_offset
+with open(src, "rb") as f, open(dst, "wb") as o:
+    o.write(f.read(off))
+with open(dst + ".size", "w") as o:
+    o.write("%d\n" % os.path.getsize(src))
+PY
+
+cp "$build/weaver-engine" "$build/bench/weaver-gpu-check" "$build/bench/weaver-gpu-decode" "$out/bin/"
 strip --strip-debug "$out/bin/"* 2>/dev/null || true
 # Shared libraries, by what the dynamic linker resolves here.
-ldd "$build/weaver-engine" "$build/bench/weaver-gpu-check" | awk '/=> \//{print $1, $3}' | sort -u |
+ldd "$build/weaver-engine" "$build/bench/weaver-gpu-check" "$build/bench/weaver-gpu-decode" | awk '/=> \//{print $1, $3}' | sort -u |
   while read -r name path; do
     case "$name" in
       libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libstdc++.so*|libgcc_s.so*) continue ;;

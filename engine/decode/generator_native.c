@@ -12,8 +12,11 @@
 #include <unistd.h>
 
 #include "engine/decode/decoder.h"
+#include "engine/decode/forward_dev.h"
 #include "engine/decode/sampler.h"
 #include "engine/generator_impl.h"
+#include "kernels/decoder_dev.h"
+#include "kernels/device.h"
 
 enum { NATIVE_MAX_BATCH = 256 }; /* tokens per forward pass (prefill chunking) */
 
@@ -40,12 +43,18 @@ typedef struct Seq {
     double t_start, t_first;
     int logits_row;
     int in_decode;        /* this step feeds the last sampled token */
+    int prefill_take;     /* prompt tokens this step feeds (undone when the step cannot run) */
 } Seq;
 
 typedef struct Native {
     Decoder *dec;
-    KvCache kv;
-    Forward *fwd;
+    KvCache kv;              /* on a device: page bookkeeping only */
+    Forward *fwd;            /* cpu */
+    Device *dev;             /* cuda:N: the device, its forward pass, the greedy picks */
+    DevForward *dfwd;
+    int32_t *greedy;
+    int step_tokens;         /* tokens a step may take: max_batch, halved after out-of-memory */
+    int lost;                /* the device is lost: every step reports it */
     SamplerScratch *scratch; /* one per pool thread: sequences are sampled in parallel */
     int n_scratch;
     int *sampled;            /* [max_slots] this step's token of each sampling slot */
@@ -74,10 +83,41 @@ static void req_free(Req *r) {
     free(r);
 }
 
+/* cuda:N: opens the device and its forward pass (weights up, KV pool sized). 0, or -1 with errstr. */
+static int open_device(Generator *g, Native *n, int index, const DecoderConfig *cfg) {
+    const DeviceOps *ops = device_cuda_or_test_ops();
+    if (!ops) {
+        snprintf(g->errstr, sizeof g->errstr, "decoder.device = \"%s\": this build has no CUDA support", cfg->device);
+        return -1;
+    }
+    char err[400];
+    n->dev = device_open(ops, index, NULL, err, sizeof err);
+    if (!n->dev) {
+        snprintf(g->errstr, sizeof g->errstr, "decoder.device \"%.16s\": %.200s", cfg->device, err);
+        return -1;
+    }
+    /* decode steps of up to max_slots sequences replay CUDA graphs, padded to 1, 2, 4, 8k */
+    DevForwardOpts o = {.max_tokens = n->max_batch, .max_ctx = n->ctx_len, .max_seqs = n->max_slots,
+                        .max_logits = n->max_slots, .kv_tokens = cfg->kv_budget_tokens,
+                        .graph_max = n->max_slots < 256 ? n->max_slots : 256};
+    n->dfwd = dev_forward_create(n->dev, n->dec->model, &o, NULL, err, sizeof err);
+    if (!n->dfwd) {
+        snprintf(g->errstr, sizeof g->errstr, "decoder.device \"%.16s\": %.200s", cfg->device, err);
+        return -1;
+    }
+    n->greedy = calloc((size_t)n->max_slots, sizeof *n->greedy);
+    if (!n->greedy || kv_init_pages(&n->kv, dev_forward_kv_tokens(n->dfwd))) {
+        snprintf(g->errstr, sizeof g->errstr, "out of memory allocating decoder buffers");
+        return -1;
+    }
+    return 0;
+}
+
 static int native_open(Generator *g, const DecoderConfig *cfg) {
-    if (cfg->device && strcmp(cfg->device, "cpu") != 0) {
-        snprintf(g->errstr, sizeof g->errstr, "decoder.device = \"%s\": the native decoder runs on \"cpu\" only in this build",
-                 cfg->device);
+    int dev_index = -1;
+    if (cfg->device && strcmp(cfg->device, "cpu") != 0 &&
+        (strncmp(cfg->device, "cuda:", 5) != 0 || sscanf(cfg->device + 5, "%d", &dev_index) != 1 || dev_index < 0)) {
+        snprintf(g->errstr, sizeof g->errstr, "decoder.device = \"%s\": expected \"cpu\" or \"cuda:N\"", cfg->device);
         return -1;
     }
     if (!cfg->model || !cfg->model[0]) {
@@ -95,6 +135,8 @@ static int native_open(Generator *g, const DecoderConfig *cfg) {
     const ModelHparams *hp = &n->dec->model->hp;
     n->ctx_len = cfg->ctx_len > 0 ? cfg->ctx_len : hp->n_ctx_train;
     n->max_slots = cfg->max_slots > 0 ? cfg->max_slots : 1;
+    /* kv_budget_tokens = 0: on a device, as much as free memory allows; on the cpu, every slot's
+     * whole context */
     int budget = cfg->kv_budget_tokens > 0 ? cfg->kv_budget_tokens : n->ctx_len * n->max_slots;
     if (n->ctx_len > budget) n->ctx_len = budget - budget % KV_PAGE;
     if (n->ctx_len < KV_PAGE) {
@@ -103,17 +145,22 @@ static int native_open(Generator *g, const DecoderConfig *cfg) {
     }
     n->pages_per_seq = (n->ctx_len + KV_PAGE - 1) / KV_PAGE;
     n->max_batch = NATIVE_MAX_BATCH > n->max_slots ? NATIVE_MAX_BATCH : n->max_slots;
+    n->step_tokens = n->max_batch;
     int threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1) threads = 1;
-    if (kv_init(&n->kv, n->dec->model, budget, g->errstr, sizeof g->errstr)) return -1;
-    n->fwd = forward_create(n->dec->model, n->max_batch, n->ctx_len, threads, g->errstr, sizeof g->errstr);
-    if (!n->fwd) return -1;
+    if (dev_index >= 0) {
+        if (open_device(g, n, dev_index, cfg)) return -1;
+    } else {
+        if (kv_init(&n->kv, n->dec->model, budget, g->errstr, sizeof g->errstr)) return -1;
+        n->fwd = forward_create(n->dec->model, n->max_batch, n->ctx_len, threads, g->errstr, sizeof g->errstr);
+        if (!n->fwd) return -1;
+    }
     n->slots = calloc((size_t)n->max_slots, sizeof *n->slots);
     n->batch = calloc((size_t)n->max_batch, sizeof *n->batch);
     n->logits = malloc((size_t)n->max_slots * hp->n_vocab * sizeof *n->logits);
     n->done_cap = n->max_slots * 2 + 16;
     n->done_q = calloc((size_t)n->done_cap, sizeof *n->done_q);
-    n->n_scratch = pool_size(forward_pool(n->fwd));
+    n->n_scratch = n->fwd ? pool_size(forward_pool(n->fwd)) : 1;
     n->scratch = calloc((size_t)n->n_scratch, sizeof *n->scratch);
     n->sampled = calloc((size_t)n->max_slots, sizeof *n->sampled);
     if (!n->slots || !n->batch || !n->logits || !n->done_q || !n->scratch || !n->sampled) {
@@ -162,6 +209,9 @@ static void native_close(Generator *g) {
     free(n->scratch);
     free(n->sampled);
     forward_free(n->fwd);
+    dev_forward_free(n->dfwd);
+    device_close(n->dev);
+    free(n->greedy);
     kv_free(&n->kv);
     decoder_free(n->dec);
     free(n);
@@ -353,6 +403,13 @@ static int check_stop(Seq *s, size_t old_len) {
     return 0;
 }
 
+/* True when the CPU sampler would pick the argmax of the raw logits: the device's greedy pick is
+ * then the same token, and the logits need not come back. */
+static int greedy_on_device(const GenSampling *p) {
+    return !(p->temperature > 0.0f) && p->repeat_penalty == 1.0f && p->presence_penalty == 0.0f &&
+           p->frequency_penalty == 0.0f;
+}
+
 /* Samples the sequences with logits this step, one chunk per sequence on the forward pass's
  * pool. A sequence's draw uses only its own logits, history and RNG, so the result does not
  * depend on which thread ran it. */
@@ -363,10 +420,51 @@ static void sample_region(void *ctx, int chunk, int nchunks, int thread) {
     for (int i = 0; i < n->max_slots; i++) {
         Seq *s = &n->slots[i];
         if (!s->req || s->logits_row < 0 || ++seen != chunk) continue;
+        if (n->dfwd && greedy_on_device(&s->req->samp)) { /* the device's argmax: the sampler's greedy pick */
+            n->sampled[i] = n->greedy[s->logits_row];
+            return;
+        }
         float *lg = n->logits + (size_t)s->logits_row * n->dec->model->hp.n_vocab;
         n->sampled[i] = sampler_sample(&s->req->samp, &s->rng, &n->scratch[thread], lg, s->toks.v, s->toks.n);
         return;
     }
+}
+
+/* The step on the device: greedy picks always come back, the logits only for sequences that
+ * sample on the host. Returns a DevStatus. */
+static int device_forward(Native *n, int nb) {
+    int need_logits = 0;
+    for (int i = 0; i < n->max_slots; i++)
+        if (n->slots[i].req && n->slots[i].logits_row >= 0 && !greedy_on_device(&n->slots[i].req->samp)) need_logits = 1;
+    return dev_forward_run(n->dfwd, n->batch, nb, need_logits ? n->logits : NULL, n->greedy);
+}
+
+/* Out of device memory in a step (the context is intact): the next steps take half the tokens;
+ * at one page of tokens, the newest sequence gives its pages back and waits at the head of the queue to
+ * start over. A restart gives the same text (a sequence's numbers never depend on the rest of
+ * the batch, and its sampler is seeded afresh), so no job fails and none changes. */
+static void out_of_memory(Native *n, int nb) {
+    /* not below one page of tokens: prompt chunks are never cut to a lone token, so a smaller
+     * step could stall every prefill */
+    if (nb > KV_PAGE) {
+        n->step_tokens = nb / 2 > KV_PAGE ? nb / 2 : KV_PAGE;
+        return;
+    }
+    Seq *newest = NULL;
+    for (int i = 0; i < n->max_slots; i++)
+        if (n->slots[i].req && (!newest || n->slots[i].t_start >= newest->t_start)) newest = &n->slots[i];
+    if (!newest || n->n_running < 2) return; /* alone: try again next step */
+    for (int i = 0; i < newest->n_pages; i++) kv_release_page(&n->kv, newest->pages[i]);
+    newest->n_pages = 0;
+    Req *r = newest->req;
+    newest->req = NULL;
+    newest->toks.n = 0;
+    newest->out_len = 0;
+    n->n_running--;
+    r->next = n->wait_head;
+    n->wait_head = r;
+    if (!n->wait_tail) n->wait_tail = r;
+    n->n_waiting++;
 }
 
 static int native_step(Generator *g, GenDone *done, int max_done) {
@@ -374,9 +472,10 @@ static int native_step(Generator *g, GenDone *done, int max_done) {
     admit(n);
     int nb = 0, nl = 0;
     /* Decode tokens first: every running sequence past its prompt advances by one. */
-    for (int i = 0; i < n->max_slots && nb < n->max_batch; i++) {
+    for (int i = 0; i < n->max_slots; i++) n->slots[i].logits_row = -1;
+    for (int i = 0; i < n->max_slots && nb < n->step_tokens; i++) {
         Seq *s = &n->slots[i];
-        s->logits_row = -1;
+        s->prefill_take = 0;
         s->in_decode = 0;
         if (!s->req || s->n_past < s->n_prompt) continue;
         s->in_decode = 1;
@@ -384,11 +483,11 @@ static int native_step(Generator *g, GenDone *done, int max_done) {
         s->logits_row = nl++;
     }
     /* Then prefill chunks with the room left. */
-    for (int i = 0; i < n->max_slots && nb < n->max_batch; i++) {
+    for (int i = 0; i < n->max_slots && nb < n->step_tokens; i++) {
         Seq *s = &n->slots[i];
         if (!s->req || s->n_past >= s->n_prompt || s->logits_row >= 0) continue;
         int rem = s->n_prompt - s->n_past, take = rem;
-        if (take > n->max_batch - nb) take = n->max_batch - nb;
+        if (take > n->step_tokens - nb) take = n->step_tokens - nb;
         /* A chunk of one token would run attention in the decode (gemv) order: the numbers would
          * then depend on how the batch was shared. Never cut a prompt into a lone token. */
         if (take < rem) {
@@ -403,15 +502,31 @@ static int native_step(Generator *g, GenDone *done, int max_done) {
             if (last) s->logits_row = nl++;
         }
         s->n_past += take;
+        s->prefill_take = take;
         if (s->logits_row < 0) s->logits_row = -2; /* prefilled part of the prompt this step */
     }
+    if (n->lost) return GENERATOR_EDEVICE;
     if (nb > 0) {
         /* The batch lists decode tokens before prefill tokens, so logits rows are increasing. */
-        if (forward_run(n->fwd, &n->kv, n->batch, nb, n->logits) != 0) {
+        int rc = n->dfwd ? device_forward(n, nb) : forward_run(n->fwd, &n->kv, n->batch, nb, n->logits);
+        if (rc == DEV_ENOMEM || rc == DEV_ESTICKY) {
+            /* nothing of this step counts: its prompt chunks run again */
+            for (int i = 0; i < n->max_slots; i++) n->slots[i].n_past -= n->slots[i].prefill_take;
+            if (rc == DEV_ESTICKY) {
+                n->lost = 1;
+                snprintf(g->errstr, sizeof g->errstr, "%s", device_errstr(n->dev));
+                return GENERATOR_EDEVICE;
+            }
+            out_of_memory(n, nb);
+        } else if (rc != 0) {
             for (int i = 0; i < n->max_slots; i++)
                 if (n->slots[i].req) seq_finish(n, &n->slots[i], GEN_FINISH_ERROR, "forward pass failed");
         } else {
-            pool_run(forward_pool(n->fwd), sample_region, n, nl);
+            if (n->step_tokens < n->max_batch) n->step_tokens *= 2; /* grow back after a shrink */
+            if (n->step_tokens > n->max_batch) n->step_tokens = n->max_batch;
+            if (n->fwd) pool_run(forward_pool(n->fwd), sample_region, n, nl);
+            else
+                for (int c = 0; c < nl; c++) sample_region(n, c, nl, 0);
             double t = now_ms();
             for (int i = 0; i < n->max_slots; i++) {
                 Seq *s = &n->slots[i];

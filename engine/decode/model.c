@@ -324,19 +324,25 @@ void model_free(Model *m) {
 /* ---- KV cache ---- */
 
 int kv_init(KvCache *kv, const Model *m, int n_tokens, char *err, size_t errlen) {
-    memset(kv, 0, sizeof *kv);
-    kv->n_pages = (n_tokens + KV_PAGE - 1) / KV_PAGE;
+    int pages_ok = kv_init_pages(kv, n_tokens) == 0;
     kv->kv_dim = m->hp.n_head_kv * m->hp.head_dim;
     kv->layer_stride = (size_t)kv->n_pages * KV_PAGE * (size_t)kv->kv_dim;
     size_t total = kv->layer_stride * (size_t)m->hp.n_layer;
     kv->k = calloc(total, sizeof *kv->k);
     kv->v = calloc(total, sizeof *kv->v);
-    kv->free_list = malloc((size_t)(kv->n_pages ? kv->n_pages : 1) * sizeof *kv->free_list);
-    if (!kv->k || !kv->v || !kv->free_list) {
+    if (!pages_ok || !kv->k || !kv->v) {
         kv_free(kv);
         return errf(err, errlen, "decoder: cannot allocate a KV cache of %d tokens (%.1f MiB)", n_tokens,
                     2.0 * (double)total * 2 / 1048576.0);
     }
+    return 0;
+}
+
+int kv_init_pages(KvCache *kv, int n_tokens) {
+    memset(kv, 0, sizeof *kv);
+    kv->n_pages = (n_tokens + KV_PAGE - 1) / KV_PAGE;
+    kv->free_list = malloc((size_t)(kv->n_pages ? kv->n_pages : 1) * sizeof *kv->free_list);
+    if (!kv->free_list) return -1;
     for (int i = 0; i < kv->n_pages; i++) kv->free_list[i] = kv->n_pages - 1 - i;
     kv->n_free = kv->n_pages;
     return 0;
@@ -560,20 +566,26 @@ static void matmul_group(Forward *f, const float *src, int ntok, const WMat **ws
     pool_run(f->pool, mm_region, f, chunks);
 }
 
-static void rope_cache(const Forward *f, const BatchTok *toks, int n, float base, float freq_scale, float *out) {
-    const ModelHparams *hp = &f->m->hp;
+static void rope_row(const Model *m, int pos, float base, float freq_scale, float *cs) {
+    const ModelHparams *hp = &m->hp;
     float theta_scale = powf(base, -2.0f / (float)hp->rope_dim);
-    for (int t = 0; t < n; t++) {
-        float *cs = out + (size_t)t * hp->rope_dim;
-        float theta = (float)toks[t].pos;
-        for (int i = 0; i < hp->rope_dim / 2; i++) {
-            float ff = f->m->rope_freqs ? f->m->rope_freqs[i] : 1.0f;
-            float th = freq_scale * (theta / ff);
-            cs[2 * i] = cosf(th);
-            cs[2 * i + 1] = sinf(th);
-            theta *= theta_scale;
-        }
+    float theta = (float)pos;
+    for (int i = 0; i < hp->rope_dim / 2; i++) {
+        float ff = m->rope_freqs ? m->rope_freqs[i] : 1.0f;
+        float th = freq_scale * (theta / ff);
+        cs[2 * i] = cosf(th);
+        cs[2 * i + 1] = sinf(th);
+        theta *= theta_scale;
     }
+}
+
+/* The global layers' rotation (the device forward caches it per position). */
+void model_rope_row(const Model *m, int pos, float *cs) {
+    rope_row(m, pos, m->hp.rope_base, m->hp.rope_freq_scale, cs);
+}
+
+static void rope_cache(const Forward *f, const BatchTok *toks, int n, float base, float freq_scale, float *out) {
+    for (int t = 0; t < n; t++) rope_row(f->m, toks[t].pos, base, freq_scale, out + (size_t)t * f->m->hp.rope_dim);
 }
 
 static void rope_apply(const ModelHparams *hp, float *x, const float *cs) {

@@ -68,6 +68,8 @@ typedef struct Model {
 /* Loads the model from an opened GGUF file (takes ownership of it). NULL with err set. */
 Model *model_load(GgufFile *f, char *err, size_t errlen);
 void model_free(Model *m); /* NULL-safe; closes the GGUF file */
+/* RoPE's cos and sin for position pos: cs[2i], cs[2i + 1] for each of the rope_dim / 2 pairs. */
+void model_rope_row(const Model *m, int pos, float *cs);
 
 /* KV cache: pages of KV_PAGE tokens shared by all sequences. */
 #define KV_PAGE 16
@@ -80,6 +82,8 @@ typedef struct KvCache {
 } KvCache;
 
 int kv_init(KvCache *kv, const Model *m, int n_tokens, char *err, size_t errlen);
+/* Page bookkeeping only (k and v stay NULL): for a KV cache that lives on a device. */
+int kv_init_pages(KvCache *kv, int n_tokens);
 void kv_free(KvCache *kv);
 int kv_alloc_page(KvCache *kv);          /* -1 when none free */
 void kv_release_page(KvCache *kv, int page);

@@ -24,7 +24,6 @@
 #include "engine/embed/wordpiece.h"
 #include "engine/embedder_impl.h"
 #include "kernels/device.h"
-#include "kernels/device_fake.h"
 #include "kernels/gemm.h"
 
 #define NATIVE_DEFAULT_TOKEN_BUDGET EMBEDDER_DEFAULT_TOKEN_BUDGET
@@ -74,32 +73,7 @@ struct EmbedWorkspace {
     BertDevRun *run;  /* on a device: this workspace's stream, arena and pinned buffer */
 };
 
-const struct DeviceOps *embed_native_device_ops(void)
-{
-#ifdef WEAVER_TEST_BACKENDS
-    /* Test builds only: "free_mib=N,oom_at=N,oom_count=N,sticky_at=N" runs cuda:N on the fake
-     * device (kernels/device_fake.h), so the engine's handling of device failures is testable. */
-    const char *f = getenv("WEAVER_TEST_FAKE_DEVICE");
-    if (f && f[0]) {
-        FakeDeviceConfig c = {0};
-        long v;
-        char key[32];
-        for (const char *p = f; *p;) {
-            int used = 0;
-            if (sscanf(p, "%31[a-z_]=%ld%n", key, &v, &used) != 2) break;
-            if (!strcmp(key, "free_mib")) c.free_bytes = (size_t)v << 20;
-            else if (!strcmp(key, "oom_at")) c.oom_at_alloc = (int)v;
-            else if (!strcmp(key, "oom_count")) c.oom_count = (int)v;
-            else if (!strcmp(key, "sticky_at")) c.sticky_at_op = (int)v;
-            p += used;
-            if (*p == ',') p++;
-        }
-        device_fake_configure(&c);
-        return device_fake_ops();
-    }
-#endif
-    return device_cuda_ops();
-}
+const struct DeviceOps *embed_native_device_ops(void) { return device_cuda_or_test_ops(); }
 
 /* Opens the device path: device, weights, token budget. 0, or -1 with err set. */
 static int native_open_device(Native *n, Embedder *e, int index, const EmbedderConfig *cfg, const BatchConfig *batch,

@@ -78,17 +78,21 @@ def test_prefix_too_long_for_the_redis_keys_is_a_config_error(redis_server, engi
     assert_refused_before_redis(redis_server, eng, expected)
 
 
-def test_cuda_device_for_the_native_decoder_is_a_config_error(workdir, redis_server, engine_factory):
-    # With CUDA built in, the native decoder still has no CUDA code; without it, the device is
-    # unknown to the build. Either way it is refused before Redis.
+def test_cuda_device_for_the_native_decoder_needs_a_cuda_build(workdir, redis_server, engine_factory):
+    # Without CUDA built in, cuda:N is unknown to the build: a config error before Redis. With
+    # it, the config is valid and start-up stops on the missing GPU, naming the device.
     gguf = os.path.join(workdir, "m.gguf")
     with open(gguf, "wb") as f:
         f.write(b"GGUF\x03\x00\x00\x00")
     eng = engine_factory(decoder={"backend": "native", "model": gguf, "device": "cuda:0"})
     prefix = '%s:%d: decoder.device: "cuda:0": ' % (eng.config, line_of(eng.config, "device = "))
     out = run_cli("check-config", config=eng.config)
+    if out.returncode == 0:
+        rc, log = eng.run_to_exit()  # this header-only file is no model: start-up refuses it
+        assert rc != 0, log
+        return
     assert out.returncode == EX_CONFIG, out.stderr
-    assert any(l.startswith(prefix) for l in out.stderr.splitlines()), out.stderr
+    assert any(l.startswith(prefix) and "this build has no CUDA support" in l for l in out.stderr.splitlines()), out.stderr
     assert_refused_before_redis(redis_server, eng, prefix)
 
 

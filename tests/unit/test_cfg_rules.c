@@ -298,9 +298,9 @@ static void test_precision_must_be_one_the_device_runs(void **state)
     }
 }
 
-/* A build with CUDA still has no CUDA code in the native embedder or decoder: cuda:N for them is
- * refused up front instead of after connecting to Redis (the embedder) or after writing the
- * cohort pin (the decoder). Without CUDA the device itself is refused, as above. */
+/* cuda:N for a native backend: accepted when the build has that backend's CUDA code, refused up
+ * front otherwise (instead of after connecting to Redis or writing the cohort pin). Without CUDA
+ * the device itself is refused, as above. */
 static void test_cuda_device_for_a_native_backend_without_cuda_code_is_an_error(void **state)
 {
     CfgScratch *s = *state;
@@ -433,14 +433,14 @@ static void test_build_features_match_the_compile_definitions(void **state)
 #else
     assert_false(cfg_build_has_test_backends());
 #endif
-    /* The native embedder runs on CUDA exactly when the CUDA device layer is built; the native
-     * decoder has no CUDA code yet, whatever the build. */
+    /* The native embedder and decoder run on CUDA exactly when the CUDA device layer is built. */
 #ifdef WEAVER_HAVE_CUDA
     assert_true(cfg_build_has_cuda_embedder());
+    assert_true(cfg_build_has_cuda_decoder());
 #else
     assert_false(cfg_build_has_cuda_embedder());
-#endif
     assert_false(cfg_build_has_cuda_decoder());
+#endif
 }
 
 static void test_test_backends_need_a_test_backends_build(void **state)
