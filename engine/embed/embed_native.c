@@ -19,6 +19,7 @@
 
 #include "engine/embed/bert.h"
 #include "engine/embed/bert_dev.h"
+#include "engine/embed/gguf_embed.h"
 #include "engine/embed/snapshot.h"
 #include "engine/embed/snapshot_hash.h"
 #include "engine/embed/wordpiece.h"
@@ -198,6 +199,21 @@ static int native_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig
     err[0] = '\0';
     if (!cfg->snapshot || !cfg->snapshot[0]) {
         snprintf(e->errstr, sizeof e->errstr, "embedder.snapshot is empty: the native backend needs a snapshot directory");
+        return -1;
+    }
+    char gguf[4096 + 128];
+    int is_gguf = cfg_snapshot_gguf(cfg->snapshot, gguf, sizeof gguf);
+    if (is_gguf < 0) {
+        snprintf(e->errstr, sizeof e->errstr, "%.250s", gguf);
+        return -1;
+    }
+    if (is_gguf) { /* a GGUF embedding model: gguf_embed.c serves it from here on */
+        e->ops = &embedder_gguf_ops;
+        return gguf_embed_open_file(e, gguf, cfg, batch);
+    }
+    if (cfg->pooling && cfg->pooling[0]) {
+        snprintf(e->errstr, sizeof e->errstr, "embedder.pooling \"%s\" is for GGUF embedders; a snapshot's pooling "
+                 "comes from its 1_Pooling/config.json", cfg->pooling);
         return -1;
     }
     int index = -1;

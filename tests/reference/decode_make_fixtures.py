@@ -124,12 +124,13 @@ def _random_kquant(rng, qtype, rows, cols):
     return raw.reshape(rows, cols // bs * ts)
 
 
-def tiny_model(name, path, chat_template=None):
+def tiny_model(name, path, chat_template=None, spec=None, extra_kv=None):
     """Writes the tiny model `name` to path, deterministically. Returns its sha256.
-    chat_template replaces the default tokenizer.chat_template."""
+    chat_template replaces the default tokenizer.chat_template. spec = (arch, tensor type) for a
+    name outside TINY; extra_kv(writer) adds metadata (the embedding fixtures' pooling, EOS)."""
     import gguf
     spm = name == SPM_NAME
-    arch, qt = ("llama", "Q8_0") if spm else TINY[name]
+    arch, qt = ("llama", "Q8_0") if spm else (spec or TINY[name])
     rng = np.random.default_rng(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
     if spm:
         toks, types, scores = _spm_vocab()
@@ -169,6 +170,8 @@ def tiny_model(name, path, chat_template=None):
         w.add_add_bos_token(False)
         w.add_chat_template(chat_template or
                             "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+    if extra_kv:
+        extra_kv(w)
     qtype = getattr(gguf.GGMLQuantizationType, qt)
 
     def mat(tname, rows, cols, scale):
@@ -177,6 +180,8 @@ def tiny_model(name, path, chat_template=None):
             w.add_tensor(tname, _random_kquant(rng, qtype, rows, cols), raw_dtype=qtype)
         elif qt == "F16":
             w.add_tensor(tname, x.astype(np.float16))
+        elif qt == "F32":
+            w.add_tensor(tname, x)
         elif qt == "BF16":
             w.add_tensor(tname, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
         else:

@@ -1,0 +1,24 @@
+/* gguf_embed.h: the native embedder on a GGUF embedding model (decoders: qwen3, qwen2, llama),
+ * next to the sentence-transformers snapshot embedder (embed_native.c), behind embedder.h. */
+#ifndef WEAVER_GGUF_EMBED_H
+#define WEAVER_GGUF_EMBED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/embedder_impl.h"
+
+extern const EmbedderOps embedder_gguf_ops;
+
+/* Opens the GGUF file `path` (what cfg_snapshot_gguf found) into e: fills e->info and e->impl.
+ * 0, or -1 with e->errstr set. */
+int gguf_embed_open_file(Embedder *e, const char *path, const EmbedderConfig *cfg, const BatchConfig *batch);
+
+/* A text's token ids as the embedder runs them (BOS/EOS as the file says): with truncate, a text
+ * over max_seq_len keeps its first max_seq_len - 1 tokens and the EOS; at most cap ids are
+ * written. *total = the untruncated count. Returns the ids written, or -1 with embedder_errstr
+ * set. ws from embedder_workspace_new. */
+int gguf_embed_tokens(Embedder *e, EmbedWorkspace *ws, const char *text, size_t len, bool truncate, int32_t *ids,
+                      int cap, int *total);
+
+#endif
