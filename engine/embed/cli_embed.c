@@ -210,6 +210,7 @@ typedef struct Rec {
     size_t len;
     char *id;    /* owned */
     char err[160];
+    long long line; /* input line number (set by the embed loop) */
 } Rec;
 
 static int utf8_valid(const char *s, size_t n)
@@ -589,6 +590,7 @@ int cli_embed_main(int argc, char **argv)
         int n = 0, ntexts = 0;
         for (; n < chunk; n++) {
             int r = input_next(&in, &recs[n]);
+            recs[n].line = in.lineno;
             if (r < 0) {
                 fprintf(stderr, "embed: %s: read error: %s\n", o.input, strerror(errno));
                 rc = EX_IOERR_;
@@ -630,6 +632,18 @@ int cli_embed_main(int argc, char **argv)
         }
         for (int k = 0; k < n; k++) {
             const float *v = zero;
+            if (slot[k] >= 0 && st[slot[k]] != EMBED_OK) { /* a text the model cannot embed (no tokens) */
+                if (!o.skip_bad) {
+                    fprintf(stderr, "embed: %s:%lld: %s (use --skip-bad to record bad lines and go on)\n", o.input,
+                            recs[k].line, e.errstr);
+                    rc = EX_DATAERR_;
+                    for (int j = k; j < n; j++) rec_free(&recs[j]);
+                    free(zero);
+                    goto out;
+                }
+                fprintf(errs, "{\"line\": %lld, \"error\": \"%s\"}\n", recs[k].line, e.errstr);
+                slot[k] = -1;
+            }
             if (slot[k] >= 0) {
                 float *vv = vecs + (size_t)slot[k] * dim;
                 if (normalize) l2_normalize(vv, dim);

@@ -375,8 +375,12 @@ static int ge_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts, int
             ws->lens[k] = gguf_embed_tokens(e, ws, t->text, t->len, t->truncate, ws->ids + (size_t)k * L, L, &total);
             if (ws->lens[k] < 0) return -1;
             if (ntokens) ntokens[w0 + k] = total > L && !t->truncate ? total : ws->lens[k];
-            if (total > L && !t->truncate) {
-                status[w0 + k] = EMBED_ERR_TOO_LONG;
+            if ((total > L && !t->truncate) || total == 0) {
+                /* no tokens: an empty text and a model that adds neither BOS nor EOS (llama.cpp fails it too) */
+                if (total == 0)
+                    snprintf(e->errstr, sizeof e->errstr, "the text has no tokens (it is empty and the model adds "
+                             "no BOS or EOS): nothing to embed");
+                status[w0 + k] = total ? EMBED_ERR_TOO_LONG : EMBED_ERR_BACKEND;
                 memset(out + (size_t)(w0 + k) * D, 0, (size_t)D * sizeof(float));
                 continue;
             }

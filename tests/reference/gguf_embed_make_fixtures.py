@@ -68,6 +68,9 @@ def record(path, pooling=None):
     out = []
     for text in TEXTS:
         toks = llm.tokenize(text.encode(), add_bos=True, special=True)
+        if not toks:  # an empty text and no BOS/EOS: llama_decode refuses an empty batch
+            out.append({"text": text, "tokens": toks, "embedding": None})
+            continue
         llm._batch.reset()
         llm._batch.add_sequence(toks, 0, True)
         llm._ctx.kv_cache_clear()

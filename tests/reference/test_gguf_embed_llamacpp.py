@@ -50,6 +50,7 @@ def write_texts(path, texts):
 def write_config(path, **embedder):
     with open(path, "w") as f:
         f.write("embedder: {\n%s};\n" % "".join(f"  {k} = {json.dumps(v)};\n" for k, v in embedder.items()))
+        f.write("decoder: { enabled = false; };\n")
     return str(path)
 
 
@@ -80,6 +81,7 @@ def test_vectors_agree_with_llama_cpp_for_the_files_pooling_and_overrides(run, m
     m = MODELS[name]
     bound = COSINE_MIN.get(m["type"], 0.998)
     for case in m["cases"]:
+        case = dict(case, texts=[t for t in case["texts"] if t["embedding"] is not None])
         texts = [t["text"] for t in case["texts"]]
         src = models[name]
         if case["override"]:
@@ -175,3 +177,15 @@ def test_a_directory_holding_one_gguf_is_that_model(run, models, tmp_path):
     a = embed_rows(run, tmp_path, str(d), ["the cat sat on the mat"])
     b = embed_rows(run, tmp_path, models[name], ["the cat sat on the mat"])
     assert np.array_equal(a, b)
+
+
+def test_a_text_without_tokens_is_a_bad_line_not_a_vector(run, models, tmp_path):
+    name = "tiny_embed_llama_q4_k"  # no BOS, no EOS: the empty text has no tokens
+    assert any(t["tokens"] == [] for t in MODELS[name]["cases"][0]["texts"])
+    inp = write_texts(tmp_path / "e.jsonl", ["fine", "", "also fine"])
+    p = run("embed", "--snapshot", models[name], "--input", inp, "--output", str(tmp_path / "e.npy"), check=False)
+    assert p.returncode == 65 and "e.jsonl:2:" in p.stderr and "no tokens" in p.stderr, p.stderr
+    run("embed", "--snapshot", models[name], "--input", inp, "--output", str(tmp_path / "e.npy"), "--skip-bad")
+    v = np.load(tmp_path / "e.npy")
+    assert not v[1].any() and v[0].any() and v[2].any()
+    assert '"line": 2' in (tmp_path / "e.errors.jsonl").read_text()
