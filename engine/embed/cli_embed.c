@@ -770,6 +770,7 @@ int cli_tokenize_main(int argc, char **argv)
     char gguf[4096 + 128];
     Embedder ge = {0}; /* a GGUF embedder's own tokenisation (BOS/EOS as it runs them) */
     EmbedWorkspace *gws = NULL;
+    const WpTokenizer *wp = NULL; /* tk, or a bert GGUF's, owned by ge */
     if (cfg_snapshot_gguf(dir, gguf, sizeof gguf) == 1) {
         int orc = open_embedder(&o, &ge);
         if (orc != 0) {
@@ -777,7 +778,9 @@ int cli_tokenize_main(int argc, char **argv)
             goto out;
         }
         snap.max_seq_len = ge.info.max_seq_len;
-        if (!(gws = ge.ops->workspace_new(&ge))) {
+        if (ge.ops != &embedder_gguf_ops) {
+            wp = embed_native_wordpiece(&ge);
+        } else if (!(gws = ge.ops->workspace_new(&ge))) {
             fprintf(stderr, "tokenize: %s\n", ge.errstr);
             rc = EX_SOFTWARE_;
             goto out;
@@ -788,6 +791,7 @@ int cli_tokenize_main(int argc, char **argv)
         rc = EX_NOINPUT_;
         goto out;
     }
+    if (tk) wp = tk;
     in.f = fopen(o.input, "rb");
     if (!in.f) {
         fprintf(stderr, "tokenize: %s: cannot open: %s\n", o.input, strerror(errno));
@@ -822,7 +826,7 @@ int cli_tokenize_main(int argc, char **argv)
         if (o.no_truncate && gws) {
             if (gguf_embed_tokens(&ge, gws, r.text, r.len, false, two, 2, &want) < 0) want = -1;
         } else if (o.no_truncate) {
-            wp_encode(tk, r.text, r.len, two, 2, &want); /* count only */
+            wp_encode(wp, r.text, r.len, two, 2, &want); /* count only */
         }
         if (want < 0) {
             fprintf(stderr, "tokenize: %s\n", ge.errstr);
@@ -839,7 +843,7 @@ int cli_tokenize_main(int argc, char **argv)
         ids = p;
         int total;
         int n = gws ? gguf_embed_tokens(&ge, gws, r.text, r.len, !o.no_truncate, ids, want, &total)
-                    : wp_encode(tk, r.text, r.len, ids, want, NULL);
+                    : wp_encode(wp, r.text, r.len, ids, want, NULL);
         fputc('[', stdout);
         for (int i = 0; i < n; i++) fprintf(stdout, i ? ", %d" : "%d", ids[i]);
         fputs("]\n", stdout);

@@ -207,11 +207,7 @@ static int native_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig
         snprintf(e->errstr, sizeof e->errstr, "%.250s", gguf);
         return -1;
     }
-    if (is_gguf) { /* a GGUF embedding model: gguf_embed.c serves it from here on */
-        e->ops = &embedder_gguf_ops;
-        return gguf_embed_open_file(e, gguf, cfg, batch);
-    }
-    if (cfg->pooling && cfg->pooling[0]) {
+    if (!is_gguf && cfg->pooling && cfg->pooling[0]) {
         snprintf(e->errstr, sizeof e->errstr, "embedder.pooling \"%s\" is for GGUF embedders; a snapshot's pooling "
                  "comes from its 1_Pooling/config.json", cfg->pooling);
         return -1;
@@ -225,6 +221,25 @@ static int native_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig
     if (!n) {
         snprintf(e->errstr, sizeof e->errstr, "out of memory");
         return -1;
+    }
+    if (is_gguf) { /* bert: this encoder, from the file; a decoder: gguf_embed.c serves it from here on */
+        int r = gguf_bert_open(gguf, cfg, &n->snap, &n->tk, &n->model, err, sizeof err);
+        if (r == 1) {
+            free(n);
+            e->ops = &embedder_gguf_ops;
+            return gguf_embed_open_file(e, gguf, cfg, batch);
+        }
+        if (r != 0) goto fail;
+        if (index >= 0) {
+            snprintf(err, sizeof err, "embedder.device \"%s\": a bert GGUF runs on the cpu only", cfg->device);
+            goto fail;
+        }
+        if (cfg->model_id && cfg->model_id[0])
+            snprintf(e->info.model_id, sizeof e->info.model_id, "%s", cfg->model_id);
+        else
+            gguf_embed_model_id(gguf, e->info.model_id, sizeof e->info.model_id);
+        if (snapshot_hash_file(gguf, e->info.snapshot_hash, err, sizeof err) != 0) goto fail;
+        goto identity;
     }
     if (snapshot_load(cfg->snapshot, &n->snap, err, sizeof err) != 0) goto fail;
     n->tk = wp_open(cfg->snapshot, n->snap.do_lower_case, err, sizeof err);
@@ -243,12 +258,13 @@ static int native_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig
         if (!n->model) goto fail;
     }
 
-    EmbedderInfo *info = &e->info;
     if (cfg->model_id && cfg->model_id[0])
-        snprintf(info->model_id, sizeof info->model_id, "%s", cfg->model_id);
+        snprintf(e->info.model_id, sizeof e->info.model_id, "%s", cfg->model_id);
     else
-        snapshot_basename(cfg->snapshot, info->model_id, sizeof info->model_id);
-    if (snapshot_hash_cached(cfg->snapshot, info->snapshot_hash, err, sizeof err) != 0) goto fail;
+        snapshot_basename(cfg->snapshot, e->info.model_id, sizeof e->info.model_id);
+    if (snapshot_hash_cached(cfg->snapshot, e->info.snapshot_hash, err, sizeof err) != 0) goto fail;
+identity:;
+    EmbedderInfo *info = &e->info;
     info->dim = n->snap.dim;
     info->pooling = n->snap.pooling;
     info->normalize = n->snap.normalize;
@@ -276,6 +292,12 @@ fail:
     device_close(n->dev);
     free(n);
     return -1;
+}
+
+const WpTokenizer *embed_native_wordpiece(const Embedder *e)
+{
+    const Native *n = e->impl;
+    return n ? n->tk : NULL;
 }
 
 static void native_close(Embedder *e)

@@ -19,6 +19,8 @@
 #include "engine/decode/gguf.h"
 #include "engine/decode/model.h"
 #include "engine/decode/tokenizer.h"
+#include "engine/embed/bert.h"
+#include "engine/embed/wordpiece.h"
 #include "engine/embed/snapshot_hash.h"
 #include "engine/embedder_impl.h"
 
@@ -87,12 +89,181 @@ static int pick_pooling(const GgufFile *f, const char *arch, const char *overrid
             return -1;
         }
     }
-    if (*out == EMBED_POOL_CLS) {
+    if (*out == EMBED_POOL_CLS && strcmp(arch, "bert") != 0) {
         snprintf(err, errlen, "pooling cls on a %s model: with causal attention the first token sees only itself, "
                  "so every text would get the same vector; use last or mean", arch);
         return -1;
     }
     return 0;
+}
+
+void gguf_embed_model_id(const char *path, char *out, size_t outlen)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n > 5 && !strcmp(base + n - 5, ".gguf")) n -= 5;
+    snprintf(out, outlen, "%.*s", (int)(n < outlen ? n : outlen - 1), base);
+}
+
+/* ---- bert: the snapshot embedder's encoder and WordPiece, weights and vocabulary from the GGUF ---- */
+
+/* Hugging Face's BERT tensor names (what bert_load_with asks for) to llama.cpp's. */
+static int bert_gguf_name(const char *hf, char *out, size_t outlen)
+{
+    static const char *const fixed[][2] = {
+        {"embeddings.word_embeddings.weight", "token_embd.weight"},
+        {"embeddings.position_embeddings.weight", "position_embd.weight"},
+        {"embeddings.token_type_embeddings.weight", "token_types.weight"},
+        {"embeddings.LayerNorm.weight", "token_embd_norm.weight"},
+        {"embeddings.LayerNorm.bias", "token_embd_norm.bias"},
+    };
+    static const char *const layer[][2] = {
+        {"attention.self.query.", "attn_q."}, {"attention.self.key.", "attn_k."},
+        {"attention.self.value.", "attn_v."}, {"attention.output.dense.", "attn_output."},
+        {"attention.output.LayerNorm.", "attn_output_norm."}, {"intermediate.dense.", "ffn_up."},
+        {"output.dense.", "ffn_down."}, {"output.LayerNorm.", "layer_output_norm."},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        if (!strcmp(hf, fixed[i][0])) return snprintf(out, outlen, "%s", fixed[i][1]) < 0 ? -1 : 0;
+    int l, at = 0;
+    if (sscanf(hf, "encoder.layer.%d.%n", &l, &at) != 1 || at == 0) return -1;
+    for (size_t i = 0; i < sizeof layer / sizeof layer[0]; i++) {
+        size_t n = strlen(layer[i][0]);
+        if (!strncmp(hf + at, layer[i][0], n)) return snprintf(out, outlen, "blk.%d.%s%s", l, layer[i][1], hf + at + n) < 0;
+    }
+    return -1;
+}
+
+/* BertTensorRead over a GGUF file: shape checked, rows dequantised to F32 (F32, F16, Q8_0, ...). */
+static int bert_gguf_read(void *src, const char *name, int64_t d0, int64_t d1, float *out, char *err, size_t errlen)
+{
+    const GgufFile *f = src;
+    char gname[128];
+    if (bert_gguf_name(name, gname, sizeof gname) != 0) {
+        snprintf(err, errlen, "bert GGUF: no tensor name for %s", name);
+        return -1;
+    }
+    const GgufTensor *t = gguf_find_tensor(f, gname);
+    int64_t cols = d1 < 0 ? d0 : d1, rows = d1 < 0 ? 1 : d0;
+    if (!t) {
+        snprintf(err, errlen, "bert GGUF: tensor %s is missing", gname);
+        return -1;
+    }
+    if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1) {
+        snprintf(err, errlen, "bert GGUF: tensor %s has shape [%lld, %lld], expected [%lld, %lld]", gname,
+                 (long long)t->ne[0], (long long)t->ne[1], (long long)cols, (long long)rows);
+        return -1;
+    }
+    size_t rb = quant_row_bytes(t->type, cols);
+    if (!quant_type_supported(t->type) || rb == 0 || rb * (size_t)rows > t->size) {
+        snprintf(err, errlen, "bert GGUF: tensor %s has type %s, which this build cannot read", gname,
+                 quant_type_name(t->type));
+        return -1;
+    }
+    for (int64_t r = 0; r < rows; r++) quant_dequant_row(t->type, (const uint8_t *)t->data + (size_t)r * rb, out + r * cols, cols);
+    return 0;
+}
+
+static int bert_u32(const GgufFile *f, const char *key, int *out, char *err, size_t errlen)
+{
+    uint32_t v;
+    if (gguf_get_u32(f, key, &v) != 0 || v < 1 || v > (1u << 24)) {
+        snprintf(err, errlen, "bert GGUF: %s is missing or out of range", key);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+int gguf_bert_open(const char *path, const EmbedderConfig *cfg, Snapshot *snap, WpTokenizer **tk, BertModel **model,
+                   char *err, size_t errlen)
+{
+    GgufFile *f = gguf_open(path, err, errlen);
+    if (!f) return -1;
+    int rc = -1;
+    char arch[64] = "";
+    GgufStr as;
+    const char **toks = NULL;
+    size_t *lens = NULL;
+    if (gguf_get_str(f, "general.architecture", &as) == 0 && as.len < sizeof arch) memcpy(arch, as.ptr, as.len);
+    if (strcmp(arch, "bert") != 0) {
+        rc = 1;
+        goto out;
+    }
+    memset(snap, 0, sizeof *snap);
+    BertConfig *c = &snap->bert;
+    const GgufTensor *we = gguf_find_tensor(f, "token_embd.weight"), *pe = gguf_find_tensor(f, "position_embd.weight"),
+                     *te = gguf_find_tensor(f, "token_types.weight");
+    if (!we || !pe || !te) {
+        snprintf(err, errlen, "%s: a bert GGUF needs token_embd, position_embd and token_types tensors", path);
+        goto out;
+    }
+    c->vocab_size = (int)we->ne[1];
+    c->max_positions = (int)pe->ne[1];
+    c->type_vocab = (int)te->ne[1];
+    if (bert_u32(f, "bert.embedding_length", &c->hidden, err, errlen) ||
+        bert_u32(f, "bert.block_count", &c->layers, err, errlen) ||
+        bert_u32(f, "bert.attention.head_count", &c->heads, err, errlen) ||
+        bert_u32(f, "bert.feed_forward_length", &c->intermediate, err, errlen))
+        goto out;
+    if (c->hidden % c->heads || (uint64_t)c->layers > f->n_tensors) {
+        snprintf(err, errlen, "%s: inconsistent bert sizes (hidden %d, heads %d, layers %d)", path, c->hidden, c->heads,
+                 c->layers);
+        goto out;
+    }
+    c->ln_eps = 1e-12f;
+    gguf_get_f32(f, "bert.attention.layer_norm_epsilon", &c->ln_eps);
+    GgufStr tm;
+    const GgufKV *tv = gguf_find(f, "tokenizer.ggml.tokens");
+    if (gguf_get_str(f, "tokenizer.ggml.model", &tm) != 0 || tm.len != 4 || memcmp(tm.ptr, "bert", 4) != 0 || !tv ||
+        tv->type != GGUF_ARRAY || tv->arr_type != GGUF_STRING || tv->arr_n == 0 || tv->arr_n > (1u << 24)) {
+        snprintf(err, errlen, "%s: a bert GGUF needs a WordPiece vocabulary (tokenizer.ggml.model \"bert\" and "
+                 "tokenizer.ggml.tokens)", path);
+        goto out;
+    }
+    toks = malloc(tv->arr_n * sizeof *toks);
+    lens = malloc(tv->arr_n * sizeof *lens);
+    if (!toks || !lens) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        goto out;
+    }
+    for (uint64_t i = 0; i < tv->arr_n; i++) {
+        toks[i] = tv->arr_strs[i].ptr;
+        lens[i] = tv->arr_strs[i].len;
+    }
+    *tk = wp_open_phantom(toks, lens, (int)tv->arr_n, path, err, errlen);
+    if (!*tk) goto out;
+    if (wp_settings(*tk)->vocab_size > c->vocab_size) {
+        snprintf(err, errlen, "%s: the vocabulary has %d tokens but token_embd.weight has %d rows", path,
+                 wp_settings(*tk)->vocab_size, c->vocab_size);
+        goto out;
+    }
+    if (pick_pooling(f, arch, cfg->pooling, &snap->pooling, err, errlen) != 0) goto out;
+    int L = cfg->max_seq_len > 0 ? cfg->max_seq_len : GE_DEFAULT_MAX_SEQ;
+    if (L > c->max_positions) {
+        if (cfg->max_seq_len > 0) {
+            snprintf(err, errlen, "embedder.max_seq_len %d is over the model's %d positions", L, c->max_positions);
+            goto out;
+        }
+        L = c->max_positions;
+    }
+    snap->max_seq_len = L;
+    snap->dim = c->hidden;
+    snap->normalize = true;
+    snap->do_lower_case = true;
+    snprintf(snap->dir, sizeof snap->dir, "%s", path);
+    *model = bert_load_with(bert_gguf_read, f, path, c, err, errlen);
+    if (*model) rc = 0;
+out:
+    if (rc < 0) {
+        wp_close(*tk);
+        *tk = NULL;
+    }
+    free(toks);
+    free(lens);
+    gguf_close(f); /* the weights were copied out */
+    return rc;
 }
 
 int gguf_embed_open_file(Embedder *e, const char *path, const EmbedderConfig *cfg, const BatchConfig *batch)
@@ -114,8 +285,8 @@ int gguf_embed_open_file(Embedder *e, const char *path, const EmbedderConfig *cf
     char arch[64] = "";
     if (gguf_get_str(f, "general.architecture", &as) == 0 && as.len < sizeof arch) memcpy(arch, as.ptr, as.len);
     if (!is_decoder_arch(arch)) {
-        snprintf(err, sizeof err, "%s: general.architecture is \"%s\"; GGUF embedders support qwen3, qwen2, llama",
-                 path, arch);
+        snprintf(err, sizeof err, "%s: general.architecture is \"%s\"; GGUF embedders support qwen3, qwen2, llama "
+                 "and bert", path, arch);
         goto fail;
     }
     char key[96];
@@ -176,14 +347,10 @@ int gguf_embed_open_file(Embedder *e, const char *path, const EmbedderConfig *cf
     if (g->threads < 1) g->threads = 1;
 
     EmbedderInfo *info = &e->info;
-    if (cfg->model_id && cfg->model_id[0]) {
+    if (cfg->model_id && cfg->model_id[0])
         snprintf(info->model_id, sizeof info->model_id, "%s", cfg->model_id);
-    } else {
-        const char *base = strrchr(path, '/');
-        base = base ? base + 1 : path;
-        size_t n = strlen(base) - 5; /* without ".gguf" */
-        snprintf(info->model_id, sizeof info->model_id, "%.*s", (int)(n < sizeof info->model_id ? n : 0), base);
-    }
+    else
+        gguf_embed_model_id(path, info->model_id, sizeof info->model_id);
     if (snapshot_hash_file(path, info->snapshot_hash, err, sizeof err) != 0) goto fail;
     info->dim = hp->n_embd;
     info->pooling = pooling;

@@ -6,9 +6,25 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/embed/bert.h"
+#include "engine/embed/snapshot.h"
+#include "engine/embed/wordpiece.h"
 #include "engine/embedder_impl.h"
 
 extern const EmbedderOps embedder_gguf_ops;
+
+/* The WordPiece tokenizer of an open snapshot (or bert GGUF) native embedder (embed_native.c). */
+const WpTokenizer *embed_native_wordpiece(const Embedder *e);
+
+/* The default model_id of a GGUF embedder: the file's name without ".gguf". */
+void gguf_embed_model_id(const char *path, char *out, size_t outlen);
+
+/* A `bert` GGUF (llama.cpp's layout, tests/reference/bert_to_gguf.py) for the snapshot embedder:
+ * fills snap (sizes, pooling, max_seq_len, normalise), the WordPiece tokenizer from the file's
+ * vocabulary and the encoder's weights (dequantised to F32). 0; 1 when the file is not a bert
+ * GGUF (nothing opened); -1 with err set. */
+int gguf_bert_open(const char *path, const EmbedderConfig *cfg, Snapshot *snap, WpTokenizer **tk, BertModel **model,
+                   char *err, size_t errlen);
 
 /* Opens the GGUF file `path` (what cfg_snapshot_gguf found) into e: fills e->info and e->impl.
  * 0, or -1 with e->errstr set. */
