@@ -2,7 +2,7 @@
 built from source, `Llama(embedding=True).embed`) on the same GGUF file, same texts, same threads.
 
     python3 bench/embed/bench_gguf.py --bin build/weaver-engine [--model F.gguf] [--pooling last]
-        [--threads 2] [--rounds 3] [--lengths short,medium,long,mixed] [--python VENV/bin/python]
+        [--threads 2] [--rounds 3] [--lengths short,medium,long,mixed] [--scale 1.0] [--python VENV/bin/python]
         [--json results.json]
 
 Corpora (deterministic, words from a fixed list): short ~12 words, medium ~100, long ~350
@@ -40,8 +40,9 @@ WORDS = ("the of and to in is was for on that with as by at from his it an were 
 LENGTHS = {"short": (12, 12, 600), "medium": (100, 100, 160), "long": (350, 350, 48), "mixed": (4, 350, 200)}
 
 
-def corpus(name, seed=7):
+def corpus(name, scale=1.0, seed=7):
     lo, hi, n = LENGTHS[name]
+    n = max(4, int(n * scale))
     rng = random.Random(f"{name}-{seed}")
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))) for _ in range(n)]
 
@@ -100,6 +101,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--lengths", default="short,medium,long,mixed")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply the corpus sizes")
     ap.add_argument("--python", default="/work/llamacpp-venv/bin/python", help="interpreter with llama_cpp")
     ap.add_argument("--json")
     ap.add_argument("--worker", action="store_true")
@@ -117,7 +119,7 @@ def main():
     print(f"model {os.path.basename(args.model)}, pooling {args.pooling}, threads {args.threads}, "
           f"{args.rounds} rounds, load {os.getloadavg()[0]:.1f}", flush=True)
     for name in args.lengths.split(","):
-        texts = corpus(name)
+        texts = corpus(name, args.scale)
         cpath = os.path.join(tmp, name + ".jsonl")
         with open(cpath, "w", encoding="utf-8") as f:
             for i, t in enumerate(texts):

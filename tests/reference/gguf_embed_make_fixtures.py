@@ -3,7 +3,10 @@
 
 Run once, outside CI (needs llama-cpp-python, which builds llama.cpp from source):
     /work/llamacpp-venv/bin/python tests/reference/gguf_embed_make_fixtures.py
-It writes tests/fixtures/gguf_embed/tiny.json. The tiny random-weight GGUF embedding models are not
+It writes tests/fixtures/gguf_embed/tiny.json and (with models/all-MiniLM-L6-v2 present)
+minilm.json: the snapshot converted to a `bert` GGUF by bert_to_gguf.py (F16 and Q8_0, also
+regenerated at test time, sha256 stored), llama.cpp's tokens and pooled vectors for BERT_TEXTS
+with the file's mean pooling and, for F16, cls and last given to the context. The tiny random-weight GGUF embedding models are not
 stored: `embed_model(name, path)` regenerates them bit-identically (seeded, through
 decode_make_fixtures.tiny_model) at test time, and the fixture stores their sha256.
 
@@ -82,10 +85,66 @@ def record(path, pooling=None):
     return out
 
 
+MINILM = os.path.join(ROOT, "models", "all-MiniLM-L6-v2")
+BERT_TYPES = ["F16", "Q8_0"]
+BERT_TEXTS = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "Hello, World! It's 3.14159 -- don't panic.",
+    "",
+    "Café naïve résumé, Straße, ÅNGSTRÖM",
+    "東京は日本の首都です。 北京 and 서울",
+    "emoji 🚀 and 👍🏽 and ✨ in text",
+    "Здравствуй мир, γειά σου κόσμε, مرحبا بالعالم, नमस्ते दुनिया, สวัสดีชาวโลก",
+    "a" * 120 + " word longer than the WordPiece limit",
+    "tabs\tand\nnewlines\r\nand   spaces",
+    "[CLS] literal special tokens [SEP] and [MASK] in text",
+    " ".join(f"sentence {i} about topic {i * 3 % 17}" for i in range(60)),
+]
+
+
+def bert_model(qtype, path):
+    """Converts models/all-MiniLM-L6-v2 to a bert GGUF of qtype at path. Returns its sha256."""
+    import hashlib
+    import bert_to_gguf
+    bert_to_gguf.convert(MINILM, path, qtype)
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def record_bert():
+    import tempfile
+    import llama_cpp
+    global TEXTS
+    fx = {"llama_cpp_version": getattr(llama_cpp, "__version__", "?"), "models": []}
+    saved, TEXTS = TEXTS, BERT_TEXTS
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            for qt in BERT_TYPES:
+                path = os.path.join(d, f"minilm-{qt}.gguf")
+                sha = bert_model(qt, path)
+                cases = [{"pooling": "mean", "override": False, "texts": record(path)}]
+                if qt == "F16":
+                    for p in ("cls", "last"):
+                        cases.append({"pooling": p, "override": True, "texts": record(path, p)})
+                fx["models"].append({"name": f"minilm-{qt}", "type": qt, "sha256": sha, "cases": cases})
+                print("recorded minilm", qt)
+    finally:
+        TEXTS = saved
+    with open(os.path.join(FIX, "minilm.json"), "w") as f:
+        json.dump(fx, f, indent=0, ensure_ascii=False)
+    print("wrote", os.path.join(FIX, "minilm.json"))
+
+
 def main():
     import tempfile
     import llama_cpp
     os.makedirs(FIX, exist_ok=True)
+    if os.path.exists(os.path.join(MINILM, "model.safetensors")):
+        record_bert()
+    if "--bert-only" in sys.argv:
+        return
     fx = {"llama_cpp_version": getattr(llama_cpp, "__version__", "?"), "instruction": INSTRUCTION, "models": []}
     with tempfile.TemporaryDirectory() as d:
         for name, (arch, qt, pool, add_eos) in EMBED_MODELS.items():
