@@ -103,3 +103,12 @@ def test_the_f16_file_embeds_like_the_snapshot(run, files, snapshot, tmp_path): 
     b = embed(run, tmp_path, snapshot, texts, "snap")
     for x, y in zip(a, b):
         assert cosine(x, y) >= 0.99999
+
+
+def test_embedder_pooling_is_refused_for_a_snapshot(run, snapshot, tmp_path):  # noqa: F811
+    conf = tmp_path / "snap.conf"
+    conf.write_text('embedder: { backend = "native"; snapshot = %s; pooling = "cls"; };\n'
+                    'decoder: { enabled = false; };\n' % json.dumps(snapshot))
+    inp = write_texts(tmp_path / "x.jsonl", ["x"])
+    p = run("embed", "--config", str(conf), "--input", inp, "--output", str(tmp_path / "x.npy"), check=False)
+    assert p.returncode == 66 and "is for GGUF embedders" in p.stderr, p.stderr
