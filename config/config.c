@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -176,6 +177,7 @@ static const CfgWhen when_decoder_native = {
 static const char *const embedder_backends[] = { "native", "remote", "test-hash", NULL };
 static const char *const embedder_apis[] = { "tei", "openai", NULL };
 static const char *const embedder_precisions[] = { "auto", "fp32", "tf32", "fp16", "bf16", "int8", NULL };
+static const char *const embedder_poolings[] = { "", "mean", "cls", "last", NULL };
 static const char *const decoder_backends[] = { "native", "test-echo", NULL };
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const log_formats[] = { "text", "json", NULL };
@@ -282,7 +284,9 @@ static const CfgKey cfg_schema[] = {
                "HTTP, `test-hash` (test builds only) returns deterministic fake vectors."),
     CFG_STR_KEY("embedder.snapshot", embedder.snapshot, "models/all-MiniLM-L6-v2",
         .required_when = &when_embedder_native, .path = CFG_PATH_SNAPSHOT,
-        .doc = "sentence-transformers model directory of the `native` backend."),
+        .doc = "sentence-transformers model directory of the `native` backend, or a GGUF "
+               "embedding model: a `.gguf` file, or a directory holding exactly one "
+               "(docs/embedding.md, \"GGUF embedders\")."),
     CFG_STR_KEY("embedder.device", embedder.device, "cpu", .check = &device_name,
         .doc = "Where the `native` backend runs."),
     CFG_STR_KEY("embedder.model_id", embedder.model_id, "",
@@ -308,6 +312,16 @@ static const CfgKey cfg_schema[] = {
                "per token, F32 elsewhere). `\"cuda:N\"` only: `tf32` (tensor cores, F32 in and out), "
                "`fp16`. On a cpu without AVX-512 BF16 / VNNI, `bf16` / `int8` run `fp32` (logged). "
                "Not part of the model's identity: the pin's probe check still applies."),
+    CFG_STR_KEY("embedder.pooling", embedder.pooling, "", .allowed = embedder_poolings,
+        .doc = "GGUF embedders: how token states become one vector; empty = the file's "
+               "`<arch>.pooling_type`. `last` = the final token (after the EOS the file appends)."),
+    CFG_STR_KEY("embedder.query_instruction", embedder.query_instruction, "",
+        .doc = "The instruction a job's `\"instruction\": true` stands for (instruction-style "
+               "models: the text becomes `Instruct: {instruction}\\nQuery: {text}`); empty = such "
+               "a job is an error."),
+    CFG_INT_KEY("embedder.max_seq_len", embedder.max_seq_len, 0, 0, 1 << 20,
+        .doc = "GGUF embedders: tokens per text, special tokens included; 0 = the file's "
+               "`context_length`, at most 512."),
 
     CFG_BOOL_KEY("decoder.enabled", decoder.enabled, true,
         .doc = "Serve generation jobs; `false` = embeddings only."),
@@ -1084,6 +1098,7 @@ static void check_path(CfgLoad *ld, int i, const char *path)
     const CfgKey *k = &cfg_schema[i];
     const config_setting_t *where = key_where(ld, i);
     struct stat st;
+    char gguf[PATH_MAX + 128] = "";
     if (stat(path, &st) != 0) {
         if (errno != ENOENT) {
             key_error(ld, where, k->name, "cannot access \"%s\": %s", path, strerror(errno));
@@ -1095,6 +1110,11 @@ static void check_path(CfgLoad *ld, int i, const char *path)
                       "from the current directory, %s)", path, cwd);
         else
             key_error(ld, where, k->name, "\"%s\" does not exist", path);
+    } else if (k->path == CFG_PATH_SNAPSHOT && cfg_snapshot_gguf(path, gguf, sizeof gguf) != 0) {
+        if (gguf[0] && access(gguf, F_OK) != 0) /* several: gguf holds the reason */
+            key_error(ld, where, k->name, "%s", gguf);
+        else
+            check_gguf(ld, i, gguf); /* a GGUF embedder (engine/embed/gguf_embed.c) */
     } else if (path_is_dir(k->path) && !S_ISDIR(st.st_mode)) {
         key_error(ld, where, k->name, "\"%s\" is not a directory", path);
     } else if (!path_is_dir(k->path) && !S_ISREG(st.st_mode)) {
@@ -1320,6 +1340,51 @@ void cfg_errors_print(const CfgErrors *errs, FILE *out)
         fprintf(out, "%s\n", errs->warnings[i]);
     for (int i = 0; errs && i < errs->count; i++)
         fprintf(out, "%s\n", errs->msgs[i]);
+}
+
+static bool ends_with_gguf(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 5 && strcmp(name + n - 5, ".gguf") == 0;
+}
+
+int cfg_snapshot_gguf(const char *snapshot, char *out, size_t outlen)
+{
+    struct stat st;
+    if (!snapshot || stat(snapshot, &st) != 0)
+        return 0;
+    if (S_ISREG(st.st_mode)) {
+        if (!ends_with_gguf(snapshot))
+            return 0;
+        snprintf(out, outlen, "%s", snapshot);
+        return 1;
+    }
+    if (!S_ISDIR(st.st_mode))
+        return 0;
+    char probe[PATH_MAX];
+    snprintf(probe, sizeof probe, "%s/model.safetensors", snapshot);
+    if (access(probe, F_OK) == 0) /* a sentence-transformers snapshot, whatever else it holds */
+        return 0;
+    DIR *d = opendir(snapshot);
+    if (!d)
+        return 0;
+    int found = 0;
+    char first[256] = "";
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        if (de->d_name[0] == '.' || !ends_with_gguf(de->d_name))
+            continue;
+        if (found++ == 0)
+            snprintf(first, sizeof first, "%s", de->d_name);
+        else if (found == 2)
+            snprintf(out, outlen, "\"%s\" holds several .gguf files (%s, %s, ...): name one of them", snapshot,
+                     first, de->d_name);
+    }
+    closedir(d);
+    if (found > 1)
+        return -1;
+    if (found == 1)
+        snprintf(out, outlen, "%s%s%s", snapshot, snapshot[strlen(snapshot) - 1] == '/' ? "" : "/", first);
+    return found;
 }
 
 bool cfg_parse_device(const char *device, int *cuda_index)

@@ -75,6 +75,10 @@ typedef struct EmbedderConfig {
     int timeout_ms;     /* embedder.timeout_ms (remote) */
     int dim;            /* embedder.dim: vector size of the test-hash backend */
     char *precision;    /* embedder.precision: "auto" | "fp32" | "tf32" | "fp16" | "bf16" | "int8" */
+    /* GGUF embedders (embedder.snapshot names a .gguf): */
+    char *pooling;      /* embedder.pooling: "" = the file's pooling_type, "mean" | "cls" | "last" */
+    char *query_instruction; /* embedder.query_instruction: what a job's `"instruction": true` means */
+    int max_seq_len;    /* embedder.max_seq_len: 0 = min(the file's context_length, 512) */
 } EmbedderConfig;
 
 typedef struct DecoderConfig {
@@ -131,6 +135,11 @@ typedef struct CfgErrors {
  * and must be released with cfg_errors_free; count is 0 on success (and after a failure only
  * when memory ran out while recording the errors); n_warnings may be non-zero either way. */
 int cfg_load(const char *path, Config *out, CfgErrors *errs);
+/* Whether embedder.snapshot names a GGUF embedder: a regular file whose name ends in ".gguf", or a
+ * directory without model.safetensors holding exactly one "*.gguf" file. 1 with its path in out,
+ * 0 when it is not one (a snapshot directory, or nothing there), -1 with the reason in out (a
+ * directory holding several). */
+int cfg_snapshot_gguf(const char *snapshot, char *out, size_t outlen);
 /* Same, from a string (tests; `name` is used as the file name in messages, NULL = "<string>"). */
 int cfg_load_string(const char *text, const char *name, Config *out, CfgErrors *errs);
 void cfg_free(Config *cfg);          /* NULL-safe; leaves *cfg zeroed */

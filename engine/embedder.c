@@ -122,3 +122,25 @@ int embed_postprocess(float *vec, int dim, int out_dim, bool normalize)
     }
     return d;
 }
+
+static const char QUERY_HEAD[] = "Instruct: ", QUERY_MID[] = "\nQuery: ";
+
+size_t embed_query_len(size_t instruction_len, size_t text_len)
+{
+    return sizeof QUERY_HEAD - 1 + instruction_len + sizeof QUERY_MID - 1 + text_len;
+}
+
+size_t embed_render_query(char *dst, size_t cap, const char *instruction, size_t instruction_len, const char *text,
+                          size_t text_len)
+{
+    const struct { const char *p; size_t n; } parts[] = {
+        {QUERY_HEAD, sizeof QUERY_HEAD - 1}, {instruction, instruction_len}, {QUERY_MID, sizeof QUERY_MID - 1},
+        {text, text_len}};
+    size_t at = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        size_t n = at < cap ? (cap - at < parts[i].n ? cap - at : parts[i].n) : 0;
+        if (n) memcpy(dst + at, parts[i].p, n);
+        at += parts[i].n;
+    }
+    return at;
+}

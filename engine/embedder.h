@@ -17,7 +17,8 @@ typedef struct EmbedWorkspace EmbedWorkspace;
 
 #define EMBEDDER_ID_MAX 256
 
-typedef enum EmbedPooling { EMBED_POOL_MEAN = 0, EMBED_POOL_CLS, EMBED_POOL_MAX } EmbedPooling;
+/* LAST (GGUF decoder embedders): the final token's state, after the EOS the model appends. */
+typedef enum EmbedPooling { EMBED_POOL_MEAN = 0, EMBED_POOL_CLS, EMBED_POOL_MAX, EMBED_POOL_LAST } EmbedPooling;
 
 /* Backend-agnostic identity (the cohort pin compares these). */
 typedef struct EmbedderInfo {
@@ -92,6 +93,13 @@ void embedder_set_cancel(Embedder *e, const atomic_bool *flag);
  * (then embedder_errstr says why). Thread-safe across workspaces. */
 int embedder_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts, int n,
                    float *out, int *ntokens, EmbedStatus *status);
+
+/* An instruction-style query as the model reads it: "Instruct: {instruction}\nQuery: {text}"
+ * (Qwen3-Embedding, gte-Qwen2, e5-mistral). Writes at most cap bytes to dst and returns the
+ * full length (embed_query_len), so a caller can size dst first. */
+size_t embed_query_len(size_t instruction_len, size_t text_len);
+size_t embed_render_query(char *dst, size_t cap, const char *instruction, size_t instruction_len, const char *text,
+                          size_t text_len);
 
 /* Matryoshka truncation to out_dim (<= dim; 0 = keep) then optional L2 normalisation, in place.
  * Returns the resulting dimension. */

@@ -740,8 +740,10 @@ static int open_tei(Embedder *e, Remote *r, EmbedWorkspace *ws, const EmbedderCo
                 e->info.pooling = EMBED_POOL_CLS;
             else if (strcmp(pool->valuestring, "max") == 0)
                 e->info.pooling = EMBED_POOL_MAX;
+            else if (strcmp(pool->valuestring, "last_token") == 0)
+                e->info.pooling = EMBED_POOL_LAST;
             else {
-                snprintf(err, errlen, "GET %.160s/info: pooling \"%s\" is not one the engine supports (mean, cls, max)",
+                snprintf(err, errlen, "GET %.160s/info: pooling \"%s\" is not one the engine supports (mean, cls, max, last_token)",
                          r->url, pool->valuestring);
                 goto out;
             }

@@ -20,6 +20,7 @@ const char *pin_pooling_name(EmbedPooling p)
     case EMBED_POOL_MEAN: return "mean";
     case EMBED_POOL_CLS: return "cls";
     case EMBED_POOL_MAX: return "max";
+    case EMBED_POOL_LAST: return "last";
     }
     return "unknown";
 }

@@ -147,7 +147,8 @@ Worker *worker_create(Engine *eng, int index, char *err, size_t errlen)
         worker_free(w);
         return NULL;
     }
-    w->limits = (JobLimits){cfg->queue.max_input_bytes, cfg->queue.max_texts_per_job, cfg->queue.max_tokens};
+    w->limits = (JobLimits){cfg->queue.max_input_bytes, cfg->queue.max_texts_per_job, cfg->queue.max_tokens,
+                            cfg->embedder.query_instruction};
     w->q = queue_open(&cfg->redis, &cfg->queue, w->consumer);
     if (!w->q || !queue_connected(w->q)) {
         snprintf(err, errlen, "worker %d: %s", index, queue_errstr(w->q));
@@ -596,6 +597,16 @@ static int run_embed_chunk(Worker *w, const int *jobs, int njobs, int r)
         const EmbedJob *ej = &w->jobs[jobs[k]].embed;
         for (int t = 0; t < ej->n_texts; t++) {
             w->texts[n] = (EmbedText){ej->texts[t], ej->lens[t], ej->truncate};
+            if (ej->instruction) { /* a query: the text the model reads is the rendered one */
+                size_t len = embed_query_len(ej->instruction_len, ej->lens[t]);
+                char *q = arena_alloc(&w->arena, len ? len : 1);
+                if (!q) { /* out of memory: no results, the jobs stay pending for a later try */
+                    LOG_W("worker %d: out of memory rendering instructions; leaving %d jobs pending", w->index, njobs);
+                    return r;
+                }
+                embed_render_query(q, len, ej->instruction, ej->instruction_len, ej->texts[t], ej->lens[t]);
+                w->texts[n] = (EmbedText){q, len, ej->truncate};
+            }
             w->text_job[n++] = jobs[k];
         }
     }

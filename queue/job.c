@@ -215,7 +215,7 @@ static int check_fields(const cJSON *doc, const char *const *allowed, char *err,
 static int parse_embed(const cJSON *doc, const JobLimits *lim, EmbedJob *ej, char *err, size_t errlen)
 {
     static const char *const allowed[] = {"id", "text", "texts", "normalize", "dimensions", "truncate",
-                                          "encoding", "reply_to", "target", NULL};
+                                          "instruction", "encoding", "reply_to", "target", NULL};
     if (check_fields(doc, allowed, err, errlen))
         return -1;
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(doc, "text");
@@ -256,6 +256,22 @@ static int parse_embed(const cJSON *doc, const JobLimits *lim, EmbedJob *ej, cha
     if (opt_bool(doc, "truncate", &trunc, err, errlen))
         return -1;
     ej->truncate = trunc;
+    const cJSON *ins = cJSON_GetObjectItemCaseSensitive(doc, "instruction");
+    if (cJSON_IsString(ins)) {
+        ej->instruction = ins->valuestring;
+        ej->instruction_len = str_len(ins);
+        if (ej->instruction_len == 0)
+            return fail(err, errlen, "field 'instruction' is empty: give the task, true for the engine's "
+                                     "embedder.query_instruction, or leave it out for documents");
+    } else if (cJSON_IsTrue(ins)) {
+        if (!lim->query_instruction || !lim->query_instruction[0])
+            return fail(err, errlen, "field 'instruction' is true but the engine has no embedder.query_instruction "
+                                     "configured: send the instruction text");
+        ej->instruction = lim->query_instruction;
+        ej->instruction_len = strlen(lim->query_instruction);
+    } else if (ins && !cJSON_IsFalse(ins)) {
+        return fail(err, errlen, "field 'instruction' must be a string, true (the configured default) or false");
+    }
     const cJSON *enc = cJSON_GetObjectItemCaseSensitive(doc, "encoding");
     ej->encoding = JOB_ENC_JSON;
     if (enc) {

@@ -19,6 +19,8 @@ typedef struct JobLimits {
     int max_input_bytes;    /* whole payload */
     int max_texts_per_job;
     int max_tokens;         /* generate: max_tokens bound */
+    const char *query_instruction; /* embed: what "instruction": true means (embedder.query_instruction);
+                                    * NULL or "" = none, and such a job is refused */
 } JobLimits;
 
 typedef struct EmbedJob {
@@ -28,6 +30,8 @@ typedef struct EmbedJob {
     int normalize;          /* -1 = model default, 0, 1 */
     int dimensions;         /* 0 = model's */
     bool truncate;          /* false: a text over the model's max length is an error */
+    const char *instruction;/* a query's task ("Instruct: ...\nQuery: text"); NULL = a document */
+    size_t instruction_len;
     JobEncoding encoding;
     const char *target_field;   /* NULL = no target hash */
     const char **target_keys;   /* one per text */

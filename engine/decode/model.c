@@ -744,7 +744,8 @@ static void swiglu_region(void *ctx, int chunk, int nchunks, int thread) {
     }
 }
 
-int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *logits) {
+/* Every layer of the batch, ending with the last FFN residual added into f->x. */
+static int forward_layers(Forward *f, KvCache *kv, const BatchTok *toks, int n) {
     const Model *m = f->m;
     const ModelHparams *hp = &m->hp;
     if (n < 1 || n > f->max_tokens) return -1;
@@ -792,6 +793,14 @@ int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *log
     }
     f->ntok = n;
     resid_norm(f, 1, m->layers[hp->n_layer - 1].post_ffn_norm, NULL); /* the last layer's FFN residual */
+    return 0;
+}
+
+int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *logits) {
+    const Model *m = f->m;
+    const ModelHparams *hp = &m->hp;
+    int d = hp->n_embd;
+    if (forward_layers(f, kv, toks, n) != 0) return -1;
     int nl = 0;
     for (int t = 0; t < n; t++) {
         if (toks[t].logits_row < 0) continue;
@@ -808,5 +817,17 @@ int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *log
             for (size_t i = 0; i < (size_t)nl * hp->n_vocab; i++) logits[i] = tanhf(logits[i] * inv) * cap;
         }
     }
+    return 0;
+}
+
+/* For embedders: the output-normed hidden state (llama.cpp's result_norm, what its embedding
+ * mode pools) instead of logits. */
+int forward_hidden(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *hidden) {
+    const Model *m = f->m;
+    int d = m->hp.n_embd;
+    if (forward_layers(f, kv, toks, n) != 0) return -1;
+    for (int t = 0; t < n; t++)
+        if (toks[t].logits_row >= 0)
+            rmsnorm(hidden + (size_t)toks[t].logits_row * d, f->x + (size_t)t * d, m->out_norm, d, m->hp.eps);
     return 0;
 }

@@ -105,5 +105,8 @@ void forward_free(Forward *f);
 Pool *forward_pool(Forward *f);
 /* Runs the batch; writes logits[logits_row * n_vocab ...] for tokens that ask for them. */
 int forward_run(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *logits);
+/* The same pass for an embedder: writes the final-norm hidden state (n_embd floats) of every
+ * token with logits_row >= 0 to hidden[logits_row * n_embd ...] instead of logits. */
+int forward_hidden(Forward *f, KvCache *kv, const BatchTok *toks, int n, float *hidden);
 
 #endif

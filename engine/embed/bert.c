@@ -33,21 +33,17 @@ struct BertModel {
 const BertConfig *bert_config(const BertModel *m) { return &m->c; }
 GemmPrecision bert_precision(const BertModel *m) { return m->prec; }
 
-static int rd(const SafeTensors *st, const char *prefix, const char *name, int64_t d0, int64_t d1, float *out,
-              char *err, size_t errlen)
-{
-    char full[256];
-    snprintf(full, sizeof full, "%s%s", prefix, name);
-    return st_read_f32(st, full, d0, d1, out, err, errlen);
-}
+typedef struct StSource {
+    const SafeTensors *st;
+    const char *prefix; /* "" or "bert." */
+} StSource;
 
-/* Reads an [n][k] weight through tmp and packs it into dst in precision p. */
-static int rd_packed(const SafeTensors *st, const char *prefix, const char *name, int64_t n, int64_t k, float *tmp,
-                     GemmPrecision p, void *dst, char *err, size_t errlen)
+static int st_source_read(void *src, const char *name, int64_t d0, int64_t d1, float *out, char *err, size_t errlen)
 {
-    if (rd(st, prefix, name, n, k, tmp, err, errlen)) return -1;
-    gemm_lowp_pack(p, dst, tmp, (int)k, (int)n, (int)k);
-    return 0;
+    const StSource *s = src;
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", s->prefix, name);
+    return st_read_f32(s->st, full, d0, d1, out, err, errlen);
 }
 
 BertModel *bert_load(const char *path, const BertConfig *cfg, char *err, size_t errlen)
@@ -59,13 +55,24 @@ BertModel *bert_load_precision(const char *path, const BertConfig *cfg, GemmPrec
 {
     SafeTensors *st = st_open(path, err, errlen);
     if (!st) return NULL;
+    StSource src = {st, st_find(st, "embeddings.word_embeddings.weight") ? "" : "bert."};
+    BertModel *m = bert_load_with(st_source_read, &src, path, cfg, prec, err, errlen);
+    st_close(st); /* weights are copied; the mapping's pages go back */
+    return m;
+}
+
+BertModel *bert_load_with(BertTensorRead read, void *src, const char *what, const BertConfig *cfg,
+                          GemmPrecision prec, char *err, size_t errlen)
+{
     float *tmp = NULL;
     BertModel *m = calloc(1, sizeof *m);
-    if (!m) goto out_close;
+    if (!m) {
+        snprintf(err, errlen, "%s: out of memory", what);
+        return NULL;
+    }
     m->c = *cfg;
     m->lowp = gemm_lowp_ops(prec); /* NULL (so fp32) where this CPU lacks the instructions */
     m->prec = m->lowp ? prec : GEMM_FP32;
-    const char *pfx = st_find(st, "embeddings.word_embeddings.weight") ? "" : "bert.";
     int64_t H = cfg->hidden, FF = cfg->intermediate, V = cfg->vocab_size, P = cfg->max_positions, TV = cfg->type_vocab;
     size_t per_layer = (size_t)(3 * H + H + 2 * H + FF + H + 2 * H);
     size_t total = (size_t)(V * H + P * H + TV * H + 2 * H) + per_layer * (size_t)cfg->layers;
@@ -80,7 +87,7 @@ BertModel *bert_load_precision(const char *path, const BertConfig *cfg, GemmPrec
     m->layers = calloc((size_t)cfg->layers, sizeof *m->layers);
     tmp = malloc((size_t)(3 * H * H > FF * H ? 3 * H * H : FF * H) * sizeof(float));
     if (!m->blob || !m->packed || !m->layers || !tmp) {
-        snprintf(err, errlen, "%s: out of memory for %zu bytes of weights", path,
+        snprintf(err, errlen, "%s: out of memory for %zu bytes of weights", what,
                  total * sizeof(float) + per_layer_packed * (size_t)cfg->layers);
         goto out_free;
     }
@@ -93,11 +100,11 @@ BertModel *bert_load_precision(const char *path, const BertConfig *cfg, GemmPrec
     TAKE(m->type, TV * H);
     TAKE(m->eln_w, H);
     TAKE(m->eln_b, H);
-    if (rd(st, pfx, "embeddings.word_embeddings.weight", V, H, m->word, err, errlen) ||
-        rd(st, pfx, "embeddings.position_embeddings.weight", P, H, m->pos, err, errlen) ||
-        rd(st, pfx, "embeddings.token_type_embeddings.weight", TV, H, m->type, err, errlen) ||
-        rd(st, pfx, "embeddings.LayerNorm.weight", H, -1, m->eln_w, err, errlen) ||
-        rd(st, pfx, "embeddings.LayerNorm.bias", H, -1, m->eln_b, err, errlen))
+    if (read(src, "embeddings.word_embeddings.weight", V, H, m->word, err, errlen) ||
+        read(src, "embeddings.position_embeddings.weight", P, H, m->pos, err, errlen) ||
+        read(src, "embeddings.token_type_embeddings.weight", TV, H, m->type, err, errlen) ||
+        read(src, "embeddings.LayerNorm.weight", H, -1, m->eln_w, err, errlen) ||
+        read(src, "embeddings.LayerNorm.bias", H, -1, m->eln_b, err, errlen))
         goto out_free;
     for (int l = 0; l < cfg->layers; l++) {
         BertLayer *L = &m->layers[l];
@@ -115,8 +122,9 @@ BertModel *bert_load_precision(const char *path, const BertConfig *cfg, GemmPrec
         TAKE(L->ln2_b, H);
         char b[128];
 #define NAME(name) (snprintf(b, sizeof b, "encoder.layer.%d.%s", l, name), b)
-#define R(name, d0, d1, dst) rd(st, pfx, NAME(name), d0, d1, dst, err, errlen)
-#define RP(name, d0, d1, dst) rd_packed(st, pfx, NAME(name), d0, d1, tmp, pr, dst, err, errlen)
+#define R(name, d0, d1, dst) read(src, NAME(name), d0, d1, dst, err, errlen)
+/* an [n][k] weight read through tmp and packed into dst in the model's precision */
+#define RP(name, d0, d1, dst) (R(name, d0, d1, tmp) || (gemm_lowp_pack(pr, dst, tmp, (int)(d1), (int)(d0), (int)(d1)), 0))
         if (R("attention.self.query.weight", H, H, tmp) || R("attention.self.key.weight", H, H, tmp + H * H) ||
             R("attention.self.value.weight", H, H, tmp + 2 * H * H))
             goto out_free;
@@ -136,13 +144,10 @@ BertModel *bert_load_precision(const char *path, const BertConfig *cfg, GemmPrec
 #undef TAKE_PACKED
 #undef TAKE
     free(tmp);
-    st_close(st); /* weights are copied; the mapping's pages go back */
     return m;
 out_free:
     free(tmp);
     bert_free(m);
-out_close:
-    st_close(st);
     return NULL;
 }
 
@@ -242,8 +247,8 @@ void bert_forward(const BertModel *m, BertScratch *s, const int32_t *ids, const 
         float *o = out + (size_t)i * H;
         const float *x = s->x + (size_t)t0 * H;
         int n = lens[i];
-        if (pooling == EMBED_POOL_CLS) {
-            memcpy(o, x, (size_t)H * sizeof(float));
+        if (pooling == EMBED_POOL_CLS || pooling == EMBED_POOL_LAST) { /* LAST: the [SEP] (GGUF files) */
+            memcpy(o, x + (pooling == EMBED_POOL_LAST ? (size_t)(n - 1) * H : 0), (size_t)H * sizeof(float));
         } else if (pooling == EMBED_POOL_MAX) {
             memcpy(o, x, (size_t)H * sizeof(float));
             for (int t = 1; t < n; t++)

@@ -29,6 +29,13 @@ BertModel *bert_load(const char *path, const BertConfig *cfg, char *err, size_t 
  * CPU (or $WEAVER_CPU_ISA) has no kernel for prec, the model runs fp32: bert_precision says. */
 BertModel *bert_load_precision(const char *path, const BertConfig *cfg, GemmPrecision prec, char *err, size_t errlen);
 GemmPrecision bert_precision(const BertModel *m);
+/* Reads tensor `name` (Hugging Face's name, e.g. "encoder.layer.0.output.dense.weight") of
+ * shape [d0][d1] (d1 = -1: a vector of d0) as F32 into out. 0, or -1 with err set. */
+typedef int (*BertTensorRead)(void *src, const char *name, int64_t d0, int64_t d1, float *out, char *err,
+                              size_t errlen);
+/* The same from any tensor source (a GGUF file: gguf_embed.c); `what` names it in errors. */
+BertModel *bert_load_with(BertTensorRead read, void *src, const char *what, const BertConfig *cfg,
+                          GemmPrecision prec, char *err, size_t errlen);
 void bert_free(BertModel *m); /* NULL-safe */
 const BertConfig *bert_config(const BertModel *m);
 

@@ -26,6 +26,7 @@
 #include <utf8proc.h>
 
 #include "config/config.h"
+#include "engine/embed/gguf_embed.h"
 #include "engine/embed/snapshot.h"
 #include "engine/embed/wordpiece.h"
 #include "engine/embedder_impl.h"
@@ -47,6 +48,7 @@ typedef struct Opts {
     const char *snapshot, *config, *input, *output;
     const char *id_field, *text_field;
     const char *device, *precision; /* --device cpu|cuda:N, --precision: override the config */
+    const char *instruction;        /* --instruction TEXT: every text is a query with this task */
     int f16;
     int resume, skip_bad;
     int batch_tokens, max_texts, threads;
@@ -63,6 +65,7 @@ static void usage_embed(FILE *f)
             "                           [--resume] [--skip-bad] [--batch-tokens N] [--max-texts N] [--threads N]\n"
             "                           [--normalize | --no-normalize] [--progress | --no-progress]\n"
             "                           [--device cpu|cuda:N] [--precision auto|fp32|bf16|int8 (cpu)|tf32|fp16 (cuda)]\n"
+            "                           [--instruction TEXT]\n"
             "Writes vectors.npy (row i = input line i), vectors.ids.txt, and with --skip-bad vectors.errors.jsonl.\n"
             "Input is JSONL unless the file name ends in .txt (one text per line, id = line number).\n");
 }
@@ -101,6 +104,7 @@ static int parse_opts(int argc, char **argv, Opts *o, int tokenize)
         else if (!tokenize && strcmp(a, "--precision") == 0) { NEEDV(); o->precision = v; }
         else if (!tokenize && strcmp(a, "--output") == 0) { NEEDV(); o->output = v; }
         else if (strcmp(a, "--id-field") == 0) { NEEDV(); o->id_field = v; }
+        else if (strcmp(a, "--instruction") == 0) { NEEDV(); o->instruction = v; }
         else if (strcmp(a, "--text-field") == 0) { NEEDV(); o->text_field = v; }
         else if (!tokenize && strcmp(a, "--dtype") == 0) {
             NEEDV();
@@ -209,6 +213,7 @@ typedef struct Rec {
     size_t len;
     char *id;    /* owned */
     char err[160];
+    long long line; /* input line number (set by the embed loop) */
 } Rec;
 
 static int utf8_valid(const char *s, size_t n)
@@ -305,6 +310,20 @@ static void rec_free(Rec *r)
     free(r->text);
     free(r->id);
     r->text = r->id = NULL;
+}
+
+/* --instruction: the record's text becomes the query the model reads. 0, or -1 out of memory. */
+static int rec_render_query(Rec *r, const char *instruction)
+{
+    size_t il = strlen(instruction), n = embed_query_len(il, r->len);
+    char *q = malloc(n + 1);
+    if (!q) return -1;
+    embed_render_query(q, n, instruction, il, r->text, r->len);
+    q[n] = '\0';
+    free(r->text);
+    r->text = q;
+    r->len = n;
+    return 0;
 }
 
 /* ids file: one per line; backslash, newline, CR and tab escaped so each row is one line. */
@@ -487,9 +506,10 @@ int cli_embed_main(int argc, char **argv)
 
     Ckpt ck = {0};
     /* everything that changes the bytes written, batching included (chunk, budget, lanes) */
-    snprintf(ck.fingerprint, sizeof ck.fingerprint, "%s|%s|%d|%s|%d|%.64s|%.64s|%s|%lld|%d|%d|%d|%d", info->model_id,
+    snprintf(ck.fingerprint, sizeof ck.fingerprint, "%s|%s|%d|%s|%d|%.64s|%.64s|%s|%lld|%d|%d|%d|%d|%.64s", info->model_id,
              info->snapshot_hash, dim, o.f16 ? "f16" : "f32", normalize, o.id_field, o.text_field,
-             in.txt ? "txt" : "jsonl", total_bytes, o.skip_bad, o.max_texts, o.batch_tokens, o.threads);
+             in.txt ? "txt" : "jsonl", total_bytes, o.skip_bad, o.max_texts, o.batch_tokens, o.threads,
+             o.instruction ? o.instruction : "");
     if (strcmp(info->precision, "fp32") != 0) /* appended, so an fp32 checkpoint reads as before */
         snprintf(ck.fingerprint + strlen(ck.fingerprint), sizeof ck.fingerprint - strlen(ck.fingerprint), "|%s",
                  info->precision);
@@ -576,6 +596,7 @@ int cli_embed_main(int argc, char **argv)
         int n = 0, ntexts = 0;
         for (; n < chunk; n++) {
             int r = input_next(&in, &recs[n]);
+            recs[n].line = in.lineno;
             if (r < 0) {
                 fprintf(stderr, "embed: %s: read error: %s\n", o.input, strerror(errno));
                 rc = EX_IOERR_;
@@ -599,6 +620,13 @@ int cli_embed_main(int argc, char **argv)
                 slot[n] = -1;
                 continue;
             }
+            if (o.instruction && rec_render_query(&recs[n], o.instruction) != 0) {
+                fprintf(stderr, "embed: out of memory\n");
+                rc = EX_SOFTWARE_;
+                for (int k = 0; k <= n; k++) rec_free(&recs[k]);
+                free(zero);
+                goto out;
+            }
             texts[ntexts] = (EmbedText){.text = recs[n].text, .len = recs[n].len, .truncate = true};
             slot[n] = ntexts++;
         }
@@ -610,6 +638,18 @@ int cli_embed_main(int argc, char **argv)
         }
         for (int k = 0; k < n; k++) {
             const float *v = zero;
+            if (slot[k] >= 0 && st[slot[k]] != EMBED_OK) { /* a text the model cannot embed (no tokens) */
+                if (!o.skip_bad) {
+                    fprintf(stderr, "embed: %s:%lld: %s (use --skip-bad to record bad lines and go on)\n", o.input,
+                            recs[k].line, e.errstr);
+                    rc = EX_DATAERR_;
+                    for (int j = k; j < n; j++) rec_free(&recs[j]);
+                    free(zero);
+                    goto out;
+                }
+                fprintf(errs, "{\"line\": %lld, \"error\": \"%s\"}\n", recs[k].line, e.errstr);
+                slot[k] = -1;
+            }
             if (slot[k] >= 0) {
                 float *vv = vecs + (size_t)slot[k] * dim;
                 if (normalize) l2_normalize(vv, dim);
@@ -709,8 +749,9 @@ int cli_tokenize_main(int argc, char **argv)
         fprintf(pr > 0 ? stdout : stderr,
                 "usage: weaver-engine tokenize (--snapshot DIR | --config FILE) --input texts.jsonl|texts.txt\n"
                 "                              [--text-field text] [--id-field id] [--no-truncate] [--skip-bad]\n"
-                "Prints one JSON array of token ids per input line ([CLS] ... [SEP], truncated to the model's\n"
-                "max_seq_length unless --no-truncate; null for a bad line with --skip-bad).\n");
+                "                              [--instruction TEXT]\n"
+                "Prints one JSON array of token ids per input line ([CLS] ... [SEP], or a GGUF model's BOS/EOS,\n"
+                "truncated to the model's max_seq_length unless --no-truncate; null for a bad line with --skip-bad).\n");
         return pr > 0 ? EX_OK : EX_USAGE_;
     }
     char err[512] = "";
@@ -732,11 +773,31 @@ int cli_tokenize_main(int argc, char **argv)
     WpTokenizer *tk = NULL;
     int32_t *ids = NULL;
     Input in = {.txt = ends_with(o.input, ".txt"), .id_field = o.id_field, .text_field = o.text_field};
-    if (snapshot_load(dir, &snap, err, sizeof err) != 0 || !(tk = wp_open(dir, snap.do_lower_case, err, sizeof err))) {
+    char gguf[4096 + 128];
+    Embedder ge = {0}; /* a GGUF embedder's own tokenisation (BOS/EOS as it runs them) */
+    EmbedWorkspace *gws = NULL;
+    const WpTokenizer *wp = NULL; /* tk, or a bert GGUF's, owned by ge */
+    if (cfg_snapshot_gguf(dir, gguf, sizeof gguf) == 1) {
+        int orc = open_embedder(&o, &ge);
+        if (orc != 0) {
+            rc = orc;
+            goto out;
+        }
+        snap.max_seq_len = ge.info.max_seq_len;
+        if (ge.ops != &embedder_gguf_ops) {
+            wp = embed_native_wordpiece(&ge);
+        } else if (!(gws = ge.ops->workspace_new(&ge))) {
+            fprintf(stderr, "tokenize: %s\n", ge.errstr);
+            rc = EX_SOFTWARE_;
+            goto out;
+        }
+    } else if (snapshot_load(dir, &snap, err, sizeof err) != 0 ||
+               !(tk = wp_open(dir, snap.do_lower_case, err, sizeof err))) {
         fprintf(stderr, "tokenize: %s\n", err);
         rc = EX_NOINPUT_;
         goto out;
     }
+    if (tk) wp = tk;
     in.f = fopen(o.input, "rb");
     if (!in.f) {
         fprintf(stderr, "tokenize: %s: cannot open: %s\n", o.input, strerror(errno));
@@ -761,10 +822,23 @@ int cli_tokenize_main(int argc, char **argv)
             fputs("null\n", stdout);
             continue;
         }
+        if (o.instruction && rec_render_query(&r, o.instruction) != 0) {
+            rec_free(&r);
+            rc = EX_SOFTWARE_;
+            break;
+        }
         int want = cap;
-        if (o.no_truncate) {
-            int32_t two[2];
-            wp_encode(tk, r.text, r.len, two, 2, &want); /* count only */
+        int32_t two[2];
+        if (o.no_truncate && gws) {
+            if (gguf_embed_tokens(&ge, gws, r.text, r.len, false, two, 2, &want) < 0) want = -1;
+        } else if (o.no_truncate) {
+            wp_encode(wp, r.text, r.len, two, 2, &want); /* count only */
+        }
+        if (want < 0) {
+            fprintf(stderr, "tokenize: %s\n", ge.errstr);
+            rec_free(&r);
+            rc = EX_SOFTWARE_;
+            break;
         }
         int32_t *p = realloc(ids, (size_t)(want > 2 ? want : 2) * sizeof *ids);
         if (!p) {
@@ -773,7 +847,9 @@ int cli_tokenize_main(int argc, char **argv)
             break;
         }
         ids = p;
-        int n = wp_encode(tk, r.text, r.len, ids, want, NULL);
+        int total;
+        int n = gws ? gguf_embed_tokens(&ge, gws, r.text, r.len, !o.no_truncate, ids, want, &total)
+                    : wp_encode(wp, r.text, r.len, ids, want, NULL);
         fputc('[', stdout);
         for (int i = 0; i < n; i++) fprintf(stdout, i ? ", %d" : "%d", ids[i]);
         fputs("]\n", stdout);
@@ -785,6 +861,8 @@ out:
     free(in.line);
     free(ids);
     wp_close(tk);
+    if (gws) ge.ops->workspace_free(gws);
+    if (ge.ops) ge.ops->close(&ge);
     if (have_cfg) cfg_free(&cfg);
     return rc;
 }

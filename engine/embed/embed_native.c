@@ -19,6 +19,7 @@
 
 #include "engine/embed/bert.h"
 #include "engine/embed/bert_dev.h"
+#include "engine/embed/gguf_embed.h"
 #include "engine/embed/snapshot.h"
 #include "engine/embed/snapshot_hash.h"
 #include "engine/embed/wordpiece.h"
@@ -107,31 +108,44 @@ static int native_open_device(Native *n, Embedder *e, int index, const EmbedderC
     return 0;
 }
 
-/* Opens the cpu path's weights in the configured precision ("auto" = fp32); on a cpu without the
- * instructions bf16 or int8 need, fp32 and a note saying so. 0, or -1 with err set. */
-static int native_open_cpu(Native *n, Embedder *e, const EmbedderConfig *cfg, const char *weights, char *err,
-                           size_t errlen)
+/* The configured cpu precision ("auto" = fp32). 0, or -1 with err set. */
+int embed_cpu_precision(const EmbedderConfig *cfg, GemmPrecision *prec, char *err, size_t errlen)
 {
     const char *want = cfg->precision && cfg->precision[0] ? cfg->precision : "auto";
-    GemmPrecision prec;
-    if (!strcmp(want, "auto") || !strcmp(want, "fp32")) prec = GEMM_FP32;
-    else if (!strcmp(want, "bf16")) prec = GEMM_BF16;
-    else if (!strcmp(want, "int8")) prec = GEMM_INT8;
+    if (!strcmp(want, "auto") || !strcmp(want, "fp32")) *prec = GEMM_FP32;
+    else if (!strcmp(want, "bf16")) *prec = GEMM_BF16;
+    else if (!strcmp(want, "int8")) *prec = GEMM_INT8;
     else {
         snprintf(err, errlen, "embedder.precision \"%s\": the cpu runs fp32, bf16 or int8", want);
         return -1;
     }
-    n->model = bert_load_precision(weights, &n->snap.bert, prec, err, errlen);
-    if (!n->model) return -1;
+    return 0;
+}
+
+/* Names the precision the loaded model runs in; on a cpu without the instructions bf16 or int8
+ * need (the model fell back to fp32), a note saying so. */
+static void note_cpu_precision(const Native *n, Embedder *e, GemmPrecision prec)
+{
     GemmPrecision got = bert_precision(n->model);
     snprintf(e->info.precision, sizeof e->info.precision, "%s", gemm_precision_name(got));
     if (got != prec) {
         const char *isa = getenv("WEAVER_CPU_ISA");
         snprintf(e->info.precision_note, sizeof e->info.precision_note,
-                 "embedder.precision %s: %s; running fp32", want,
+                 "embedder.precision %s: %s; running fp32", gemm_precision_name(prec),
                  isa && strcmp(isa, "avx512") != 0 ? "WEAVER_CPU_ISA caps the kernels below avx512"
                  : prec == GEMM_BF16 ? "this cpu has no AVX-512 BF16" : "this cpu has no AVX-512 VNNI");
     }
+}
+
+/* Opens the cpu path's weights in the configured precision. 0, or -1 with err set. */
+static int native_open_cpu(Native *n, Embedder *e, const EmbedderConfig *cfg, const char *weights, char *err,
+                           size_t errlen)
+{
+    GemmPrecision prec;
+    if (embed_cpu_precision(cfg, &prec, err, errlen) != 0) return -1;
+    n->model = bert_load_precision(weights, &n->snap.bert, prec, err, errlen);
+    if (!n->model) return -1;
+    note_cpu_precision(n, e, prec);
     return 0;
 }
 
@@ -205,6 +219,17 @@ static int native_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig
         snprintf(e->errstr, sizeof e->errstr, "embedder.snapshot is empty: the native backend needs a snapshot directory");
         return -1;
     }
+    char gguf[4096 + 128];
+    int is_gguf = cfg_snapshot_gguf(cfg->snapshot, gguf, sizeof gguf);
+    if (is_gguf < 0) {
+        snprintf(e->errstr, sizeof e->errstr, "%.250s", gguf);
+        return -1;
+    }
+    if (!is_gguf && cfg->pooling && cfg->pooling[0]) {
+        snprintf(e->errstr, sizeof e->errstr, "embedder.pooling \"%s\" is for GGUF embedders; a snapshot's pooling "
+                 "comes from its 1_Pooling/config.json", cfg->pooling);
+        return -1;
+    }
     int index = -1;
     if (cfg->device && cfg->device[0] && !cfg_parse_device(cfg->device, &index)) {
         snprintf(e->errstr, sizeof e->errstr, "embedder.device '%s': expected \"cpu\" or \"cuda:N\"", cfg->device);
@@ -214,6 +239,28 @@ static int native_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig
     if (!n) {
         snprintf(e->errstr, sizeof e->errstr, "out of memory");
         return -1;
+    }
+    if (is_gguf) { /* bert: this encoder, from the file; a decoder: gguf_embed.c serves it from here on */
+        int r = gguf_bert_open(gguf, cfg, &n->snap, &n->tk, &n->model, err, sizeof err);
+        if (r == 1) {
+            free(n);
+            e->ops = &embedder_gguf_ops;
+            return gguf_embed_open_file(e, gguf, cfg, batch);
+        }
+        if (r != 0) goto fail;
+        if (index >= 0) {
+            snprintf(err, sizeof err, "embedder.device \"%s\": a bert GGUF runs on the cpu only", cfg->device);
+            goto fail;
+        }
+        GemmPrecision prec = GEMM_FP32;
+        embed_cpu_precision(cfg, &prec, err, sizeof err); /* checked by gguf_bert_open */
+        note_cpu_precision(n, e, prec);
+        if (cfg->model_id && cfg->model_id[0])
+            snprintf(e->info.model_id, sizeof e->info.model_id, "%s", cfg->model_id);
+        else
+            gguf_embed_model_id(gguf, e->info.model_id, sizeof e->info.model_id);
+        if (snapshot_hash_file(gguf, e->info.snapshot_hash, err, sizeof err) != 0) goto fail;
+        goto identity;
     }
     if (snapshot_load(cfg->snapshot, &n->snap, err, sizeof err) != 0) goto fail;
     n->tk = wp_open(cfg->snapshot, n->snap.do_lower_case, err, sizeof err);
@@ -231,12 +278,13 @@ static int native_open(Embedder *e, const EmbedderConfig *cfg, const BatchConfig
         if (native_open_cpu(n, e, cfg, path, err, sizeof err) != 0) goto fail;
     }
 
-    EmbedderInfo *info = &e->info;
     if (cfg->model_id && cfg->model_id[0])
-        snprintf(info->model_id, sizeof info->model_id, "%s", cfg->model_id);
+        snprintf(e->info.model_id, sizeof e->info.model_id, "%s", cfg->model_id);
     else
-        snapshot_basename(cfg->snapshot, info->model_id, sizeof info->model_id);
-    if (snapshot_hash_cached(cfg->snapshot, info->snapshot_hash, err, sizeof err) != 0) goto fail;
+        snapshot_basename(cfg->snapshot, e->info.model_id, sizeof e->info.model_id);
+    if (snapshot_hash_cached(cfg->snapshot, e->info.snapshot_hash, err, sizeof err) != 0) goto fail;
+identity:;
+    EmbedderInfo *info = &e->info;
     info->dim = n->snap.dim;
     info->pooling = n->snap.pooling;
     info->normalize = n->snap.normalize;
@@ -264,6 +312,12 @@ fail:
     device_close(n->dev);
     free(n);
     return -1;
+}
+
+const WpTokenizer *embed_native_wordpiece(const Embedder *e)
+{
+    const Native *n = e->impl;
+    return n ? n->tk : NULL;
 }
 
 static void native_close(Embedder *e)

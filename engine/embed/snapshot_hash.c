@@ -415,3 +415,16 @@ int snapshot_hash_cached(const char *snapshot_dir, char out_hex[65], char *err, 
 {
     return snapshot_hash_cached_ex(snapshot_dir, out_hex, NULL, err, errlen);
 }
+
+int snapshot_hash_file(const char *path, char out_hex[65], char *err, size_t errlen)
+{
+    char sha[65], line[700];
+    long long size = 0;
+    if (sha256_file(path, sha, &size) != 0)
+        return fail(err, errlen, "%s: cannot read for the snapshot hash: %s", path, strerror(errno));
+    const char *base = strrchr(path, '/');
+    int n = snprintf(line, sizeof line, "%s\t%lld\t%s\n", base ? base + 1 : path, size, sha);
+    if (n < 0 || (size_t)n >= sizeof line || sha256_hex_of(line, (size_t)n, out_hex) != 0)
+        return fail(err, errlen, "%s: cannot hash its manifest line", path);
+    return 0;
+}

@@ -39,4 +39,9 @@ int snapshot_hash_cached(const char *snapshot_dir, char out_hex[65], char *err, 
 int snapshot_hash_cached_ex(const char *snapshot_dir, char out_hex[65], SnapshotHashStats *stats, char *err,
                             size_t errlen);
 
+/* A GGUF embedder's hash: the same manifest rules over one file, the line named by the file's
+ * base name ("<name>.gguf\t<size>\t<sha256>\n"). Not cached: reads the whole file (about
+ * 1.5 s per GB). */
+int snapshot_hash_file(const char *path, char out_hex[65], char *err, size_t errlen);
+
 #endif

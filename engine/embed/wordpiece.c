@@ -282,6 +282,8 @@ out:
     return rc;
 }
 
+static int vocab_settings(WpTokenizer *tk, const char *dir, const char *path, char *err, size_t errlen);
+
 static int load_vocab_txt(WpTokenizer *tk, const char *dir, char *text, const char *path, char *err, size_t errlen)
 {
     VocabBuild vb = {0};
@@ -306,9 +308,16 @@ static int load_vocab_txt(WpTokenizer *tk, const char *dir, char *text, const ch
     free(vb.items);
     if (rc != 0) return -1;
     /* tokenizer_config.json, when present, says how BertTokenizer was configured */
+    return vocab_settings(tk, dir, path, err, errlen);
+}
+
+/* BertTokenizer's settings (dir/tokenizer_config.json when there is one, else the defaults)
+ * and its special tokens, for a vocabulary without tokenizer.json. */
+static int vocab_settings(WpTokenizer *tk, const char *dir, const char *path, char *err, size_t errlen)
+{
     char cpath[4096];
     snprintf(cpath, sizeof cpath, "%s/tokenizer_config.json", dir);
-    char *ctext = read_file(cpath, NULL);
+    char *ctext = dir ? read_file(cpath, NULL) : NULL;
     cJSON *cfg = ctext ? cJSON_Parse(ctext) : NULL;
     free(ctext);
     tk->s.lowercase = json_bool(cfg, "do_lower_case", true);
@@ -367,6 +376,58 @@ WpTokenizer *wp_open(const char *dir, bool force_lowercase, char *err, size_t er
     if (force_lowercase) tk->s.lowercase = true;
     tk->prefix_len = strlen(tk->prefix);
     return tk;
+}
+
+WpTokenizer *wp_open_phantom(const char *const *toks, const size_t *lens, int n, const char *what, char *err,
+                             size_t errlen)
+{
+    WpTokenizer *tk = calloc(1, sizeof *tk);
+    char buf[512];
+    VocabBuild vb = {0};
+    if (!tk) {
+        seterr(err, errlen, "%s: out of memory", what);
+        return NULL;
+    }
+    tk->s = (WpSettings){.clean_text = true, .handle_chinese_chars = true, .strip_accents = true,
+                         .lowercase = true, .max_input_chars_per_word = 100};
+    strcpy(tk->prefix, "##");
+    tk->prefix_len = 2;
+    static const char mark[] = "\xe2\x96\x81"; /* U+2581: a word-initial piece */
+    for (int i = 0; i < n; i++) {
+        const char *t = toks[i];
+        size_t len = lens[i], m = 0;
+        if (len + 2 > sizeof buf) {
+            seterr(err, errlen, "%s: token %d is %zu bytes long", what, i, len);
+            goto fail;
+        }
+        if (len >= 3 && memcmp(t, mark, 3) == 0) {
+            memcpy(buf, t + 3, len - 3);
+            m = len - 3;
+        } else if (len >= 2 && t[0] == '[' && t[len - 1] == ']') {
+            memcpy(buf, t, len);
+            m = len;
+        } else {
+            memcpy(buf, "##", 2);
+            memcpy(buf + 2, t, len);
+            m = len + 2;
+        }
+        if (vocab_add(tk, &vb, buf, m, i) != 0) {
+            seterr(err, errlen, "%s: out of memory", what);
+            goto fail;
+        }
+    }
+    if (vb.n == 0) {
+        seterr(err, errlen, "%s: empty vocabulary", what);
+        goto fail;
+    }
+    if (vocab_finish(tk, &vb, what, err, errlen) != 0 || vocab_settings(tk, NULL, what, err, errlen) != 0)
+        goto fail;
+    free(vb.items);
+    return tk;
+fail:
+    free(vb.items);
+    wp_close(tk);
+    return NULL;
 }
 
 void wp_close(WpTokenizer *tk)

@@ -25,6 +25,12 @@ typedef struct WpSettings {
  * absent. force_lowercase (sentence_bert_config do_lower_case) lower-cases on top.
  * NULL on failure with "<file>: <problem>" in err. */
 WpTokenizer *wp_open(const char *dir, bool force_lowercase, char *err, size_t errlen);
+/* From a GGUF `bert` vocabulary in llama.cpp's "phantom space" form (a word-initial piece starts
+ * with U+2581, a continuation has no "##", [SPECIAL] tokens as they are), id = position; the
+ * BertTokenizer defaults (lower-case, strip accents, CJK padding) since GGUF records none.
+ * `what` names the source in errors. */
+WpTokenizer *wp_open_phantom(const char *const *toks, const size_t *lens, int n, const char *what, char *err,
+                             size_t errlen);
 void wp_close(WpTokenizer *tk); /* NULL-safe */
 const WpSettings *wp_settings(const WpTokenizer *tk);
 

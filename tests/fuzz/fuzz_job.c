@@ -11,7 +11,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const JobLimits lim = {.max_input_bytes = 1 << 16, .max_texts_per_job = 64, .max_tokens = 4096};
+    static const JobLimits lim = {.max_input_bytes = 1 << 16, .max_texts_per_job = 64, .max_tokens = 4096,
+                                  .query_instruction = "Given a query, find passages"};
     /* A private copy without a terminator, so reading past size is caught by ASan. */
     char *copy = malloc(size ? size : 1);
     if (!copy)

@@ -251,6 +251,8 @@ def job_seeds():
         "embed_texts": {"texts": ["one", "two", "caf\u00e9 \u6771\u4eac"], "normalize": False, "dimensions": 4,
                         "truncate": False, "encoding": "f32"},
         "embed_target": {"id": "t", "text": "x", "target": {"keys": ["doc:1"], "field": "vec"}},
+        "embed_instruction": {"id": "q", "texts": ["where do cats sleep"], "instruction": "Find passages"},
+        "embed_instruction_default": {"id": "q2", "text": "query", "instruction": True},
         "generate_prompt": {"id": "g", "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0.7,
                             "top_k": 40, "top_p": 0.9, "min_p": 0.05, "repeat_penalty": 1.1, "repeat_last_n": 32,
                             "presence_penalty": 0.5, "frequency_penalty": -0.5, "seed": 42, "stop": ["\n", "END"],

@@ -138,13 +138,15 @@ def _random_kquant(rng, qtype, rows, cols):
     return raw.reshape(rows, cols // bs * ts)
 
 
-def tiny_model(name, path, chat_template=None, arch_override=None, longrope=False):
+def tiny_model(name, path, chat_template=None, arch_override=None, longrope=False, spec=None, extra_kv=None):
     """Writes the tiny model `name` to path, deterministically. Returns its sha256.
-    chat_template replaces the default tokenizer.chat_template. For refusal tests only:
-    arch_override writes another general.architecture, longrope adds Phi-3 LongRoPE factors."""
+    chat_template replaces the default tokenizer.chat_template. spec = (arch, tensor type) for a
+    name outside TINY and TINY_ARCH; extra_kv(writer) adds metadata (the embedding fixtures'
+    pooling, EOS). For refusal tests only: arch_override writes another general.architecture,
+    longrope adds Phi-3 LongRoPE factors."""
     import gguf
     spm = name == SPM_NAME
-    arch, qt = ("llama", "Q8_0") if spm else (TINY[name] if name in TINY else TINY_ARCH[name])
+    arch, qt = ("llama", "Q8_0") if spm else (spec or (TINY[name] if name in TINY else TINY_ARCH[name]))
     rng = np.random.default_rng(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
     if spm:
         toks, types, scores = _spm_vocab()
@@ -198,6 +200,8 @@ def tiny_model(name, path, chat_template=None, arch_override=None, longrope=Fals
         w.add_add_bos_token(False)
         w.add_chat_template(chat_template or
                             "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+    if extra_kv:
+        extra_kv(w)
     qtype = getattr(gguf.GGMLQuantizationType, qt)
 
     def mat(tname, rows, cols, scale):
@@ -206,6 +210,8 @@ def tiny_model(name, path, chat_template=None, arch_override=None, longrope=Fals
             w.add_tensor(tname, _random_kquant(rng, qtype, rows, cols), raw_dtype=qtype)
         elif qt == "F16":
             w.add_tensor(tname, x.astype(np.float16))
+        elif qt == "F32":
+            w.add_tensor(tname, x)
         elif qt == "BF16":
             w.add_tensor(tname, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
         else:

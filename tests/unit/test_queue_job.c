@@ -54,6 +54,39 @@ static void embed_defaults_are_model_normalisation_truncation_and_json(void **st
     job_free(&job);
 }
 
+static void an_instruction_makes_a_query_and_true_means_the_configured_default(void **state)
+{
+    (void)state;
+    Job job;
+    char err[256] = "";
+    assert_int_equal(parse(JOB_EMBED, "{\"text\":\"hi\",\"instruction\":\"find\\u0000it\"}", &job, err), 0);
+    assert_int_equal(job.embed.instruction_len, 7); /* NUL kept, by length */
+    assert_memory_equal(job.embed.instruction, "find\0it", 7);
+    job_free(&job);
+    assert_int_equal(parse(JOB_EMBED, "{\"text\":\"hi\"}", &job, err), 0);
+    assert_null(job.embed.instruction); /* a document */
+    job_free(&job);
+    assert_int_equal(parse(JOB_EMBED, "{\"text\":\"hi\",\"instruction\":false}", &job, err), 0);
+    assert_null(job.embed.instruction);
+    job_free(&job);
+    assert_int_equal(parse(JOB_EMBED, "{\"text\":\"hi\",\"instruction\":true}", &job, err), -1);
+    assert_non_null(strstr(err, "embedder.query_instruction"));
+    job_free(&job);
+    JobLimits lim = LIM;
+    lim.query_instruction = "Given a query, find passages";
+    const char *s = "{\"text\":\"hi\",\"instruction\":true}";
+    assert_int_equal(job_parse(JOB_EMBED, s, strlen(s), &lim, &job, err, 256), 0);
+    assert_string_equal(job.embed.instruction, "Given a query, find passages");
+    assert_int_equal(job.embed.instruction_len, strlen(lim.query_instruction));
+    job_free(&job);
+    assert_int_equal(parse(JOB_EMBED, "{\"text\":\"hi\",\"instruction\":\"\"}", &job, err), -1);
+    assert_non_null(strstr(err, "'instruction' is empty"));
+    job_free(&job);
+    assert_int_equal(parse(JOB_EMBED, "{\"text\":\"hi\",\"instruction\":3}", &job, err), -1);
+    assert_non_null(strstr(err, "'instruction' must be a string, true"));
+    job_free(&job);
+}
+
 static void generate_defaults_are_greedy_with_128_tokens_capped_by_the_limit(void **state)
 {
     (void)state;
@@ -237,6 +270,7 @@ int main(void)
         cmocka_unit_test(utf8_validator_matches_the_standard),
         cmocka_unit_test(job_ids_allow_only_safe_characters),
         cmocka_unit_test(nul_characters_keep_their_length_or_are_refused),
+        cmocka_unit_test(an_instruction_makes_a_query_and_true_means_the_configured_default),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
