@@ -116,3 +116,47 @@ def test_redis_restart_with_finish_and_read_in_flight_loses_and_doubles_nothing(
     assert "reading jobs ahead failed" in log, log[-3000:]
     assert "reconnected" in log
     assert eng.stop() == 0
+
+
+def test_refused_results_written_after_the_next_batch_ran_become_error_results(redis_server, engine_factory):
+    """A batch's results are taken back from Redis only after the next batch ran: refusals must
+    still be rewritten into error results with dead letters, from the right batch's buffers."""
+    r = redis_server.client()
+    r.set("not-a-hash", "x")
+    r.set("not-a-list", "y")
+    jobs, ok, bad_reply, bad_target = [], [], [], []
+    for i in range(480):
+        jid = "h%04d" % i
+        if i % 10 == 3:
+            jobs.append({"id": jid, "text": jid, "reply_to": "not-a-list"})
+            bad_reply.append(jid)
+        elif i % 10 == 7:
+            jobs.append({"id": jid, "texts": [jid, "b"], "reply_to": "done",
+                         "target": {"keys": ["doc:" + jid, "not-a-hash"], "field": "v"}})
+            bad_target.append(jid)
+        else:
+            jobs.append({"id": jid, "text": jid, "reply_to": "done"})
+            ok.append(jid)
+    xadd_jobs(r, "embed", jobs)
+    watch = PendingWatch(r)
+    eng = engine_factory(env={"WEAVER_TEST_HASH_DELAY_MS": "20"}, decoder=NO_DECODER,
+                         queue={"read_count": 16}).start()
+    wait_for(lambda: r.xlen("it:jobs:embed") == 0, timeout=120, what="every job finished")
+    most = watch.stop()
+    assert most > 16, "the engine never read ahead: %d" % most
+    statuses = {j["id"]: r.hget("it:result:" + j["id"], "status") for j in jobs}
+    assert all(statuses[j] == b"ok" for j in ok)
+    for j in bad_reply:
+        res = r.hgetall("it:result:" + j)
+        assert res[b"status"] == b"error" and b"reply_to names a key of the wrong type" in res[b"error"], j
+    for j in bad_target:
+        res = r.hgetall("it:result:" + j)
+        assert res[b"status"] == b"error" and b"target key 2 names a key of the wrong type" in res[b"error"], j
+        assert not r.exists("doc:" + j)
+    notified = sorted(x.decode() for x in r.lrange("done", 0, -1))
+    assert notified == sorted(ok + bad_target)
+    dead = sorted(f[b"job_id"].decode() for _, f in r.xrange("it:dead"))
+    assert dead == sorted(bad_reply + bad_target)
+    assert r.get("not-a-list") == b"y" and r.get("not-a-hash") == b"x"
+    assert r.xpending("it:jobs:embed", "weaver")["pending"] == 0
+    assert eng.stop() == 0
