@@ -231,7 +231,8 @@ static const CfgKey cfg_schema[] = {
                "`<consumer>-N`, so at most " CFG_STR(CFG_QUEUE_CONSUMER_MAX) " bytes: with `-255` "
                "that fills a 127-byte consumer name."),
     CFG_INT_KEY("queue.read_count", queue.read_count, 256, 1, 10000,
-        .doc = "Entries fetched per `XREADGROUP` call (`COUNT`)."),
+        .doc = "Entries fetched per `XREADGROUP` call (`COUNT`). On a deep queue a worker of an engine "
+               "without a decoder reads ahead and holds up to twice this many."),
     CFG_INT_KEY("queue.block_ms", queue.block_ms, 50, 1, 60000,
         .doc = "How long one `XREADGROUP` call waits for new jobs (`BLOCK`), in milliseconds."),
     CFG_INT_KEY("queue.visibility_timeout_ms", queue.visibility_timeout_ms, 30000, 100, INT_MAX,

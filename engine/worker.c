@@ -48,6 +48,22 @@ static void flight_free(GenFlight *fl)
     free(fl);
 }
 
+/* The buffers of one read that live until its results are written: its entries and jobs, and the
+ * results, with their text in the arena. A worker that reads ahead has a spare set, so it runs
+ * one read while Redis writes the results of the one before and reads the next. */
+typedef struct Slot {
+    QueueEntry *entries;
+    Job *jobs;
+    bool *jobs_ok;
+    char (*errors)[256];
+    QueueResult *results;
+    QueueRefusal *refused;
+    QueueField *fields;
+    const char **target_ptrs;
+    Arena arena;
+    int n_held;
+} Slot;
+
 struct Worker {
     Engine *eng;
     const Config *cfg;
@@ -89,6 +105,9 @@ struct Worker {
     GenDone *done;
     Arena arena;            /* result text, reset per batch */
 
+    Slot spare;             /* the other read's buffers (read-ahead only; swap_slots) */
+    bool read_ahead;        /* this worker may read ahead: it has a spare slot */
+
     long long next_reclaim_ms, next_heartbeat_ms;
 };
 
@@ -125,6 +144,61 @@ static void count_busy(Worker *w, long long t0_us)
 {
     if (w->m)
         metrics_add(&w->m->busy_ns, (uint64_t)(mono_us() - t0_us) * 1000);
+}
+
+static bool slot_alloc(Slot *s, int entries, int results, int texts)
+{
+    s->entries = calloc((size_t)entries, sizeof *s->entries);
+    s->jobs = calloc((size_t)entries, sizeof *s->jobs);
+    s->jobs_ok = calloc((size_t)entries, sizeof *s->jobs_ok);
+    s->errors = calloc((size_t)entries, sizeof *s->errors);
+    s->results = calloc((size_t)results, sizeof *s->results);
+    s->refused = calloc((size_t)results, sizeof *s->refused);
+    s->fields = calloc((size_t)results * FIELDS_PER_RESULT, sizeof *s->fields);
+    s->target_ptrs = calloc((size_t)texts, sizeof *s->target_ptrs);
+    return s->entries && s->jobs && s->jobs_ok && s->errors && s->results && s->refused && s->fields &&
+           s->target_ptrs;
+}
+
+static void slot_free(Slot *s)
+{
+    free(s->entries);
+    free(s->jobs);
+    free(s->jobs_ok);
+    free(s->errors);
+    free(s->results);
+    free(s->refused);
+    free(s->fields);
+    free(s->target_ptrs);
+    arena_free(&s->arena);
+}
+
+static void swap_bytes(void *a, void *b, size_t n)
+{
+    unsigned char t[sizeof(Arena) > sizeof(void *) ? sizeof(Arena) : sizeof(void *)];
+    memcpy(t, a, n);
+    memcpy(a, b, n);
+    memcpy(b, t, n);
+}
+
+/* Makes the spare slot the current one (the worker's own fields) and the current one the spare.
+ * Under lease_lock: the lease thread reads both. */
+static void swap_slots(Worker *w, Slot *s)
+{
+#define SWAP(f) do { _Static_assert(sizeof w->f == sizeof s->f, #f); swap_bytes(&w->f, &s->f, sizeof w->f); } while (0)
+    pthread_mutex_lock(&w->lease_lock);
+    SWAP(entries);
+    SWAP(jobs);
+    SWAP(jobs_ok);
+    SWAP(errors);
+    SWAP(results);
+    SWAP(refused);
+    SWAP(fields);
+    SWAP(target_ptrs);
+    SWAP(arena);
+    SWAP(n_held);
+    pthread_mutex_unlock(&w->lease_lock);
+#undef SWAP
 }
 
 Worker *worker_create(Engine *eng, int index, char *err, size_t errlen)
@@ -176,10 +250,14 @@ Worker *worker_create(Engine *eng, int index, char *err, size_t errlen)
     int dim = eng->embedder ? embedder_info(eng->embedder)->dim : 1;
     int max_done = cfg->decoder.max_slots > 0 ? cfg->decoder.max_slots * 4 : 16;
     int max_results = w->max_entries > max_done ? w->max_entries : max_done;
-    w->entries = calloc((size_t)w->max_entries, sizeof *w->entries);
-    w->jobs = calloc((size_t)w->max_entries, sizeof *w->jobs);
-    w->jobs_ok = calloc((size_t)w->max_entries, sizeof *w->jobs_ok);
-    w->errors = calloc((size_t)w->max_entries, sizeof *w->errors);
+    Slot first = {0};
+    bool slots_ok = slot_alloc(&first, w->max_entries, max_results, w->max_texts);
+    swap_slots(w, &first); /* the first set becomes the worker's own; `first` now holds NULLs */
+    /* Reading ahead overlaps a deep queue's reads and writes with the work; generation runs its
+     * own continuous batch between reads, so an engine with a decoder reads as it always did. */
+    w->read_ahead = !cfg->decoder.enabled;
+    if (w->read_ahead)
+        slots_ok = slot_alloc(&w->spare, w->max_entries, max_results, w->max_texts) && slots_ok;
     w->texts = calloc((size_t)w->max_texts, sizeof *w->texts);
     w->text_job = calloc((size_t)w->max_texts, sizeof *w->text_job);
     w->text_tokens = calloc((size_t)w->max_texts, sizeof *w->text_tokens);
@@ -193,14 +271,9 @@ Worker *worker_create(Engine *eng, int index, char *err, size_t errlen)
     w->sub_tokens = calloc(bt, sizeof *w->sub_tokens);
     w->sub_status = calloc(bt, sizeof *w->sub_status);
     w->stage = calloc(bt * (size_t)dim, sizeof *w->stage);
-    w->results = calloc((size_t)max_results, sizeof *w->results);
-    w->refused = calloc((size_t)max_results, sizeof *w->refused);
-    w->fields = calloc((size_t)max_results * FIELDS_PER_RESULT, sizeof *w->fields);
-    w->target_ptrs = calloc((size_t)w->max_texts, sizeof *w->target_ptrs);
     w->done = calloc((size_t)max_done, sizeof *w->done);
-    if (!w->entries || !w->jobs || !w->jobs_ok || !w->errors || !w->texts || !w->text_job || !w->text_tokens ||
-        !w->order || !w->vecs || !w->ntokens || !w->status || !w->results || !w->fields || !w->target_ptrs ||
-        !w->done || !w->sub_texts || !w->sub_tokens || !w->sub_status || !w->stage || !w->refused || !w->batch_ends) {
+    if (!slots_ok || !w->texts || !w->text_job || !w->text_tokens || !w->order || !w->vecs || !w->ntokens ||
+        !w->status || !w->done || !w->sub_texts || !w->sub_tokens || !w->sub_status || !w->stage || !w->batch_ends) {
         snprintf(err, errlen, "worker %d: cannot allocate batch buffers", index);
         worker_free(w);
         return NULL;
@@ -223,10 +296,9 @@ void worker_free(Worker *w)
     if (w->eng->embedder)
         embedder_workspace_free(w->eng->embedder, w->ws);
     queue_free(w->q);
-    free(w->entries);
-    free(w->jobs);
-    free(w->jobs_ok);
-    free(w->errors);
+    slot_free(&w->spare);
+    swap_slots(w, &w->spare);
+    slot_free(&w->spare);
     free(w->texts);
     free(w->text_job);
     free(w->text_tokens);
@@ -239,12 +311,7 @@ void worker_free(Worker *w)
     free(w->sub_tokens);
     free(w->sub_status);
     free(w->stage);
-    free(w->results);
-    free(w->refused);
-    free(w->fields);
-    free(w->target_ptrs);
     free(w->done);
-    arena_free(&w->arena);
     pthread_mutex_destroy(&w->lease_lock);
     free(w);
 }
@@ -313,6 +380,23 @@ static void rewrite_refused(Worker *w, int i, int slot)
     }
 }
 
+/* Counts the results of [off, off + n) Redis accepted (queue_finish filled w->refused) and
+ * rewrites the refused ones into [off, off + again); returns again. */
+static int settle(Worker *w, int off, int n)
+{
+    int again = 0;
+    long long done_us = w->m ? now_us() : 0;
+    for (int i = off; i < off + n; i++) {
+        if (w->refused[i].what == QUEUE_REFUSED_NONE) {
+            atomic_fetch_add(&w->eng->jobs_done, 1);
+            observe_finished(w, &w->results[i], w->refused[i].acked_only, done_us);
+        } else {
+            rewrite_refused(w, i, off + again++);
+        }
+    }
+    return again;
+}
+
 /* Writes results [off, off + n), bounded whatever Redis answers: connection faults are retried
  * (ensure_connected backs off) until the engine abandons; a call Redis rejects is split in
  * halves until the result at fault is alone, which gets FINISH_MAX_FAULTS attempts, then as many
@@ -361,21 +445,22 @@ static void finish_range(Worker *w, int off, int n)
             usleep((useconds_t)faults * 100 * 1000);
             continue;
         }
-        int again = 0;
-        long long done_us = w->m ? now_us() : 0;
-        for (int i = off; i < off + n; i++) {
-            if (w->refused[i].what == QUEUE_REFUSED_NONE) {
-                atomic_fetch_add(&w->eng->jobs_done, 1);
-                observe_finished(w, &w->results[i], w->refused[i].acked_only, done_us);
-            } else {
-                rewrite_refused(w, i, off + again++);
-            }
-        }
-        n = again;
+        n = settle(w, off, n);
     }
 }
 
 static void finish_results(Worker *w, int n) { finish_range(w, 0, n); }
+
+/* Takes the replies to results [0, n) sent ahead with queue_finish_send (sent: whether that
+ * worked) and writes what is left as finish_results does: refused results rewritten, and the
+ * whole range again when the replies were lost or a call was rejected (a result already written
+ * is recognised and only acknowledged). */
+static void finish_sent(Worker *w, int n, bool sent)
+{
+    if (sent && queue_finish_recv(w->q, w->results, n, w->refused) == QUEUE_OK)
+        n = settle(w, 0, n);
+    finish_results(w, n);
+}
 
 /* --- result records ---------------------------------------------------------------------- */
 
@@ -797,7 +882,7 @@ int worker_extend_leases(Worker *w, Queue *lq)
     const char **ids[2] = {NULL, NULL};
     int n[2] = {0, 0}, rc = 0;
     pthread_mutex_lock(&w->lease_lock);
-    int cap = w->n_held + w->n_flights;
+    int cap = w->n_held + w->spare.n_held + w->n_flights;
     for (int k = 0; k < 2 && cap > 0; k++)
         ids[k] = malloc((size_t)cap * sizeof *ids[k]);
     /* Entry ids are copied: the worker may finish and free them while the calls run. */
@@ -807,10 +892,13 @@ int worker_extend_leases(Worker *w, Queue *lq)
         cap = 0;
     }
     int c = 0;
-    for (int i = 0; i < w->n_held && c < cap; i++, c++) {
-        memcpy(copy[c], w->entries[i].entry_id, QUEUE_ENTRY_ID_MAX);
-        JobKind k = w->entries[i].kind;
-        ids[k][n[k]++] = copy[c];
+    for (int s = 0; s < 2; s++) { /* the read being run, and the one before or after it */
+        const QueueEntry *e = s == 0 ? w->entries : w->spare.entries;
+        int held = s == 0 ? w->n_held : w->spare.n_held;
+        for (int i = 0; i < held && c < cap; i++, c++) {
+            memcpy(copy[c], e[i].entry_id, QUEUE_ENTRY_ID_MAX);
+            ids[e[i].kind][n[e[i].kind]++] = copy[c];
+        }
     }
     for (GenFlight *fl = w->flights; fl && c < cap; fl = fl->next, c++) {
         memcpy(copy[c], fl->entry_id, QUEUE_ENTRY_ID_MAX);
@@ -871,8 +959,9 @@ static int flush_results(Worker *w, int r)
     return 0;
 }
 
-/* Validates, deduplicates and runs n entries already in w->entries, then finishes them. */
-static void process_entries(Worker *w, int n)
+/* Validates and deduplicates n entries already in w->entries: the results of duplicates and bad
+ * jobs go in the first slots; returns how many. */
+static int prepare_entries(Worker *w, int n)
 {
     hold_entries(w, n);
     arena_reset(&w->arena);
@@ -925,7 +1014,14 @@ static void process_entries(Worker *w, int n)
     for (int j = 0; j < n; j++)
         if (!w->jobs_ok[j] && w->errors[j][0])
             error_result(w, r++, &w->entries[j], &w->jobs[j], w->errors[j]);
+    return r;
+}
 
+/* Runs the valid jobs of the n entries prepare_entries left results [0, r) for: embed jobs in
+ * chunks, each chunk's results but the last written as they come; generate jobs join the
+ * running batch. Returns how many results are left to write. */
+static int run_entries(Worker *w, int n, int r)
+{
     /* Embed jobs in chunks that fit the text buffers (a read is the look-ahead window). */
     int chunk[n > 0 ? n : 1], nchunk = 0, chunk_texts = 0;
     for (int j = 0; j <= n; j++) {
@@ -946,7 +1042,9 @@ static void process_entries(Worker *w, int n)
                 LOG_W("worker %d: leaving %d jobs pending (stopping)", w->index, left);
                 break;
             }
-            r = flush_results(w, run_embed_chunk(w, chunk, nchunk, r));
+            r = run_embed_chunk(w, chunk, nchunk, r);
+            if (!flush) /* the last chunk's results are written with the rest, by the caller */
+                r = flush_results(w, r);
             nchunk = chunk_texts = 0;
         }
         if (!flush) {
@@ -964,12 +1062,24 @@ static void process_entries(Worker *w, int n)
         if (rc != 0)
             error_result(w, r++, &w->entries[j], &w->jobs[j], w->errors[j][0] ? w->errors[j] : "out of memory");
     }
-    flush_results(w, r);
-    publish_decoder(w);
+    return r;
+}
+
+/* The n entries are done with (their results written, or left pending). */
+static void release_entries(Worker *w, int n)
+{
     hold_entries(w, 0);
     for (int j = 0; j < n; j++)
         job_free(&w->jobs[j]);
     queue_entries_clear(w->entries, n);
+}
+
+/* Validates, deduplicates and runs n entries already in w->entries, then finishes them. */
+static void process_entries(Worker *w, int n)
+{
+    flush_results(w, run_entries(w, n, prepare_entries(w, n)));
+    publish_decoder(w);
+    release_entries(w, n);
 }
 
 /* --- the loop ------------------------------------------------------------------------------ */
@@ -979,16 +1089,11 @@ static bool gen_has_room(const Worker *w)
     return w->gen && w->n_flights < 2 * w->cfg->decoder.max_slots;
 }
 
-/* Reads a batch: blocking when idle, gathering up to batch.max_wait_ms more when the first
- * read came back short, so a shallow queue still forms batches without adding latency to a
- * deep one. */
-static int read_batch(Worker *w)
+/* Tops a short read of n entries up for batch.max_wait_ms, so a shallow queue still forms
+ * batches without adding latency to a deep one. */
+static int gather(Worker *w, int n)
 {
-    bool gen_busy = w->n_flights > 0;
-    int block = gen_busy ? 0 : w->cfg->queue.block_ms;
-    int n = queue_read(w->q, w->eng->embedder != NULL, gen_has_room(w), w->max_entries, block, NULL,
-                       w->entries, w->max_entries);
-    if (n <= 0 || gen_busy || n >= w->max_entries || w->cfg->batch.max_wait_ms <= 0)
+    if (n >= w->max_entries || w->cfg->batch.max_wait_ms <= 0)
         return n;
     /* Poll without BLOCK: Redis times out blocked reads only on its cron tick (100 ms at the
      * default hz), far coarser than a few milliseconds of max_wait. */
@@ -1003,6 +1108,94 @@ static int read_batch(Worker *w)
             usleep(500);
     }
     return n;
+}
+
+/* Reads a batch: blocking when idle, gathering more when the first read came back short. */
+static int read_batch(Worker *w)
+{
+    bool gen_busy = w->n_flights > 0;
+    int block = gen_busy ? 0 : w->cfg->queue.block_ms;
+    int n = queue_read(w->q, w->eng->embedder != NULL, gen_has_room(w), w->max_entries, block, NULL,
+                       w->entries, w->max_entries);
+    if (n <= 0 || gen_busy)
+        return n;
+    return gather(w, n);
+}
+
+/* Entries read ahead that will not run (the engine is stopping): handed back to the group at
+ * once, so another engine's next reclaim takes them, or this consumer's restart reads them
+ * first. Left as they are (pending, reclaimed after the visibility timeout) if that fails. */
+static void release_unrun(Worker *w, int n)
+{
+    const char *ids[2][n > 0 ? n : 1];
+    int c[2] = {0, 0};
+    for (int j = 0; j < n; j++)
+        ids[w->entries[j].kind][c[w->entries[j].kind]++] = w->entries[j].entry_id;
+    hold_entries(w, 0);
+    int released = 0;
+    for (int k = 0; k < 2; k++) {
+        int rc = c[k] > 0 ? queue_release(w->q, (JobKind)k, ids[k], c[k]) : 0;
+        released += rc > 0 ? rc : 0;
+    }
+    LOG_I("worker %d: stopping: %d jobs read ahead are not run; %d released to the group, the rest "
+          "stay pending for this consumer", w->index, n, released);
+    release_entries(w, n);
+}
+
+/* A deep queue: the last read was full, so the next one is read ahead. Runs the n entries read
+ * into w->entries and, as long as reads come back full, the ones after, each while Redis writes
+ * the results of the one before and reads the one after (one round trip carries both):
+ *
+ *   read A | run A, send read B | send finish A, read C | run B | take finish A, read C | ...
+ *
+ * Delivery is unchanged: a result is written with its XACK as before, only later; a read-ahead
+ * whose reply is lost with the connection leaves its entries pending for this consumer
+ * (reclaimed after the visibility timeout); at a stop, entries read ahead are not run but
+ * released (release_unrun). Returns to the caller's loop when a read comes back short, at a
+ * stop, and when a heartbeat or reclaim is due. */
+static void process_read_ahead(Worker *w, int n)
+{
+    int owed = 0, owed_entries = 0; /* the spare slot's results, built but not yet taken */
+    for (;;) {
+        int r = prepare_entries(w, n);
+        bool sent = false;
+        if (owed > 0) {
+            swap_slots(w, &w->spare);
+            sent = queue_finish_send(w->q, w->results, owed) == QUEUE_OK;
+            swap_slots(w, &w->spare);
+        }
+        long long now = mono_ms();
+        bool ahead = !atomic_load(&w->eng->stop) && now < w->next_heartbeat_ms && now < w->next_reclaim_ms &&
+                     queue_read_send(w->q, true, false, w->max_entries) == QUEUE_OK;
+        r = run_entries(w, n, r);
+        swap_slots(w, &w->spare); /* the read before this one: take its replies */
+        if (owed > 0) {
+            finish_sent(w, owed, sent);
+            arena_reset(&w->arena);
+            arena_trim(&w->arena, ARENA_KEEP_BYTES);
+            release_entries(w, owed_entries);
+        }
+        int m = ahead ? queue_read_recv(w->q, w->entries, w->max_entries) : 0;
+        if (m > 0)
+            hold_entries(w, m);
+        bool go_on = m >= w->max_entries && !atomic_load(&w->eng->stop);
+        if (!go_on) { /* write this read's results now and leave the loop */
+            swap_slots(w, &w->spare);
+            flush_results(w, r);
+            release_entries(w, n);
+            swap_slots(w, &w->spare);
+            if (m < 0)
+                LOG_W("worker %d: reading jobs ahead failed: %s", w->index, queue_errstr(w->q));
+            if (m > 0 && atomic_load(&w->eng->stop))
+                release_unrun(w, m);
+            else if (m > 0)
+                process_entries(w, gather(w, m));
+            return;
+        }
+        owed = r; /* the read just taken is the current one, this one's results wait in the spare */
+        owed_entries = n;
+        n = m;
+    }
 }
 
 static void reclaim(Worker *w)
@@ -1076,7 +1269,10 @@ void *worker_main(void *arg)
             }
             if (n > 0) {
                 long long t0 = mono_us();
-                process_entries(w, n);
+                if (w->read_ahead && n >= w->max_entries)
+                    process_read_ahead(w, n);
+                else
+                    process_entries(w, n);
                 count_busy(w, t0);
             }
         }

@@ -35,37 +35,59 @@ _Static_assert(CFG_QUEUE_PREFIX_MAX + sizeof ":jobs:generate" - 1 < QUEUE_KEY_MA
  * - mode 'deadonly' writes only the dead letter (a job whose result key is not ours to write);
  * - a TTL is set only on keys this call created: a producer's existing list keeps its own;
  * then every acknowledged entry is XACKed and XDELed. Retrying a whole batch is safe.
+ * What is the same for many results goes once per call: the streams, group, TTL and dead-letter
+ * bound, and the field-name lists (the results of a call use a few); per result, one head
+ * string "<kind e|g><mode o|d|x><reply 0|1><name list, 0 = none>:<targets>" says the rest.
  * KEYS: embed stream, generate stream, dead stream, then per result: result, [reply], targets...
- * ARGV: group, ttl, dead maxlen, n, then per result: stream (1|2), entry id, job id, nfields,
- *       field/value..., has_reply, ntargets, target field, target values..., mode
- *       ('ok'|'dead'|'deadonly'), reason, payload, deliveries, kind name */
+ * ARGV: group, ttl, dead maxlen, n, number of name lists, then per list: count, names...; then
+ *       per result: head, entry id, job id, one value per name, [target field, target values...
+ *       when targets > 0], [reason, payload, deliveries unless mode is ok] */
 static const char FINISH_LUA[] =
     "local group, ttl, maxlen, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])\n"
-    "local a, k, out, acks = 5, 4, {}, {{}, {}}\n"
+    "local lists, counts, a = {}, {}, 6\n"
+    "for l = 1, tonumber(ARGV[5]) do\n"
+    "  local c, kv = tonumber(ARGV[a]), {}\n"
+    "  for f = 1, c do kv[2 * f - 1] = ARGV[a + f] end\n"
+    "  lists[l], counts[l] = kv, c\n"
+    "  a = a + 1 + c\n"
+    "end\n"
+    "local k, out, acks = 4, {}, {{}, {}}\n"
     "local function wrong(key, want)\n"
     "  local t = redis.call('TYPE', key).ok\n"
     "  if t ~= 'none' and t ~= want then return 'a key of the wrong type (' .. t .. ', not ' .. want .. ')', t end\n"
     "  return nil, t\n"
+    "end\n"
+    "local function push_reply(reply, job_id, fresh)\n"
+    "  redis.call('RPUSH', reply, job_id)\n"
+    "  if fresh then redis.call('EXPIRE', reply, ttl) end\n"
+    "end\n"
+    "local function dead_letter(kname, job_id, reason, payload, deliveries, eid)\n"
+    "  redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'job_id', job_id, 'kind', kname,\n"
+    "             'reason', reason, 'job', payload, 'deliveries', deliveries, 'entry', eid)\n"
     "end\n"
     "for s = 1, 3 do\n"
     "  local w = wrong(KEYS[s], 'stream')\n"
     "  if w then return redis.error_reply('WEAVER engine key ' .. KEYS[s] .. ' holds ' .. w) end\n"
     "end\n"
     "for r = 1, n do\n"
-    "  local stream, eid, job_id, nf = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])\n"
-    "  local f0 = a + 4\n"
-    "  a = f0 + 2 * nf\n"
-    "  local has_reply, nt, tfield = ARGV[a] == '1', tonumber(ARGV[a + 1]), ARGV[a + 2]\n"
-    "  local v0 = a + 3\n"
-    "  a = v0 + nt\n"
-    "  local mode, reason, payload, deliveries, kname = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]\n"
-    "  a = a + 5\n"
+    "  local kc, mode, hr, list, nt = string.match(ARGV[a], '^(%a)(%a)(%d)(%d+):(%d+)$')\n"
+    "  list = tonumber(list)\n"
+    "  local kv, nf, eid, job_id = lists[list], counts[list] or 0, ARGV[a + 1], ARGV[a + 2]\n"
+    "  local stream, kname = 1, 'embed'\n"
+    "  if kc == 'g' then stream, kname = 2, 'generate' end\n"
+    "  local f0 = a + 3\n"
+    "  a = f0 + nf\n"
+    "  nt = tonumber(nt)\n"
+    "  local tfield, v0 = nil, a + 1\n"
+    "  if nt > 0 then tfield = ARGV[a]; a = v0 + nt end\n"
+    "  local reason, payload, deliveries\n"
+    "  if mode ~= 'o' then reason, payload, deliveries = ARGV[a], ARGV[a + 1], ARGV[a + 2]; a = a + 3 end\n"
     "  local rkey = KEYS[k]\n"
-    "  local reply = has_reply and KEYS[k + 1] or nil\n"
-    "  local t0 = k + (has_reply and 2 or 1)\n"
+    "  local reply = hr == '1' and KEYS[k + 1] or nil\n"
+    "  local t0 = k + (reply and 2 or 1)\n"
     "  k = t0 + nt\n"
     "  local refused, exists, fresh_reply = nil, false, false\n"
-    "  if mode ~= 'deadonly' then\n"
+    "  if mode ~= 'x' then\n"
     "    local w, t = wrong(rkey, 'hash')\n"
     "    exists = t ~= 'none'\n"
     "    if w then\n"
@@ -87,34 +109,29 @@ static const char FINISH_LUA[] =
     "      if w then refused = {'target', 'target key ' .. (t + 1) .. ' names ' .. w} end\n"
     "    end\n"
     "  end\n"
-    "  local function push_reply()\n"
-    "    redis.call('RPUSH', reply, job_id)\n"
-    "    if fresh_reply then redis.call('EXPIRE', reply, ttl) end\n"
-    "  end\n"
     "  if refused then\n"
     "    out[r] = refused\n"
-    "  elseif mode == 'deadonly' then\n"
-    "    redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'job_id', job_id, 'kind', kname,\n"
-    "               'reason', reason, 'job', payload, 'deliveries', deliveries, 'entry', eid)\n"
+    "  elseif mode == 'x' then\n"
+    "    dead_letter(kname, job_id, reason, payload, deliveries, eid)\n"
     "    table.insert(acks[stream], eid)\n"
     "    out[r] = 1\n"
     "  elseif exists or nf == 0 then\n"
-    "    if exists and reply and redis.call('HGET', rkey, 'reply_to') ~= reply then push_reply() end\n"
+    "    if exists and reply and redis.call('HGET', rkey, 'reply_to') ~= reply then\n"
+    "      push_reply(reply, job_id, fresh_reply)\n"
+    "    end\n"
     "    table.insert(acks[stream], eid)\n"
     "    out[r] = 0\n"
     "  else\n"
+    "    for f = 1, nf do kv[2 * f] = ARGV[f0 + f - 1] end\n"
     "    if reply then\n"
-    "      redis.call('HSET', rkey, 'reply_to', reply, unpack(ARGV, f0, f0 + 2 * nf - 1))\n"
+    "      redis.call('HSET', rkey, 'reply_to', reply, unpack(kv))\n"
     "    else\n"
-    "      redis.call('HSET', rkey, unpack(ARGV, f0, f0 + 2 * nf - 1))\n"
+    "      redis.call('HSET', rkey, unpack(kv))\n"
     "    end\n"
     "    redis.call('EXPIRE', rkey, ttl)\n"
-    "    if reply then push_reply() end\n"
+    "    if reply then push_reply(reply, job_id, fresh_reply) end\n"
     "    for t = 0, nt - 1 do redis.call('HSET', KEYS[t0 + t], tfield, ARGV[v0 + t]) end\n"
-    "    if mode == 'dead' then\n"
-    "      redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'job_id', job_id, 'kind', kname,\n"
-    "                 'reason', reason, 'job', payload, 'deliveries', deliveries, 'entry', eid)\n"
-    "    end\n"
+    "    if mode == 'd' then dead_letter(kname, job_id, reason, payload, deliveries, eid) end\n"
     "    table.insert(acks[stream], eid)\n"
     "    out[r] = 1\n"
     "  end\n"
@@ -168,14 +185,23 @@ int queue_format_key(Queue *q, char *buf, size_t len, const char *fmt, ...)
                          strlen(q->qc.prefix) > 40 ? "..." : "", len - 1);
 }
 
+/* The connection is gone: replies still owed for commands sent ahead are lost with it (their
+ * callers get QUEUE_ECONN and retry; a new connection must not hand them another's reply). */
+static void drop_ctx(Queue *q)
+{
+    redisFree(q->ctx);
+    q->ctx = NULL;
+    while (q->stashed < q->owed)
+        q->ahead[q->stashed++] = NULL;
+}
+
 /* Turns a NULL reply (I/O failure) or an error reply into an error code; frees nothing. */
 int queue_check_reply(Queue *q, redisReply *r, const char *what)
 {
     if (!r) {
         int code = queue_set_err(q, QUEUE_ECONN, "%s: connection lost: %s", what,
                            q->ctx && q->ctx->errstr[0] ? q->ctx->errstr : "no reply");
-        redisFree(q->ctx);
-        q->ctx = NULL;
+        drop_ctx(q);
         return code;
     }
     if (r->type == REDIS_REPLY_ERROR)
@@ -205,6 +231,8 @@ static int read_secret(const char *path, char *buf, size_t len)
 
 static int load_script(Queue *q)
 {
+    if (queue_ensure_ctx(q))
+        return QUEUE_ECONN;
     redisReply *r = redisCommand(q->ctx, "SCRIPT LOAD %s", FINISH_LUA);
     int rc = queue_check_reply(q, r, "SCRIPT LOAD");
     if (rc == QUEUE_OK && r->type == REDIS_REPLY_STRING)
@@ -215,10 +243,8 @@ static int load_script(Queue *q)
 
 int queue_reconnect(Queue *q)
 {
-    if (q->ctx) {
-        redisFree(q->ctx);
-        q->ctx = NULL;
-    }
+    if (q->ctx)
+        drop_ctx(q);
     struct timeval tv = {q->rc.connect_timeout_ms / 1000, (q->rc.connect_timeout_ms % 1000) * 1000};
     redisContext *c = redisConnectWithTimeout(q->rc.host, q->rc.port, tv);
     if (!c)
@@ -307,15 +333,83 @@ void queue_free(Queue *q)
         return;
     if (q->ctx)
         redisFree(q->ctx);
+    for (int i = 0; i < q->stashed; i++)
+        freeReplyObject(q->ahead[i]);
+    free(q->ahead);
     memset(q->password, 0, sizeof q->password);
     free(q);
 }
 
+/* Reads every reply still owed for commands sent ahead into the stash, so that the command
+ * about to be sent gets its own reply. */
+static void drain_ahead(Queue *q)
+{
+    while (q->ctx && q->stashed < q->owed) {
+        redisReply *r = NULL;
+        if (redisGetReply(q->ctx, (void **)&r) != REDIS_OK) {
+            queue_check_reply(q, NULL, "reading replies to commands sent ahead");
+            return;
+        }
+        q->ahead[q->stashed++] = r;
+    }
+}
+
 int queue_ensure_ctx(Queue *q)
 {
+    drain_ahead(q);
     if (q->ctx)
         return QUEUE_OK;
     return queue_set_err(q, QUEUE_ECONN, "not connected to Redis");
+}
+
+/* Room for k more owed replies; called before their commands are appended. */
+static int owe(Queue *q, int k)
+{
+    if (q->owed + k > q->ahead_cap) {
+        int cap = q->owed + k > 2 * q->ahead_cap ? q->owed + k : 2 * q->ahead_cap;
+        redisReply **a = realloc(q->ahead, (size_t)cap * sizeof *a);
+        if (!a)
+            return queue_set_err(q, QUEUE_ENOMEM, "out of memory");
+        q->ahead = a;
+        q->ahead_cap = cap;
+    }
+    return QUEUE_OK;
+}
+
+/* Writes what hiredis holds in its output buffer: an appended command only goes out when a reply
+ * is read, and one sent ahead must reach Redis now, to be worked on while the caller computes. */
+static int flush_out(Queue *q, const char *what)
+{
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(q->ctx, &done) != REDIS_OK)
+            return queue_check_reply(q, NULL, what);
+    return QUEUE_OK;
+}
+
+/* Takes the oldest owed reply: from the stash, else off the socket. NULL = lost with the
+ * connection (errstr says so). */
+static redisReply *take_ahead(Queue *q, const char *what)
+{
+    redisReply *r = NULL;
+    if (q->stashed > 0) {
+        r = q->ahead[0];
+        memmove(q->ahead, q->ahead + 1, (size_t)(q->stashed - 1) * sizeof *q->ahead);
+        q->stashed--;
+        q->owed--;
+        if (!r)
+            queue_set_err(q, QUEUE_ECONN, "%s: connection lost with the command in flight", what);
+        return r;
+    }
+    q->owed--;
+    if (q->ctx && redisGetReply(q->ctx, (void **)&r) != REDIS_OK) {
+        q->owed++; /* counted as lost by drop_ctx, then taken */
+        queue_check_reply(q, NULL, what);
+        return take_ahead(q, what);
+    }
+    if (!r)
+        queue_set_err(q, QUEUE_ECONN, "%s: connection lost with the command in flight", what);
+    return r;
 }
 
 int queue_ensure_groups(Queue *q)
@@ -376,40 +470,40 @@ static JobKind kind_of_stream(const Queue *q, const char *name)
 
 static int fill_deliveries(Queue *q, QueueEntry *e, int n);
 
-int queue_read(Queue *q, bool embed, bool generate, int count, int block_ms, const char *own_after,
-               QueueEntry *out, int max)
+/* The XREADGROUP argument vector; `bufs` holds its rendered numbers. Returns argc (0: no stream). */
+static int read_argv(Queue *q, bool embed, bool generate, int count, int block_ms, const char *from,
+                     const char **argv, char (*bufs)[16])
 {
-    if (queue_ensure_ctx(q))
-        return QUEUE_ECONN;
-    const char *argv[16];
-    char count_s[16], block_s[16];
+    if (!embed && !generate)
+        return 0;
     int argc = 0;
     argv[argc++] = "XREADGROUP";
     argv[argc++] = "GROUP";
     argv[argc++] = q->qc.group;
     argv[argc++] = q->consumer;
-    snprintf(count_s, sizeof count_s, "%d", count);
+    snprintf(bufs[0], sizeof bufs[0], "%d", count);
     argv[argc++] = "COUNT";
-    argv[argc++] = count_s;
-    bool own_pending = own_after != NULL;
-    if (block_ms > 0 && !own_pending) {
-        snprintf(block_s, sizeof block_s, "%d", block_ms);
+    argv[argc++] = bufs[0];
+    if (block_ms > 0) {
+        snprintf(bufs[1], sizeof bufs[1], "%d", block_ms);
         argv[argc++] = "BLOCK";
-        argv[argc++] = block_s;
+        argv[argc++] = bufs[1];
     }
     argv[argc++] = "STREAMS";
     if (embed)
         argv[argc++] = q->stream[JOB_EMBED];
     if (generate)
         argv[argc++] = q->stream[JOB_GENERATE];
-    const char *from = own_pending ? own_after : ">";
     if (embed)
         argv[argc++] = from;
     if (generate)
         argv[argc++] = from;
-    if (!embed && !generate)
-        return 0;
-    redisReply *r = redisCommandArgv(q->ctx, argc, argv, NULL);
+    return argc;
+}
+
+/* Takes the entries out of an XREADGROUP reply r (freed here). */
+static int read_reply(Queue *q, redisReply *r, bool own_pending, QueueEntry *out, int max)
+{
     int rc = queue_check_reply(q, r, "XREADGROUP");
     if (rc) {
         bool nogroup = rc == QUEUE_EREPLY && strstr(r->str, "NOGROUP");
@@ -442,16 +536,62 @@ int queue_read(Queue *q, bool embed, bool generate, int count, int block_ms, con
     return n;
 }
 
-/* Extends leases: resets the idle time of each entry still pending for `consumer` (XCLAIM
- * JUSTID, which does not count a delivery). An entry another consumer has reclaimed meanwhile is
- * left to it: claiming it back would run the job twice at once.
- * KEYS: stream. ARGV: group, consumer, entry ids... Returns how many were extended. */
+int queue_read(Queue *q, bool embed, bool generate, int count, int block_ms, const char *own_after,
+               QueueEntry *out, int max)
+{
+    if (queue_ensure_ctx(q))
+        return QUEUE_ECONN;
+    const char *argv[16];
+    char bufs[2][16];
+    bool own_pending = own_after != NULL;
+    int argc = read_argv(q, embed, generate, count, own_pending ? 0 : block_ms, own_pending ? own_after : ">",
+                         argv, bufs);
+    if (argc == 0)
+        return 0;
+    return read_reply(q, redisCommandArgv(q->ctx, argc, argv, NULL), own_pending, out, max);
+}
+
+/* Like queue_ensure_ctx, without reading the replies owed: a command sent ahead queues behind
+ * the others. */
+static int ensure_ctx_ahead(Queue *q)
+{
+    return q->ctx ? QUEUE_OK : queue_set_err(q, QUEUE_ECONN, "not connected to Redis");
+}
+
+int queue_read_send(Queue *q, bool embed, bool generate, int count)
+{
+    if (ensure_ctx_ahead(q))
+        return QUEUE_ECONN;
+    const char *argv[16];
+    char bufs[2][16];
+    int argc = read_argv(q, embed, generate, count, 0, ">", argv, bufs);
+    if (argc == 0)
+        return QUEUE_EARG;
+    if (owe(q, 1))
+        return QUEUE_ENOMEM;
+    if (redisAppendCommandArgv(q->ctx, argc, argv, NULL) != REDIS_OK)
+        return queue_check_reply(q, NULL, "XREADGROUP");
+    q->owed++;
+    return flush_out(q, "XREADGROUP");
+}
+
+int queue_read_recv(Queue *q, QueueEntry *out, int max)
+{
+    redisReply *r = take_ahead(q, "XREADGROUP sent ahead");
+    return r ? read_reply(q, r, false, out, max) : QUEUE_ECONN;
+}
+
+/* Sets the idle time of each entry still pending for `consumer` (XCLAIM IDLE JUSTID, which does
+ * not count a delivery): 0 extends its lease, the visibility timeout releases it to the next
+ * XAUTOCLAIM. An entry another consumer has reclaimed meanwhile is left to it: claiming it back
+ * would run the job twice at once.
+ * KEYS: stream. ARGV: group, consumer, idle ms, entry ids... Returns how many were set. */
 static const char LEASE_LUA[] =
     "local kept = 0\n"
-    "for i = 3, #ARGV do\n"
+    "for i = 4, #ARGV do\n"
     "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)\n"
     "  if p[1] and p[1][2] == ARGV[2] then\n"
-    "    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')\n"
+    "    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')\n"
     "    kept = kept + 1\n"
     "  end\n"
     "end\n"
@@ -460,11 +600,13 @@ static const char LEASE_LUA[] =
 /* Entry ids per lease call: bounds how long Redis is busy at once. */
 #define LEASE_CHUNK 512
 
-int queue_extend_leases(Queue *q, const char *consumer, JobKind kind, const char *const *entry_ids, int n)
+static int set_idle(Queue *q, const char *consumer, JobKind kind, const char *const *entry_ids, int n, int idle_ms)
 {
     if (queue_ensure_ctx(q))
         return QUEUE_ECONN;
-    const char *argv[LEASE_CHUNK + 6];
+    const char *argv[LEASE_CHUNK + 7];
+    char idle[16];
+    snprintf(idle, sizeof idle, "%d", idle_ms);
     int kept = 0;
     for (int i = 0; i < n; i += LEASE_CHUNK) {
         int c = n - i < LEASE_CHUNK ? n - i : LEASE_CHUNK, a = 0;
@@ -474,6 +616,7 @@ int queue_extend_leases(Queue *q, const char *consumer, JobKind kind, const char
         argv[a++] = q->stream[kind];
         argv[a++] = q->qc.group;
         argv[a++] = consumer;
+        argv[a++] = idle;
         for (int k = 0; k < c; k++)
             argv[a++] = entry_ids[i + k];
         redisReply *r = redisCommandArgv(q->ctx, a, argv, NULL);
@@ -485,6 +628,16 @@ int queue_extend_leases(Queue *q, const char *consumer, JobKind kind, const char
             return rc;
     }
     return kept;
+}
+
+int queue_extend_leases(Queue *q, const char *consumer, JobKind kind, const char *const *entry_ids, int n)
+{
+    return set_idle(q, consumer, kind, entry_ids, n, 0);
+}
+
+int queue_release(Queue *q, JobKind kind, const char *const *entry_ids, int n)
+{
+    return set_idle(q, q->consumer, kind, entry_ids, n, q->qc.visibility_timeout_ms);
 }
 
 /* Delivery counts of entries from the pending list, one pipelined XPENDING per entry. */
@@ -625,11 +778,6 @@ out:
 #define FINISH_CHUNK 128
 #define FINISH_CHUNK_BYTES (8u << 20)
 
-static const char *finish_mode(const QueueResult *r)
-{
-    return r->dead_only ? "deadonly" : r->dead_reason ? "dead" : "ok";
-}
-
 /* The original job travels only with a dead letter. */
 static bool sends_payload(const QueueResult *r) { return r->dead_reason && r->payload; }
 
@@ -655,22 +803,56 @@ static int finish_chunk(const QueueResult *r, int n)
     return c;
 }
 
+/* The head string of a result (see FINISH_LUA): kind, mode, reply, name list, targets. */
+static void finish_head(const QueueResult *r, int list, char *buf, size_t len)
+{
+    snprintf(buf, len, "%c%c%c%d:%d", r->kind == JOB_EMBED ? 'e' : 'g', r->dead_only ? 'x' : r->dead_reason ? 'd' : 'o',
+             r->reply_to ? '1' : '0', list, r->n_targets);
+}
+
+/* Whether a result carries a dead letter's reason, payload and deliveries (mode is not ok). */
+static bool sends_dead(const QueueResult *r) { return r->dead_only || r->dead_reason; }
+
+/* Whether results a and b name the same fields in the same order (names are mostly literals). */
+static bool same_names(const QueueResult *a, const QueueResult *b)
+{
+    if (a->n_fields != b->n_fields)
+        return false;
+    for (int f = 0; f < a->n_fields; f++)
+        if (a->fields[f].name != b->fields[f].name && strcmp(a->fields[f].name, b->fields[f].name) != 0)
+            return false;
+    return true;
+}
+
 /* Appends one EVALSHA of the finish script for results r[0, n). */
 static int append_finish(Queue *q, const QueueResult *r, int n)
 {
-    int nkeys = 3, nargs = 3 + 4;
-    for (int i = 0; i < n; i++) {
-        nkeys += 1 + (r[i].reply_to ? 1 : 0) + r[i].n_targets;
-        nargs += 4 + 2 * r[i].n_fields + 3 + r[i].n_targets + 5;
+    /* Each result's name list: the first result of the call with the same names, 0 for none. */
+    int *list = malloc((size_t)n * sizeof *list), *first = malloc((size_t)n * sizeof *first);
+    int nlists = 0, nkeys = 3, nargs = 3 + 5;
+    if (list && first) {
+        for (int i = 0; i < n; i++) {
+            list[i] = 0;
+            for (int l = 0; r[i].n_fields > 0 && l < nlists && !list[i]; l++)
+                if (same_names(&r[first[l]], &r[i]))
+                    list[i] = l + 1;
+            if (r[i].n_fields > 0 && !list[i]) {
+                first[nlists++] = i;
+                list[i] = nlists;
+                nargs += 1 + r[i].n_fields;
+            }
+            nkeys += 1 + (r[i].reply_to ? 1 : 0) + r[i].n_targets;
+            nargs += 3 + r[i].n_fields + (r[i].n_targets ? 1 + r[i].n_targets : 0) + (sends_dead(&r[i]) ? 3 : 0);
+        }
     }
     nargs += nkeys;
     const char **argv = malloc((size_t)nargs * sizeof *argv);
     size_t *lens = malloc((size_t)nargs * sizeof *lens);
-    /* Numbers and result keys rendered for this call: 5 numbers and one key per result. */
-    char (*num)[24] = malloc(((size_t)n * 4 + 5) * sizeof *num);
+    /* Numbers, heads and result keys rendered for this call. */
+    char (*num)[24] = malloc(((size_t)n * 2 + 5 + (size_t)nlists) * sizeof *num);
     char (*rkey)[QUEUE_KEY_MAX] = malloc((size_t)n * sizeof *rkey);
     int rc = QUEUE_OK;
-    if (!argv || !lens || !num || !rkey) {
+    if (!list || !first || !argv || !lens || !num || !rkey) {
         rc = queue_set_err(q, QUEUE_ENOMEM, "out of memory");
         goto out;
     }
@@ -697,25 +879,30 @@ static int append_finish(Queue *q, const QueueResult *r, int n)
     NUM(q->qc.result_ttl_s);
     NUM(q->qc.dead_letter_maxlen);
     NUM(n);
+    NUM(nlists);
+    for (int l = 0; l < nlists; l++) {
+        const QueueResult *x = &r[first[l]];
+        NUM(x->n_fields);
+        for (int f = 0; f < x->n_fields; f++)
+            ARG(x->fields[f].name);
+    }
     for (int i = 0; i < n; i++) {
-        ARG(r[i].kind == JOB_EMBED ? "1" : "2");
+        finish_head(&r[i], list[i], num[m], sizeof num[m]);
+        ARG(num[m++]);
         ARG(r[i].entry_id);
         ARG(r[i].job_id);
-        NUM(r[i].n_fields);
-        for (int f = 0; f < r[i].n_fields; f++) {
-            ARG(r[i].fields[f].name);
+        for (int f = 0; f < r[i].n_fields; f++)
             ARGN(r[i].fields[f].value, r[i].fields[f].len);
+        if (r[i].n_targets) {
+            ARG(r[i].target_field ? r[i].target_field : "");
+            for (int t = 0; t < r[i].n_targets; t++)
+                ARGN(r[i].target_values[t], r[i].target_len);
         }
-        ARG(r[i].reply_to ? "1" : "0");
-        NUM(r[i].n_targets);
-        ARG(r[i].target_field ? r[i].target_field : "");
-        for (int t = 0; t < r[i].n_targets; t++)
-            ARGN(r[i].target_values[t], r[i].target_len);
-        ARG(finish_mode(&r[i]));
-        ARG(r[i].dead_reason ? r[i].dead_reason : "");
-        ARGN(sends_payload(&r[i]) ? r[i].payload : "", sends_payload(&r[i]) ? r[i].payload_len : 0);
-        NUM(r[i].deliveries);
-        ARG(job_kind_name(r[i].kind));
+        if (sends_dead(&r[i])) {
+            ARG(r[i].dead_reason ? r[i].dead_reason : "");
+            ARGN(sends_payload(&r[i]) ? r[i].payload : "", sends_payload(&r[i]) ? r[i].payload_len : 0);
+            NUM(r[i].deliveries);
+        }
     }
 #undef ARG
 #undef ARGN
@@ -723,6 +910,8 @@ static int append_finish(Queue *q, const QueueResult *r, int n)
     if (redisAppendCommandArgv(q->ctx, a, argv, lens) != REDIS_OK)
         rc = queue_check_reply(q, NULL, "EVALSHA");
 out:
+    free(list);
+    free(first);
     free(argv);
     free(lens);
     free(num);
@@ -737,37 +926,54 @@ static QueueRefusalKind refusal_kind(const char *which)
                                           : QUEUE_REFUSED_RESULT;
 }
 
-int queue_finish(Queue *q, const QueueResult *r, int n, QueueRefusal *refused)
+/* Appends the script calls for r[0, n): returns how many, or < 0. */
+static int send_finish(Queue *q, const QueueResult *r, int n)
 {
-    if (queue_ensure_ctx(q))
-        return QUEUE_ECONN;
     char key[QUEUE_KEY_MAX];
     for (int i = 0; i < n; i++) /* every key first: a pipeline is never left half-sent */
         if (result_key(q, r[i].job_id, key))
             return QUEUE_EARG;
-    /* Pipelined: every call is sent before the first reply is read. */
-    int calls = 0, starts[n > 0 ? n : 1];
+    int calls = 0;
     for (int i = 0; i < n; calls++) {
         int c = finish_chunk(r + i, n - i);
         int rc = append_finish(q, r + i, c);
-        if (rc)
+        if (rc) {
+            if (calls > 0) /* never leave replies behind that no one will read */
+                drop_ctx(q);
             return rc;
-        starts[calls] = i;
+        }
         i += c;
     }
+    return calls;
+}
+
+/* Reads the replies to the script calls send_finish made for r[0, n), from the socket or, for
+ * calls sent ahead, through the stash (every owed reply is taken, whatever happens). */
+static int read_finish(Queue *q, const QueueResult *r, int n, bool ahead, QueueRefusal *refused)
+{
     int rc = QUEUE_OK;
     bool noscript = false;
-    for (int c = 0; c < calls; c++) {
+    for (int i = 0; i < n;) {
+        int c = finish_chunk(r + i, n - i);
         redisReply *rep = NULL;
-        if (redisGetReply(q->ctx, (void **)&rep) != REDIS_OK)
-            return queue_check_reply(q, NULL, "EVALSHA finish");
-        if (rep->type == REDIS_REPLY_ERROR) {
+        if (ahead) {
+            rep = take_ahead(q, "EVALSHA finish sent ahead");
+        } else if (q->ctx && redisGetReply(q->ctx, (void **)&rep) != REDIS_OK) {
+            queue_check_reply(q, NULL, "EVALSHA finish");
+            rep = NULL;
+        }
+        if (!rep) {
+            if (!ahead)
+                return QUEUE_ECONN;
+            rc = QUEUE_ECONN;
+        } else if (rep->type == REDIS_REPLY_ERROR) {
             if (strncmp(rep->str, "NOSCRIPT", 8) == 0)
                 noscript = true;
-            rc = queue_set_err(q, QUEUE_EREPLY, "finishing jobs: %s", rep->str);
+            if (rc != QUEUE_ECONN)
+                rc = queue_set_err(q, QUEUE_EREPLY, "finishing jobs: %s", rep->str);
         } else if (rep->type == REDIS_REPLY_ARRAY) {
-            for (size_t j = 0; j < rep->elements; j++) {
-                QueueRefusal *out = &refused[starts[c] + (int)j];
+            for (size_t j = 0; j < rep->elements && (int)j < c; j++) {
+                QueueRefusal *out = &refused[i + (int)j];
                 const redisReply *e = rep->element[j];
                 out->what = QUEUE_REFUSED_NONE;
                 out->acked_only = e->type == REDIS_REPLY_INTEGER && e->integer == 0;
@@ -778,11 +984,39 @@ int queue_finish(Queue *q, const QueueResult *r, int n, QueueRefusal *refused)
             }
         }
         freeReplyObject(rep);
+        i += c;
     }
     /* A restarted Redis forgets scripts: load it again and redo the batch. */
-    if (noscript && load_script(q) == QUEUE_OK)
+    if (noscript && rc != QUEUE_ECONN && load_script(q) == QUEUE_OK)
         return queue_finish(q, r, n, refused);
     return rc;
+}
+
+int queue_finish(Queue *q, const QueueResult *r, int n, QueueRefusal *refused)
+{
+    if (queue_ensure_ctx(q))
+        return QUEUE_ECONN;
+    /* Pipelined: every call is sent before the first reply is read. */
+    int calls = send_finish(q, r, n);
+    return calls < 0 ? calls : read_finish(q, r, n, false, refused);
+}
+
+int queue_finish_send(Queue *q, const QueueResult *r, int n)
+{
+    if (ensure_ctx_ahead(q))
+        return QUEUE_ECONN;
+    if (owe(q, n)) /* a call finishes at least one result */
+        return QUEUE_ENOMEM;
+    int calls = send_finish(q, r, n);
+    if (calls < 0)
+        return calls;
+    q->owed += calls;
+    return flush_out(q, "EVALSHA finish");
+}
+
+int queue_finish_recv(Queue *q, const QueueResult *r, int n, QueueRefusal *refused)
+{
+    return read_finish(q, r, n, true, refused);
 }
 
 int queue_heartbeat(Queue *q, int ttl_ms, const char *precision)

@@ -117,6 +117,16 @@ int queue_ensure_groups(Queue *q);
  * or < 0. Entries must be released with queue_entries_clear. */
 int queue_read(Queue *q, bool embed, bool generate, int count, int block_ms, const char *own_after,
                QueueEntry *out, int max);
+/* Sending ahead: the command goes out now and its reply is taken later, so the caller computes
+ * while Redis works. Replies are taken in the order the commands were sent; any other call on
+ * this Queue meanwhile first reads the owed replies off the socket and keeps them for their
+ * takers. A reply lost with the connection is taken as QUEUE_ECONN: an XREADGROUP whose reply
+ * was lost leaves its entries pending for this consumer (reclaimed after the visibility
+ * timeout, or read first by a restart under the same name); a finish is retried with
+ * queue_finish. queue_read_send reads new entries without BLOCK; queue_read_recv takes them like
+ * queue_read. */
+int queue_read_send(Queue *q, bool embed, bool generate, int count);
+int queue_read_recv(Queue *q, QueueEntry *out, int max);
 /* XAUTOCLAIM entries idle longer than the visibility timeout from dead consumers, with their
  * delivery counts. Entries deleted from the stream while pending (which XAUTOCLAIM drops from
  * the group) come back too, flagged `deleted`, so they can be recorded. Returns the count or < 0. */
@@ -127,6 +137,11 @@ void queue_entries_clear(QueueEntry *e, int n);
  * number of ids, in bounded calls; usable from another connection than the worker's. Returns
  * how many were extended, or < 0. */
 int queue_extend_leases(Queue *q, const char *consumer, JobKind kind, const char *const *entry_ids, int n);
+
+/* Hands entries this consumer read but will not run back to the group: still pending for it,
+ * but idle as long as the visibility timeout, so the next XAUTOCLAIM of any consumer takes
+ * them (that counts a delivery). Returns how many were released, or < 0. */
+int queue_release(Queue *q, JobKind kind, const char *const *entry_ids, int n);
 
 /* For each job id, whether a result already exists (a duplicate delivery of a finished job). */
 int queue_results_exist(Queue *q, const char *const *job_ids, int n, bool *exists);
@@ -150,6 +165,10 @@ typedef struct QueueRefusal {
  * nothing of it was written then. Returns 0 when every call ran (refusals included), < 0
  * otherwise (then retry: a result already written is recognised and only acknowledged). */
 int queue_finish(Queue *q, const QueueResult *r, int n, QueueRefusal *refused);
+/* The same, sent ahead (see queue_read_send): r[0, n) must stay unchanged until
+ * queue_finish_recv takes the replies with the same r and n. */
+int queue_finish_send(Queue *q, const QueueResult *r, int n);
+int queue_finish_recv(Queue *q, const QueueResult *r, int n, QueueRefusal *refused);
 
 /* Consumer heartbeat: a key with TTL saying this consumer is alive and ready; its value is
  * "precision=<p>" (the embedder precision that runs, for `status`) or "ready" when precision is

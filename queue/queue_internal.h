@@ -17,6 +17,11 @@ struct Queue {
     char reclaim_cursor[2][QUEUE_ENTRY_ID_MAX];
     char password[256];
     char errstr[256];
+    /* Replies to commands sent ahead (queue_read_send, queue_finish_send), oldest first: `owed`
+     * are still to be taken, and the first `stashed` of those are already off the socket (read
+     * so that a command sent meanwhile gets its own reply; NULL = lost with the connection). */
+    redisReply **ahead;
+    int ahead_cap, owed, stashed;
 };
 
 /* Sets errstr and returns code. */

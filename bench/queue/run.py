@@ -309,14 +309,15 @@ class Scraper:
         self.thread.join(3)
 
 
-def run_weaver(ctx, workers, n, concurrent, deadline, metrics=False, suffix=""):
-    name = f"weaver --workers {workers}" + (" concurrent" if concurrent else "") + suffix
+def run_weaver(ctx, workers, n, concurrent, deadline, metrics=False, suffix="", baseline=False):
+    name = f"{'before' if baseline else 'weaver'} --workers {workers}" + (" concurrent" if concurrent else "") + suffix
     m = Measure(name, n)
     srv = ctx.redis
     r = srv.client()
     r.flushall()
-    logpath = os.path.join(ctx.tmp, f"engine-w{workers}{'-c' if concurrent else ''}{'-m' if metrics else ''}.log")
-    cmd = [ctx.engine, "--config", ctx.metrics_conf if metrics else ctx.weaver_conf, "--workers", str(workers)]
+    logpath = os.path.join(ctx.tmp, f"engine-w{workers}{'-c' if concurrent else ''}{'-m' if metrics else ''}"
+                                    f"{'-b' if baseline else ''}.log")
+    cmd = [ctx.baseline if baseline else ctx.engine, "--config", ctx.metrics_conf if metrics else ctx.weaver_conf, "--workers", str(workers)]
     eng = prod = None
     scraper = Scraper(ctx.metrics_port) if metrics else None
     try:
@@ -512,13 +513,12 @@ def fmt(x, spec):
     return format(x, spec) if x is not None else "-"
 
 
-def report_metrics_cost(order, runs):
-    """Metrics on / off for each weaver row pair: the ratio of the medians, and the median of the
-    per-round ratios (the rounds are interleaved, so a pair shares the machine's state)."""
-    pairs = [(n, n + " metrics") for n in order if n + " metrics" in order]
+def report_twins(title, pairs, runs):
+    """Each (a, b) row pair: the ratio b / a of the medians, and the median of the per-round
+    ratios (the rounds are interleaved, so a pair shares the machine's state)."""
     if not pairs:
         return
-    print("metrics cost (metrics on / off, jobs/s; target: within 3%):")
+    print(title)
     for off, on in pairs:
         a = [m.rate for m in runs.get(off, [])]
         b = [m.rate for m in runs.get(on, [])]
@@ -530,6 +530,14 @@ def report_metrics_cost(order, runs):
         print(f"  {off[len('weaver '):]:<24} medians {median(a):>9,.0f} -> {median(b):>9,.0f} jobs/s = {med:.3f}; "
               f"per-round ratios {', '.join(f'{x:.3f}' for x in rounds)} (median {median(rounds):.3f})")
     print()
+
+
+def report_metrics_cost(order, runs):
+    report_twins("metrics cost (metrics on / off, jobs/s; target: within 3%):",
+                 [(n, n + " metrics") for n in order if n.startswith("weaver ") and n + " metrics" in order], runs)
+    report_twins("this build / the --baseline build (before -> weaver, jobs/s):",
+                 [("before" + n[len("weaver"):], n) for n in order
+                  if n.startswith("weaver ") and "before" + n[len("weaver"):] in order], runs)
 
 
 def report(order, results, args, redis_mode, elapsed, runs=None):
@@ -605,6 +613,8 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", default=os.environ.get("WEAVER_ENGINE", os.path.join(REPO, "build-bench", "weaver-engine")),
                     help="weaver-engine binary built with -DWEAVER_TEST_BACKENDS=ON (default: build-bench/weaver-engine)")
+    ap.add_argument("--baseline", help="a second weaver-engine binary (an earlier build): each weaver row gets a "
+                    "'before' twin run with it in the same rounds, and the ratio is printed")
     ap.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
     ap.add_argument("--aof", action="store_true", help="appendonly yes, appendfsync everysec (default: no persistence)")
     ap.add_argument("--n", type=int, default=200_000, help="jobs per weaver measurement (default 200000)")
@@ -656,6 +666,7 @@ def main():
 
     ctx = Ctx()
     ctx.engine = os.path.abspath(args.engine)
+    ctx.baseline = os.path.abspath(args.baseline) if args.baseline else None
     ctx.tmp = tempfile.mkdtemp(prefix="weaver-bench-queue-")
     ctx.redis = RedisServer(args.redis_server, ctx.tmp, args.aof)
     redis_mode = ("redis-server with AOF (appendfsync everysec)" if args.aof
@@ -689,15 +700,14 @@ batch: {{ max_texts = 512; lookahead = 1024; }};
         plan = []   # (name, estimated seconds, thunk)
         workers = [int(w) for w in args.workers.split(",") if w.strip()]
         variants = {"off": [(False, "")], "on": [(True, "")], "both": [(False, ""), (True, " metrics")]}[args.metrics]
-        for w in workers:
-            for met, suf in variants:
-                plan.append((f"weaver --workers {w}{suf}", args.n / 20_000 + 2,
-                             lambda dl, w=w, met=met, suf=suf: run_weaver(ctx, w, args.n, False, dl, met, suf)))
-        if not args.no_concurrent:
+        for conc in (False, True) if not args.no_concurrent else (False,):
             for w in workers:
                 for met, suf in variants:
-                    plan.append((f"weaver --workers {w} concurrent{suf}", args.n / 20_000 + 3,
-                                 lambda dl, w=w, met=met, suf=suf: run_weaver(ctx, w, args.n, True, dl, met, suf)))
+                    for base in (False, True) if ctx.baseline else (False,):
+                        plan.append((f"{'before' if base else 'weaver'} --workers {w}{' concurrent' if conc else ''}{suf}",
+                                     args.n / 20_000 + 2 + conc,
+                                     lambda dl, w=w, met=met, suf=suf, conc=conc, base=base:
+                                     run_weaver(ctx, w, args.n, conc, dl, met, suf, base)))
         if want_rq:
             plan.append(("rq SimpleWorker", args.n_rq / 500 + 2,
                          lambda dl: run_rq(ctx, "rq.worker.SimpleWorker", args.n_rq, dl)))
@@ -711,13 +721,17 @@ batch: {{ max_texts = 512; lookahead = 1024; }};
 
         runs = {name: [] for name, _, _ in plan}
         for rep in range(args.repeats):
-            # A metrics twin runs after its row in even rounds and before it in odd ones, so
-            # neither always inherits the other's after-effects.
+            # A metrics or baseline twin runs after its row in even rounds and before it in odd
+            # ones, so neither always inherits the other's after-effects.
             order = list(plan)
             if rep % 2 == 1:
-                for i in range(len(order) - 1):
-                    if order[i + 1][0] == order[i][0] + " metrics":
+                i = 0
+                while i < len(order) - 1:
+                    a, b = order[i][0], order[i + 1][0]
+                    if b == a + " metrics" or (a.startswith("weaver ") and b == "before" + a[len("weaver"):]):
                         order[i], order[i + 1] = order[i + 1], order[i]
+                        i += 1
+                    i += 1
             for name, est, thunk in order:
                 left = budget_end - time.monotonic()
                 if left < min(est, args.run_timeout) + 5:
