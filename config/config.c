@@ -146,6 +146,29 @@ static const char *check_key_patterns(const char *v, char *buf, size_t len)
     return NULL;
 }
 
+static int count_of(const char *v, const char *needle)
+{
+    int n = 0;
+    for (const char *p = v; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* embedder.query_format: a query's template; a typo in a hole would embed the instruction or the
+ * text literally, so each hole must be there exactly once. */
+static const char *check_query_format(const char *v, char *buf, size_t len)
+{
+    int ni = count_of(v, "{instruction}"), nt = count_of(v, "{text}");
+    if (ni == 1 && nt == 1 && strlen(v) < 480)
+        return NULL;
+    if (strlen(v) >= 480)
+        snprintf(buf, len, "is longer than 479 bytes");
+    else
+        snprintf(buf, len, "must hold {instruction} and {text} once each; it holds {instruction} %d and {text} %d "
+                 "times", ni, nt);
+    return buf;
+}
+
 static const char *check_listen(const char *v, char *buf, size_t len)
 {
     char host[64];
@@ -163,6 +186,7 @@ static const CfgCheck http_url = { check_url, "empty, or `http://...` or `https:
 static const CfgCheck device_name = { check_device, "`\"cpu\"` or `\"cuda:N\"`" };
 static const CfgCheck backend_built = { check_backend_built, NULL };
 static const CfgCheck key_patterns = { check_key_patterns, "glob patterns separated by spaces" };
+static const CfgCheck query_format = { check_query_format, "`{instruction}` and `{text}` once each" };
 static const CfgCheck listen_address = { check_listen, "empty, or `\"IPv4:port\"` or `\"[IPv6]:port\"`" };
 
 static bool embedder_is_native(const CfgLoad *ld);
@@ -318,8 +342,12 @@ static const CfgKey cfg_schema[] = {
                "`<arch>.pooling_type`. `last` = the final token (after the EOS the file appends)."),
     CFG_STR_KEY("embedder.query_instruction", embedder.query_instruction, "",
         .doc = "The instruction a job's `\"instruction\": true` stands for (instruction-style "
-               "models: the text becomes `Instruct: {instruction}\\nQuery: {text}`); empty = such "
-               "a job is an error."),
+               "models: the text becomes `embedder.query_format`); empty = such a job is an error."),
+    CFG_STR_KEY("embedder.query_format", embedder.query_format, "Instruct: {instruction}\nQuery: {text}",
+        .check = &query_format,
+        .doc = "How a query (a job with `instruction`) is rendered for the model: the model's "
+               "documented format. The default is gte-Qwen2's and e5-mistral's; Qwen3-Embedding's "
+               "card has no space after `Query:` (`\"Instruct: {instruction}\\nQuery:{text}\"`)."),
     CFG_INT_KEY("embedder.max_seq_len", embedder.max_seq_len, 0, 0, 1 << 20,
         .doc = "GGUF embedders: tokens per text, special tokens included; 0 = the file's "
                "`context_length`, at most 512."),
@@ -1485,7 +1513,12 @@ static void doc_default(FILE *out, const CfgKey *k)
     switch (k->type) {
     case CFG_INT: fprintf(out, "`%d`", k->int_default); break;
     case CFG_BOOL: fprintf(out, "`%s`", k->int_default ? "true" : "false"); break;
-    case CFG_STRING: fprintf(out, "`\"%s\"`", k->str_default); break;
+    case CFG_STRING: /* as written in a config file: a newline as \n, so the table row stays one line */
+        fputs("`\"", out);
+        for (const char *c = k->str_default; *c; c++)
+            *c == '\n' ? fputs("\\n", out) : fputc(*c, out);
+        fputs("\"`", out);
+        break;
     }
 }
 

@@ -78,6 +78,7 @@ typedef struct EmbedderConfig {
     /* GGUF embedders (embedder.snapshot names a .gguf): */
     char *pooling;      /* embedder.pooling: "" = the file's pooling_type, "mean" | "cls" | "last" */
     char *query_instruction; /* embedder.query_instruction: what a job's `"instruction": true` means */
+    char *query_format; /* embedder.query_format: how a query is rendered, {instruction} and {text} */
     int max_seq_len;    /* embedder.max_seq_len: 0 = min(the file's context_length, 512) */
 } EmbedderConfig;
 

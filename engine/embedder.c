@@ -123,24 +123,34 @@ int embed_postprocess(float *vec, int dim, int out_dim, bool normalize)
     return d;
 }
 
-static const char QUERY_HEAD[] = "Instruct: ", QUERY_MID[] = "\nQuery: ";
+static const char HOLE_INSTRUCTION[] = "{instruction}", HOLE_TEXT[] = "{text}";
 
-size_t embed_query_len(size_t instruction_len, size_t text_len)
+size_t embed_render_query(char *dst, size_t cap, const char *format, const char *instruction, size_t instruction_len,
+                          const char *text, size_t text_len)
 {
-    return sizeof QUERY_HEAD - 1 + instruction_len + sizeof QUERY_MID - 1 + text_len;
-}
-
-size_t embed_render_query(char *dst, size_t cap, const char *instruction, size_t instruction_len, const char *text,
-                          size_t text_len)
-{
-    const struct { const char *p; size_t n; } parts[] = {
-        {QUERY_HEAD, sizeof QUERY_HEAD - 1}, {instruction, instruction_len}, {QUERY_MID, sizeof QUERY_MID - 1},
-        {text, text_len}};
+    const char *f = format && format[0] ? format : EMBED_QUERY_FORMAT;
     size_t at = 0;
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        size_t n = at < cap ? (cap - at < parts[i].n ? cap - at : parts[i].n) : 0;
-        if (n) memcpy(dst + at, parts[i].p, n);
-        at += parts[i].n;
+    while (*f) {
+        const char *p = f;
+        size_t n;
+        if (!strncmp(f, HOLE_INSTRUCTION, sizeof HOLE_INSTRUCTION - 1)) {
+            p = instruction, n = instruction_len;
+            f += sizeof HOLE_INSTRUCTION - 1;
+        } else if (!strncmp(f, HOLE_TEXT, sizeof HOLE_TEXT - 1)) {
+            p = text, n = text_len;
+            f += sizeof HOLE_TEXT - 1;
+        } else { /* a literal run up to the next brace (or one brace that opens no hole) */
+            n = 1 + strcspn(f + 1, "{");
+            f += n;
+        }
+        size_t c = at < cap ? (cap - at < n ? cap - at : n) : 0;
+        if (c) memcpy(dst + at, p, c);
+        at += n;
     }
     return at;
+}
+
+size_t embed_query_len(const char *format, size_t instruction_len, size_t text_len)
+{
+    return embed_render_query(NULL, 0, format, "", instruction_len, "", text_len);
 }

@@ -94,12 +94,15 @@ void embedder_set_cancel(Embedder *e, const atomic_bool *flag);
 int embedder_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts, int n,
                    float *out, int *ntokens, EmbedStatus *status);
 
-/* An instruction-style query as the model reads it: "Instruct: {instruction}\nQuery: {text}"
- * (Qwen3-Embedding, gte-Qwen2, e5-mistral). Writes at most cap bytes to dst and returns the
- * full length (embed_query_len), so a caller can size dst first. */
-size_t embed_query_len(size_t instruction_len, size_t text_len);
-size_t embed_render_query(char *dst, size_t cap, const char *instruction, size_t instruction_len, const char *text,
-                          size_t text_len);
+/* An instruction-style query as the model reads it: format (embedder.query_format; NULL or "" =
+ * EMBED_QUERY_FORMAT) with its one {instruction} and one {text} replaced. Models document their
+ * own: Qwen3-Embedding's card has no space after "Query:", gte-Qwen2's and e5-mistral's have one.
+ * Writes at most cap bytes to dst and returns the full length (embed_query_len), so a caller can
+ * size dst first. */
+#define EMBED_QUERY_FORMAT "Instruct: {instruction}\nQuery: {text}"
+size_t embed_query_len(const char *format, size_t instruction_len, size_t text_len);
+size_t embed_render_query(char *dst, size_t cap, const char *format, const char *instruction, size_t instruction_len,
+                          const char *text, size_t text_len);
 
 /* Matryoshka truncation to out_dim (<= dim; 0 = keep) then optional L2 normalisation, in place.
  * Returns the resulting dimension. */

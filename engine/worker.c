@@ -683,13 +683,14 @@ static int run_embed_chunk(Worker *w, const int *jobs, int njobs, int r)
         for (int t = 0; t < ej->n_texts; t++) {
             w->texts[n] = (EmbedText){ej->texts[t], ej->lens[t], ej->truncate};
             if (ej->instruction) { /* a query: the text the model reads is the rendered one */
-                size_t len = embed_query_len(ej->instruction_len, ej->lens[t]);
+                const char *fmt = w->cfg->embedder.query_format;
+                size_t len = embed_query_len(fmt, ej->instruction_len, ej->lens[t]);
                 char *q = arena_alloc(&w->arena, len ? len : 1);
                 if (!q) { /* out of memory: no results, the jobs stay pending for a later try */
                     LOG_W("worker %d: out of memory rendering instructions; leaving %d jobs pending", w->index, njobs);
                     return r;
                 }
-                embed_render_query(q, len, ej->instruction, ej->instruction_len, ej->texts[t], ej->lens[t]);
+                embed_render_query(q, len, fmt, ej->instruction, ej->instruction_len, ej->texts[t], ej->lens[t]);
                 w->texts[n] = (EmbedText){q, len, ej->truncate};
             }
             w->text_job[n++] = jobs[k];

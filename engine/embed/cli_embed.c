@@ -49,6 +49,7 @@ typedef struct Opts {
     const char *id_field, *text_field;
     const char *device, *precision; /* --device cpu|cuda:N, --precision: override the config */
     const char *instruction;        /* --instruction TEXT: every text is a query with this task */
+    char query_format[512];         /* the config's embedder.query_format ("" = the default) */
     int f16;
     int resume, skip_bad;
     int batch_tokens, max_texts, threads;
@@ -143,7 +144,7 @@ static int parse_opts(int argc, char **argv, Opts *o, int tokenize)
 }
 
 /* Opens the native embedder from --snapshot or from the config file's embedder/batch sections. */
-static int open_embedder(const Opts *o, Embedder *e)
+static int open_embedder(Opts *o, Embedder *e)
 {
     memset(e, 0, sizeof *e);
     e->ops = &embedder_native_ops;
@@ -167,6 +168,7 @@ static int open_embedder(const Opts *o, Embedder *e)
         }
         ec = cfg.embedder;
         bc = cfg.batch;
+        snprintf(o->query_format, sizeof o->query_format, "%s", cfg.embedder.query_format);
     } else {
         ec.backend = "native";
         ec.snapshot = (char *)o->snapshot;
@@ -313,12 +315,12 @@ static void rec_free(Rec *r)
 }
 
 /* --instruction: the record's text becomes the query the model reads. 0, or -1 out of memory. */
-static int rec_render_query(Rec *r, const char *instruction)
+static int rec_render_query(Rec *r, const char *format, const char *instruction)
 {
-    size_t il = strlen(instruction), n = embed_query_len(il, r->len);
+    size_t il = strlen(instruction), n = embed_query_len(format, il, r->len);
     char *q = malloc(n + 1);
     if (!q) return -1;
-    embed_render_query(q, n, instruction, il, r->text, r->len);
+    embed_render_query(q, n, format, instruction, il, r->text, r->len);
     q[n] = '\0';
     free(r->text);
     r->text = q;
@@ -620,7 +622,7 @@ int cli_embed_main(int argc, char **argv)
                 slot[n] = -1;
                 continue;
             }
-            if (o.instruction && rec_render_query(&recs[n], o.instruction) != 0) {
+            if (o.instruction && rec_render_query(&recs[n], o.query_format, o.instruction) != 0) {
                 fprintf(stderr, "embed: out of memory\n");
                 rc = EX_SOFTWARE_;
                 for (int k = 0; k <= n; k++) rec_free(&recs[k]);
@@ -822,7 +824,7 @@ int cli_tokenize_main(int argc, char **argv)
             fputs("null\n", stdout);
             continue;
         }
-        if (o.instruction && rec_render_query(&r, o.instruction) != 0) {
+        if (o.instruction && rec_render_query(&r, o.query_format, o.instruction) != 0) {
             rec_free(&r);
             rc = EX_SOFTWARE_;
             break;

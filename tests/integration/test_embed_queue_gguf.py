@@ -75,6 +75,25 @@ def test_documents_and_queries_through_the_queue_match_llama_cpp(redis_server, e
     assert eng.stop() == 0
 
 
+def test_a_configured_query_format_renders_the_query_as_written(redis_server, engine_factory, model):
+    """embedder.query_format (Qwen3-Embedding's card: no space after "Query:"): a query job must embed
+    exactly as the document that Python's own rendering of the format gives."""
+    r = redis_server.client()
+    fmt = "Instruct: {instruction}\nQuery:{text}"
+    eng = gguf_engine(engine_factory, model, query_format=fmt).start(timeout=60)
+    rendered = f"Instruct: {INSTRUCTION}\nQuery:{QUERY}"
+    xadd_jobs(r, "embed", [{"id": "q", "text": QUERY, "instruction": True, "reply_to": "done"},
+                           {"id": "d", "text": rendered, "reply_to": "done"},
+                           {"id": "spaced", "text": f"Instruct: {INSTRUCTION}\nQuery: {QUERY}", "reply_to": "done"}])
+    wait_for(lambda: r.llen("done") == 3, timeout=60, what="three results")
+    q, d, spaced = (r.hgetall("it:result:" + j) for j in ("q", "d", "spaced"))
+    assert q[b"status"] == d[b"status"] == spaced[b"status"] == b"ok", (q, d, spaced)
+    assert json.loads(q[b"embeddings"]) == json.loads(d[b"embeddings"])
+    assert json.loads(q[b"usage"]) == json.loads(d[b"usage"])
+    assert json.loads(q[b"embeddings"]) != json.loads(spaced[b"embeddings"])  # the space is a token
+    assert eng.stop() == 0
+
+
 def test_instruction_true_without_a_configured_default_is_a_malformed_job(redis_server, engine_factory, model):
     r = redis_server.client()
     eng = gguf_engine(engine_factory, model, query_instruction="").start(timeout=60)

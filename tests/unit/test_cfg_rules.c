@@ -298,6 +298,29 @@ static void test_precision_must_be_one_the_device_runs(void **state)
     }
 }
 
+/* embedder.query_format: each hole exactly once, or the instruction or the text would be
+ * embedded literally (or twice). */
+static void test_query_format_needs_each_hole_once(void **state)
+{
+    (void)state;
+    Config c;
+    cfg_test_load_ok(DECODER_OFF "embedder = {\n  backend = \"remote\";\n  url = \"http://e\";\n"
+                     "  query_format = \"Instruct: {instruction}\\nQuery:{text}\";\n};\n", &c);
+    assert_string_equal(c.embedder.query_format, "Instruct: {instruction}\nQuery:{text}");
+    cfg_free(&c);
+    cfg_test_load_ok(DECODER_OFF "embedder = {\n  backend = \"remote\";\n  url = \"http://e\";\n};\n", &c);
+    assert_string_equal(c.embedder.query_format, "Instruct: {instruction}\nQuery: {text}");
+    cfg_free(&c);
+    assert_cfg_errors(DECODER_OFF "embedder = {\n  backend = \"remote\";\n  url = \"http://e\";\n"
+                      "  query_format = \"Instruct: {instruction}\\nQuery: {txt}\";\n};\n",
+                      "t.conf:5: embedder.query_format: must hold {instruction} and {text} once each; it holds "
+                      "{instruction} 1 and {text} 0 times");
+    assert_cfg_errors(DECODER_OFF "embedder = {\n  backend = \"remote\";\n  url = \"http://e\";\n"
+                      "  query_format = \"{instruction} {instruction} {text}\";\n};\n",
+                      "t.conf:5: embedder.query_format: must hold {instruction} and {text} once each; it holds "
+                      "{instruction} 2 and {text} 1 times");
+}
+
 /* cuda:N for a native backend: accepted when the build has that backend's CUDA code, refused up
  * front otherwise (instead of after connecting to Redis or writing the cohort pin). Without CUDA
  * the device itself is refused, as above. */
@@ -823,6 +846,7 @@ int main(void)
         T(test_rules_skip_keys_that_are_already_invalid),
         T(test_every_broken_rule_is_reported_together),
         T(test_precision_must_be_one_the_device_runs),
+        T(test_query_format_needs_each_hole_once),
     };
 #undef T
     if (cfg_test_enter_source_dir() != 0)
