@@ -17,7 +17,7 @@
 #     sentence-transformers fp16 on the same GPU and texts (the phase 4)
 #   6 out of memory: a forced small arena splits packs (same vectors), an oversized allocation is
 #     refused and work still runs (the phase 5); then summary.json and the table
-# Usage: ops/gpu-check.sh [--phases 0,1,2,3,5,6] [--device cuda:0] [--quick] [--dry-run]
+# Usage: ops/gpu-check.sh [--phases 0,1,2,3,4,5,6] [--device cuda:0] [--quick] [--dry-run]
 #   --quick    fewer lengths and batch sizes in phase 5
 #   --dry-run  no GPU: runs everything against the test-only fake device on the CPU, with tiny
 #              sizes, to check the script itself (what CI can do)
@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
     --device) device=$2; shift 2 ;;
     --quick) quick=1; shift ;;
     --dry-run) dry=1; shift ;;
-    *) echo "usage: $0 [--phases 0,1,2,3,5,6] [--device cuda:N] [--quick] [--dry-run]" >&2; exit 64 ;;
+    *) echo "usage: $0 [--phases 0,1,2,3,4,5,6] [--device cuda:N] [--quick] [--dry-run]" >&2; exit 64 ;;
   esac
 done
 OUT=${OUT:-$root/gpu-check-out}
