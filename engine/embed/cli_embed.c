@@ -187,15 +187,15 @@ static int open_embedder(Opts *o, Embedder *e)
     if (o->batch_tokens) bc.token_budget = o->batch_tokens;
     if (o->max_texts) bc.max_texts = o->max_texts;
     int rc = e->ops->open(e, &ec, &bc);
-    if (have_cfg) cfg_free(&cfg);
     if (rc != 0) {
         fprintf(stderr, "embed: %s\n", e->errstr);
-        return EX_NOINPUT_;
+    } else {
+        if (e->info.precision_note[0]) fprintf(stderr, "embed: %s\n", e->info.precision_note);
+        fprintf(stderr, "embed: native embedder on %s, precision %s\n", ec.device && ec.device[0] ? ec.device : "cpu",
+                e->info.precision);
     }
-    if (e->info.precision_note[0]) fprintf(stderr, "embed: %s\n", e->info.precision_note);
-    fprintf(stderr, "embed: native embedder on %s, precision %s\n", ec.device && ec.device[0] ? ec.device : "cpu",
-            e->info.precision);
-    return 0;
+    if (have_cfg) cfg_free(&cfg); /* ec's strings point into it */
+    return rc != 0 ? EX_NOINPUT_ : 0;
 }
 
 /* ---- input: one line at a time, JSONL or plain text ---- */
