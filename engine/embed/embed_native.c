@@ -422,8 +422,7 @@ static int native_count_tokens(Embedder *e, EmbedWorkspace *ws, const char *text
     return total;
 }
 
-/* Sort window positions by length (insertion sort: windows are small and often nearly sorted). */
-static void sort_by_len(int *order, const int *lens, int n)
+void embed_sort_by_len(int *order, const int *lens, int n)
 {
     for (int i = 1; i < n; i++) {
         int v = order[i], j = i;
@@ -490,7 +489,7 @@ static int native_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts,
             if (ntokens) ntokens[w0 + k] = ws->lens[k];
             ws->order[ready++] = k;
         }
-        sort_by_len(ws->order, ws->lens, ready);
+        embed_sort_by_len(ws->order, ws->lens, ready);
         if (nat->dev) {
             int rc = device_window(e, ws, ready);
             if (rc != 0) return rc;

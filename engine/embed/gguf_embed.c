@@ -482,18 +482,6 @@ static int ge_count_tokens(Embedder *e, EmbedWorkspace *ws, const char *text, si
     return rc != 0 ? -1 : n;
 }
 
-static void sort_by_len(int *order, const int *lens, int n)
-{
-    for (int i = 1; i < n; i++) {
-        int v = order[i], j = i;
-        while (j > 0 && lens[order[j - 1]] > lens[v]) {
-            order[j] = order[j - 1];
-            j--;
-        }
-        order[j] = v;
-    }
-}
-
 static int pages_for(int len) { return (len + KV_PAGE - 1) / KV_PAGE; }
 
 /* One forward pass over sorted window positions [j0, j1): every sequence from position 0 on
@@ -564,7 +552,7 @@ static int ge_embed(Embedder *e, EmbedWorkspace *ws, const EmbedText *texts, int
             status[w0 + k] = EMBED_OK;
             ws->order[ready++] = k;
         }
-        sort_by_len(ws->order, ws->lens, ready);
+        embed_sort_by_len(ws->order, ws->lens, ready);
         for (int j0 = 0; j0 < ready;) {
             if (embedder_cancelled(e)) return EMBEDDER_ECANCELED;
             int j1 = j0, used = 0, pages = 0;

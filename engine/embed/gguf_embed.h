@@ -19,6 +19,10 @@ const WpTokenizer *embed_native_wordpiece(const Embedder *e);
 /* The default model_id of a GGUF embedder: the file's name without ".gguf". */
 void gguf_embed_model_id(const char *path, char *out, size_t outlen);
 
+/* Sorts window positions order[0, n) by lens[order[i]], stably (insertion sort: windows are
+ * small and often nearly sorted). Shared by both native embedders (embed_native.c). */
+void embed_sort_by_len(int *order, const int *lens, int n);
+
 /* The cpu precision embedder.precision asks for ("auto" = fp32; embed_native.c). 0, or -1 with
  * err set. */
 int embed_cpu_precision(const EmbedderConfig *cfg, GemmPrecision *prec, char *err, size_t errlen);
