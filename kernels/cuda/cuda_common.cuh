@@ -57,4 +57,32 @@ int cublas_fail(Device *d, cublasStatus_t st, const char *call, const char *deta
 /* After a launch: the launch's own error (bad configuration) or an earlier sticky one. */
 #define LAUNCH_CHECK(d, kernel, ...) CU_TRY(d, cudaGetLastError(), "launch of " kernel ": " __VA_ARGS__)
 
+/* Butterfly reductions over a warp (every lane gets the result) and over a block (blockDim.x a
+ * multiple of 32, at most 1024; every thread gets it). The same tree for every type, so the
+ * decoder's double sums and the encoder's float sums share one order. */
+template <typename T> __device__ __forceinline__ T warp_sum(T v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+template <typename T> __device__ T block_sum(T v, T *shared32)
+{
+    int lane = threadIdx.x % 32, w = threadIdx.x / 32, nw = blockDim.x / 32;
+    v = warp_sum(v);
+    __syncthreads(); /* shared32 may still be read from the previous call */
+    if (lane == 0) shared32[w] = v;
+    __syncthreads();
+    v = lane < nw ? shared32[lane] : T(0);
+    return warp_sum(v);
+}
+
 #endif

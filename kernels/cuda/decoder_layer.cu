@@ -14,41 +14,15 @@
 #define WARP 32
 #define ATT_MAX_HD 256
 
-__device__ __forceinline__ double dl_warp_sum_d(double v)
-{
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ float dl_warp_max(float v)
-{
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-/* Sum over the block in double (blockDim.x a multiple of 32); every thread gets it. */
-__device__ double dl_block_sum_d(double v, double *shared32)
-{
-    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, nw = blockDim.x / WARP;
-    v = dl_warp_sum_d(v);
-    __syncthreads();
-    if (lane == 0) shared32[w] = v;
-    __syncthreads();
-    v = lane < nw ? shared32[lane] : 0.0;
-    return dl_warp_sum_d(v);
-}
-
 __device__ float dl_block_max(float v, float *shared32)
 {
     int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, nw = blockDim.x / WARP;
-    v = dl_warp_max(v);
+    v = warp_max(v);
     __syncthreads();
     if (lane == 0) shared32[w] = v;
     __syncthreads();
     v = lane < nw ? shared32[lane] : -INFINITY;
-    return dl_warp_max(v);
+    return warp_max(v);
 }
 
 /* ---- RMSNorm: one block per row; squares in float, summed in double (the CPU's order up to the
@@ -67,7 +41,7 @@ __global__ void k_add_rmsnorm(float *out, float *x, const float *__restrict__ ad
         s += sq;
     }
     if (!w) return;
-    float scale = qm_rms_scale(dl_block_sum_d(s, red), cols, eps);
+    float scale = qm_rms_scale(block_sum(s, red), cols, eps);
     float *o = out + r * cols;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) o[c] = (xr[c] * scale) * w[c];
 }
@@ -106,7 +80,7 @@ __global__ void k_qkv_post(DecQkvArgs a)
         ss += sq;
     }
     if (nw) {
-        float scale = qm_rms_scale(dl_warp_sum_d(ss), hd, a.eps);
+        float scale = qm_rms_scale(warp_sum(ss), hd, a.eps);
         for (int i = lane; i < hd; i += WARP) buf[i] = (buf[i] * scale) * nw[i];
     }
     __syncwarp();

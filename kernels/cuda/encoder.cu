@@ -11,32 +11,6 @@
 
 #define WARP 32
 
-__device__ __forceinline__ float warp_sum(float v)
-{
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ float warp_max(float v)
-{
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it. */
-__device__ float block_sum(float v, float *shared32)
-{
-    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, nw = blockDim.x / WARP;
-    v = warp_sum(v);
-    __syncthreads(); /* shared32 may still be read from the previous call */
-    if (lane == 0) shared32[w] = v;
-    __syncthreads();
-    v = lane < nw ? shared32[lane] : 0.0f;
-    return warp_sum(v);
-}
-
 /* Sequence of token t: the i with cu[i] <= t < cu[i + 1]. */
 __device__ __forceinline__ int seq_of(const int32_t *cu, int nseq, int t)
 {
