@@ -99,6 +99,17 @@ static void same_as_cpu(const GenDone *got)
     }
 }
 
+/* Submits the jobs to g, runs them to the end and checks them against the CPU's; closes g. */
+static void runs_as_on_the_cpu(Generator *g)
+{
+    GenDone got[NJOBS];
+    submit_jobs(g);
+    drain(g, got);
+    same_as_cpu(got);
+    for (int i = 0; i < NJOBS; i++) free(got[i].text);
+    close_gen(g);
+}
+
 static void device_jobs_give_the_cpu_texts(void **state)
 {
     (void)state;
@@ -109,12 +120,7 @@ static void device_jobs_give_the_cpu_texts(void **state)
     /* kv_budget_tokens = 0: the pool comes from the fake's free memory, far past 4 x 256 */
     printf("KV pool from free device memory: %d pages\n", st.kv_pages_total);
     assert_true(st.kv_pages_total > 4 * 256 / 16);
-    GenDone got[NJOBS];
-    submit_jobs(g);
-    drain(g, got);
-    same_as_cpu(got);
-    for (int i = 0; i < NJOBS; i++) free(got[i].text);
-    close_gen(g);
+    runs_as_on_the_cpu(g);
 }
 
 static void out_of_memory_in_steps_fails_and_changes_no_job(void **state)
@@ -124,12 +130,7 @@ static void out_of_memory_in_steps_fails_and_changes_no_job(void **state)
     /* five steps in a row fail at their first operation: the step shrinks from the whole prompt
      * batch to 16 tokens, then the newest sequences give their pages back and start over */
     Generator *g = open_gen("cuda:0", "free_mib=1024,oom_op=1,oom_op_count=5");
-    GenDone got[NJOBS];
-    submit_jobs(g);
-    drain(g, got);
-    same_as_cpu(got);
-    for (int i = 0; i < NJOBS; i++) free(got[i].text);
-    close_gen(g);
+    runs_as_on_the_cpu(g);
 }
 
 static void a_lost_device_reports_every_step_and_keeps_the_jobs(void **state)
