@@ -15,6 +15,7 @@ from conftest import SOURCE_DIR, run_cli, wait_for, write_config, xadd_jobs
 
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "reference"))
 from gguf_embed_make_fixtures import INSTRUCTION, embed_model  # noqa: E402
+from reference_bert import cosine  # noqa: E402
 
 NAME = "tiny_embed_qwen3_q8_0"
 QUERY = "where do cats sleep"
@@ -33,11 +34,6 @@ def model(workdir):
     path = os.path.join(workdir, NAME + ".gguf")
     embed_model(NAME, path)
     return path
-
-
-def cosine(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def gguf_engine(engine_factory, model, name="gguf.conf", **embedder):

@@ -1,6 +1,7 @@
 """Fixtures for the embedder reference checks (imported by test_embed_*.py; not a conftest so
 other areas' tests in this directory are unaffected): the weaver-engine binary ($WEAVER_BIN), the
 all-MiniLM-L6-v2 snapshot under models/ (skipped when absent), and a runner for its sub-commands."""
+import json
 import os
 import subprocess
 import sys
@@ -38,3 +39,11 @@ def run(weaver_bin):
             raise AssertionError(f"{args[0]} exited {p.returncode}: {p.stderr[-2000:]}")
         return p
     return _run
+
+
+def write_texts(path, texts):
+    """JSONL input for `embed`/`tokenize`: ids 0..n-1, texts as given (non-ASCII kept)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for i, t in enumerate(texts):
+            f.write(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n")
+    return str(path)

@@ -12,7 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from embed_fixtures import run, snapshot, weaver_bin  # noqa: F401 (fixtures)
+from embed_fixtures import write_texts, run, snapshot, weaver_bin  # noqa: F401 (fixtures)
+from reference_bert import cosine
 from gguf_embed_make_fixtures import bert_model
 
 FIX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "gguf_embed", "minilm.json")
@@ -42,18 +43,6 @@ def hf(snapshot):  # noqa: F811
     tok.no_truncation()
     tok.no_padding()
     return tok
-
-
-def write_texts(path, texts):
-    with open(path, "w", encoding="utf-8") as f:
-        for i, t in enumerate(texts):
-            f.write(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n")
-    return str(path)
-
-
-def cosine(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def embed(run, tmp_path, src, texts, tag):  # noqa: F811

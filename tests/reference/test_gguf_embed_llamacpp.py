@@ -12,7 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from embed_fixtures import run, weaver_bin  # noqa: F401 (fixtures)
+from embed_fixtures import write_texts, run, weaver_bin  # noqa: F401 (fixtures)
+from reference_bert import cosine
 from gguf_embed_make_fixtures import EMBED_MODELS, INSTRUCTION, embed_model
 
 FIX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "gguf_embed", "tiny.json")
@@ -40,23 +41,11 @@ def models(tmp_path_factory):
     return out
 
 
-def write_texts(path, texts):
-    with open(path, "w", encoding="utf-8") as f:
-        for i, t in enumerate(texts):
-            f.write(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n")
-    return str(path)
-
-
 def write_config(path, **embedder):
     with open(path, "w") as f:
         f.write("embedder: {\n%s};\n" % "".join(f"  {k} = {json.dumps(v)};\n" for k, v in embedder.items()))
         f.write("decoder: { enabled = false; };\n")
     return str(path)
-
-
-def cosine(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def embed_rows(run, tmp_path, source, texts, *extra):
