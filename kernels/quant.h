@@ -172,7 +172,25 @@ typedef void (*QuantMatmulFn)(float *out, size_t ldo, const void *W, size_t row_
 QuantMatmulFn quant_matmul_fn(int wtype, QuantIsa isa);
 size_t quant_matmul_tile_bytes(int ncols, int ntok);
 void quant_matmul_prep(int wtype, void *tile, const void *act, size_t act_stride, int ntok, int ncols);
-/* AVX-512 VNNI tiles (kernels/cpu/quant_avx512.c). */
+/* Packed weights: the AVX-512 kernels read Q4_1 and Q8_0 matrices with each group of eight rows
+ * interleaved per block (the rows' d, then m, then quants), in the same bytes as the eight rows
+ * and one sequential stream. quant_pack_bytes gives the packed size, or 0 when the type keeps
+ * GGUF's row order on this CPU; then quant_matvec_fn's and quant_matmul_fn's kernels for that
+ * type take quant_pack_rows' output, never GGUF's rows (quant_dot_fn's always take those). */
+size_t quant_pack_bytes(int wtype, int rows, int ncols);
+void quant_pack_rows(int wtype, void *dst, const void *src, int rows, int ncols);
+/* Single-token matvec: out[r] = quant_matmul_rows' value for one activation row, bit for bit,
+ * eight weight rows at a time. The activation is prepared once (quant_matvec_prep, into
+ * quant_matvec_bytes(ncols) bytes), then any number of row ranges run against it, from any
+ * threads. quant_matvec_fn gives NULL when the type or CPU has no matvec kernel. */
+typedef void (*QuantMatvecFn)(float *out, const void *W, size_t row_bytes, int ncols, int r0, int r1, const void *vec);
+QuantMatvecFn quant_matvec_fn(int wtype, QuantIsa isa);
+size_t quant_matvec_bytes(int ncols);
+void quant_matvec_prep(int wtype, void *vec, const void *act, int ncols);
+/* AVX-512 VNNI tiles and matvecs (kernels/cpu/quant_avx512.c). */
+void quant_matvec_prep_vnni(int wtype, void *vec, const void *act, int ncols);
+void quant_matvec_q4_1_vnni(float *out, const void *W, size_t rb, int ncols, int r0, int r1, const void *vec);
+void quant_matvec_q8_0_vnni(float *out, const void *W, size_t rb, int ncols, int r0, int r1, const void *vec);
 void quant_matmul_prep_vnni(int wtype, void *tile, const void *act, size_t act_stride, int ntok, int ncols);
 void quant_matmul_q4_1_vnni(float *out, size_t ldo, const void *W, size_t rb, int ncols, int r0, int r1,
                             const void *tile, int ntok);

@@ -50,7 +50,7 @@ static int get_mat(Model *m, const char *name, int rows, int cols, WMat *w, int 
     if (t->n_dims > 2 || t->ne[0] != cols || t->ne[1] != rows)
         return errf(err, errlen, "model: tensor %s has shape [%lld, %lld], expected [%d, %d]", name,
                     (long long)t->ne[0], (long long)t->ne[1], cols, rows);
-    w->data = t->data;
+    w->data = w->cpu = t->data;
     w->type = t->type;
     w->rows = rows;
     w->cols = cols;
@@ -59,7 +59,32 @@ static int get_mat(Model *m, const char *name, int rows, int cols, WMat *w, int 
         return errf(err, errlen, "model: tensor %s: %d columns do not fit %s blocks", name, cols, quant_type_name(t->type));
     w->dot = quant_dot_fn(t->type, QUANT_ISA_BEST);
     w->mm = quant_matmul_fn(t->type, QUANT_ISA_BEST);
+    w->mv = quant_matvec_fn(t->type, QUANT_ISA_BEST);
     w->act = quant_act_type(t->type);
+    return 0;
+}
+
+/* Hands p (malloc'd, or NULL) to the model, which frees it; NULL when p is NULL or out of memory. */
+static void *own(Model *m, void *p) {
+    void **list = p ? realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *list) : NULL;
+    if (!list) {
+        free(p);
+        return NULL;
+    }
+    m->owned = list;
+    m->owned[m->n_owned++] = p;
+    return p;
+}
+
+/* The CPU kernels' copy of a matrix where they read a packed layout (quant_pack_bytes > 0): one
+ * weight stream per step instead of eight rows'. The file's rows stay for the device and dot. */
+static int pack_for_cpu(Model *m, WMat *w, char *err, size_t errlen) {
+    size_t bytes = quant_pack_bytes(w->type, w->rows, w->cols);
+    if (!bytes) return 0;
+    void *p = own(m, aligned_alloc(64, (bytes + 63) & ~(size_t)63));
+    if (!p) return errf(err, errlen, "model: out of memory packing a %d x %d matrix", w->rows, w->cols);
+    quant_pack_rows(w->type, p, w->data, w->rows, w->cols);
+    w->cpu = p;
     return 0;
 }
 
@@ -76,15 +101,8 @@ static int get_vec(Model *m, const char *name, int n, const float **out, int opt
     }
     if (!quant_type_supported(t->type) || quant_row_bytes(t->type, n) == 0)
         return errf(err, errlen, "model: tensor %s has unusable type %s", name, quant_type_name(t->type));
-    float *buf = malloc((size_t)n * sizeof *buf);
-    float **own = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *own);
-    if (!buf || !own) {
-        free(buf);
-        if (own) m->owned = own;
-        return errf(err, errlen, "model: out of memory");
-    }
-    m->owned = own;
-    m->owned[m->n_owned++] = buf;
+    float *buf = own(m, malloc((size_t)n * sizeof *buf));
+    if (!buf) return errf(err, errlen, "model: out of memory");
     quant_dequant_row(t->type, t->data, buf, n);
     *out = buf;
     return 0;
@@ -100,7 +118,7 @@ static int get_mat_split(Model *m, const char *name, int cols, WMat **parts, con
     if (get_mat(m, name, total, cols, &whole, 0, err, errlen)) return -1;
     for (int i = 0, r0 = 0; i < n; r0 += rows[i++]) {
         *parts[i] = whole;
-        parts[i]->data = (const uint8_t *)whole.data + (size_t)r0 * whole.row_bytes;
+        parts[i]->data = parts[i]->cpu = (const uint8_t *)whole.data + (size_t)r0 * whole.row_bytes;
         parts[i]->rows = rows[i];
     }
     return 0;
@@ -305,6 +323,13 @@ Model *model_load(GgufFile *f, char *err, size_t errlen) {
             goto fail;
 #undef NM
     }
+    for (int i = 0; i < hp->n_layer; i++) {
+        ModelLayer *L = &m->layers[i];
+        WMat *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->wgate, &L->wup, &L->wdown};
+        for (int j = 0; j < 7; j++)
+            if (pack_for_cpu(m, ws[j], err, errlen)) goto fail;
+    }
+    if (pack_for_cpu(m, &m->output, err, errlen)) goto fail;
     return m;
 fail:
     model_free(m);
@@ -368,6 +393,7 @@ typedef struct MMPart {
     const void *act;
     size_t act_stride;
     const void *tile; /* prepared activation for w->mm, or NULL */
+    const void *vec;  /* prepared activation for w->mv (one token), or NULL */
 } MMPart;
 
 struct Forward {
@@ -450,7 +476,8 @@ Forward *forward_create(const Model *m, int max_tokens, int max_ctx, int n_threa
              f->rope_cs && f->scores && f->p16 && f->blk && f->pv_acc && f->gemv;
     for (int i = 0; i < MM_MAX; i++) {
         f->act[i] = aligned_alloc(64, B * f->act_stride_max);
-        f->tile[i] = malloc(quant_matmul_tile_bytes(widest, max_tokens));
+        size_t tb = quant_matmul_tile_bytes(widest, max_tokens), vb = quant_matvec_bytes(widest);
+        f->tile[i] = malloc(tb > vb ? tb : vb);
         ok = ok && f->act[i] && f->tile[i];
     }
     if (!ok) {
@@ -505,8 +532,10 @@ static void mm_region(void *ctx, int chunk, int nchunks, int thread) {
     const MMPart *p = &f->mm[i];
     int rows = p->w->rows, cr = mm_rows(f), r0 = chunk * cr, r1 = r0 + cr < rows ? r0 + cr : rows;
     (void)thread;
-    if (p->tile)
-        p->w->mm(p->out, (size_t)rows, p->w->data, p->w->row_bytes, p->w->cols, r0, r1, p->tile, f->ntok);
+    if (p->vec)
+        p->w->mv(p->out, p->w->cpu, p->w->row_bytes, p->w->cols, r0, r1, p->vec);
+    else if (p->tile)
+        p->w->mm(p->out, (size_t)rows, p->w->cpu, p->w->row_bytes, p->w->cols, r0, r1, p->tile, f->ntok);
     else
         quant_matmul_rows(p->out, (size_t)rows, p->w->data, p->w->type, p->w->cols, r0, r1, p->act, p->act_stride,
                           f->ntok, p->w->dot);
@@ -550,14 +579,17 @@ static void matmul_group(Forward *f, const float *src, int ntok, const WMat **ws
                 break;
             }
         slot_of[i] = slot; /* slot == i: quantised above (quant_region) */
-        const void *tile = NULL;
-        if (w->mm && ntok > 1) {
-            /* one prepared tile per slot and weight type (Q4_1 and Q8_0 never share a slot) */
+        const void *tile = NULL, *vec = NULL;
+        /* one prepared tile or vector per slot and weight type (Q4_1 and Q8_0 never share a slot) */
+        if (w->mv && ntok == 1) {
+            if (slot == i || !f->mm[slot].vec) quant_matvec_prep(w->type, f->tile[i], f->act[slot], w->cols);
+            vec = slot == i || !f->mm[slot].vec ? f->tile[i] : f->mm[slot].vec;
+        } else if (w->mm && ntok > 1) {
             if (slot == i || !f->mm[slot].tile)
                 quant_matmul_prep(w->type, f->tile[i], f->act[slot], stride, ntok, w->cols);
             tile = slot == i || !f->mm[slot].tile ? f->tile[i] : f->mm[slot].tile;
         }
-        f->mm[i] = (MMPart){.w = w, .out = outs[i], .act = f->act[slot], .act_stride = stride, .tile = tile};
+        f->mm[i] = (MMPart){.w = w, .out = outs[i], .act = f->act[slot], .act_stride = stride, .tile = tile, .vec = vec};
     }
     f->n_mm = n;
     f->ntok = ntok;

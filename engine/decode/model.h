@@ -14,12 +14,14 @@
 typedef enum ModelArch { ARCH_LLAMA = 0, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3, ARCH_GEMMA2, ARCH_GEMMA3 } ModelArch;
 
 typedef struct WMat {
-    const void *data;
+    const void *data;     /* the rows as stored in the file (what dot, the device and lookups read) */
+    const void *cpu;      /* the rows as mv and mm read them: data, or a packed copy (kernels/quant.h) */
     int type;
     int rows, cols;       /* rows = output features, cols = input features (ne[0]) */
     size_t row_bytes;
     QuantDotFn dot;
     QuantMatmulFn mm;     /* multi-token tile kernel (same bits as dot), or NULL */
+    QuantMatvecFn mv;     /* single-token kernel (same bits as dot), or NULL */
     QuantType act;        /* activation format the dot wants */
 } WMat;
 
@@ -61,7 +63,7 @@ typedef struct Model {
     const float *rope_freqs;        /* optional per-dimension frequency factors */
     ModelLayer *layers;
     uint16_t *gelu16;               /* gemma2/3: gelu of every fp16 value, as fp16 (llama.cpp's table) */
-    float **owned;                  /* dequantised small tensors (norms, biases) */
+    void **owned;                   /* dequantised small tensors (norms, biases), packed matrices */
     int n_owned;
 } Model;
 

@@ -99,22 +99,40 @@ VNNI void quant_matmul_prep_vnni(int wtype, void *tile, const void *act, size_t 
 #define PF_ROWS 4
 #endif
 
+/* Q4_1 weights come packed (quant_pack_rows): row r's block b is in group r / 8 at
+ * g + b * 160, its d at 2k, m at 16 + 2k and quants at 32 + 16k for k = r % 8. */
+enum { P41_BLOCK = 8 * sizeof(BlockQ4_1) };
+
+static inline const uint8_t *p41_group(const void *W, size_t rb, int r) {
+    return (const uint8_t *)W + (size_t)(r / 8) * 8 * rb;
+}
+
+static inline uint16_t ld16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
 VNNI static ALWAYS_INLINE void q41_rows(float *out, size_t ldo, const void *W, size_t rb, int nb, int r0, int r1,
                                         const uint8_t *qs, const float *dp, const float *sy, int t0, int nt, const int NP) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int r = r0; r < r1; r++) {
-        const BlockQ4_1 *x = (const BlockQ4_1 *)((const uint8_t *)W + (size_t)r * rb);
+        const uint8_t *g = p41_group(W, rb, r);
+        int k = r % 8;
         __m512 acc[PAIRS];
 #pragma GCC unroll 8
         for (int p = 0; p < NP; p++) acc[p] = _mm512_setzero_ps();
         __m512 summ = _mm512_setzero_ps();
-        const char *pf = r + PF_ROWS < r1 ? (const char *)W + (size_t)(r + PF_ROWS) * rb : NULL;
+        /* the next rows' group, PF_ROWS rows on (the whole group once, from its first row) */
+        const char *pf = r + PF_ROWS < r1 && k == 0 ? (const char *)p41_group(W, rb, r + 8) : NULL;
         for (int b = 0; b < nb; b++) {
-            if (pf) _mm_prefetch(pf + (size_t)b * sizeof(BlockQ4_1), _MM_HINT_T0);
-            __m128i t = _mm_loadu_si128((const __m128i *)x[b].qs);
+            const uint8_t *xb = g + (size_t)b * P41_BLOCK;
+            if (pf && r + 8 < r1)
+                for (int j = 0; j < (int)(P41_BLOCK / 64) + 1; j++) _mm_prefetch(pf + (size_t)b * P41_BLOCK + 64 * j, _MM_HINT_T0);
+            __m128i t = _mm_loadu_si128((const __m128i *)(xb + 32 + 16 * k));
             __m512i w = _mm512_and_si512(_mm512_broadcast_i64x4(_mm256_set_m128i(_mm_srli_epi16(t, 4), t)), m4);
-            __m512 dw = _mm512_set1_ps(h2f(x[b].d));
-            summ = _mm512_add_ps(summ, _mm512_mul_ps(_mm512_set1_ps(h2f(x[b].m)), _mm512_loadu_ps(sy + (size_t)b * MT)));
+            __m512 dw = _mm512_set1_ps(h2f(ld16(xb + 2 * k)));
+            summ = _mm512_add_ps(summ, _mm512_mul_ps(_mm512_set1_ps(h2f(ld16(xb + 16 + 2 * k))), _mm512_loadu_ps(sy + (size_t)b * MT)));
             const uint8_t *qb = qs + (size_t)b * MT * 32;
             const float *db = dp + (size_t)b * PAIRS * 16;
 #pragma GCC unroll 8
@@ -136,21 +154,27 @@ VNNI static ALWAYS_INLINE void q41_rows(float *out, size_t ldo, const void *W, s
     }
 }
 
+/* Q8_0 weights come packed too: group r / 8 at g + b * 272, row k's d at 2k, quants at 16 + 32k. */
+enum { P80_BLOCK = 8 * sizeof(BlockQ8_0) };
+
 VNNI static ALWAYS_INLINE void q80_rows(float *out, size_t ldo, const void *W, size_t rb, int nb, int r0, int r1,
                                         const uint8_t *qs, const float *dp, const int32_t *nc, int t0, int nt,
                                         const int NP) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     for (int r = r0; r < r1; r++) {
-        const BlockQ8_0 *x = (const BlockQ8_0 *)((const uint8_t *)W + (size_t)r * rb);
+        const uint8_t *g = p41_group(W, rb, r);
+        int k = r % 8;
         __m512 acc[PAIRS];
 #pragma GCC unroll 8
         for (int p = 0; p < NP; p++) acc[p] = _mm512_setzero_ps();
-        const char *pf = r + PF_ROWS < r1 ? (const char *)W + (size_t)(r + PF_ROWS) * rb : NULL;
+        const char *pf = r + 8 < r1 && k == 0 ? (const char *)p41_group(W, rb, r + 8) : NULL;
         for (int b = 0; b < nb; b++) {
-            if (pf) _mm_prefetch(pf + (size_t)b * sizeof(BlockQ8_0), _MM_HINT_T0);
+            const uint8_t *xb = g + (size_t)b * P80_BLOCK;
+            if (pf)
+                for (int j = 0; j < (int)(P80_BLOCK / 64) + 1; j++) _mm_prefetch(pf + (size_t)b * P80_BLOCK + 64 * j, _MM_HINT_T0);
             /* w + 128 as unsigned; the per-lane correction -128 * sum(a) restores w * a exactly */
-            __m512i w = _mm512_xor_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x[b].qs)), bias);
-            __m512 dw = _mm512_set1_ps(h2f(x[b].d));
+            __m512i w = _mm512_xor_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(xb + 16 + 32 * k))), bias);
+            __m512 dw = _mm512_set1_ps(h2f(ld16(xb + 2 * k)));
             const uint8_t *qb = qs + (size_t)b * MT * 32;
             const float *db = dp + (size_t)b * PAIRS * 16;
             const int32_t *cb = nc + (size_t)b * PAIRS * 16;
@@ -207,5 +231,180 @@ VNNI void quant_matmul_q8_0_vnni(float *out, size_t ldo, const void *W, size_t r
 #define Q80(N) q80_rows(out, ldo, W, rb, nb, r0, r1, qs, dp, nc, t0, nt, N)
         NP_SWITCH(Q80)
 #undef Q80
+    }
+}
+
+/* ---- Single-token matvec: eight weight rows against one activation row ----
+ * A decode step has one activation row, so the tiles above would leave half of every dpbusd
+ * empty, and the per-row dot (quant_avx2.c) is bound by its own fma chain. Here each 512-bit
+ * register holds two rows, four registers carry eight rows, so the weight stream is the limit.
+ * Every row keeps the per-row dot's float operations: its 8 integer lane sums (4 products
+ * each), one fma per lane and block with d_w * d_a, hsum8's tree, then + the Q4_1 block-sum
+ * term summed in block order. */
+
+/* Prepared activation, per block: 64 quant bytes as the kernel multiplies them, 16 scale floats,
+ * then (Q8_0) 16 correction lanes. */
+size_t quant_matvec_bytes(int ncols) {
+    size_t nb = (size_t)(ncols > 0 ? ncols : 0) / 32;
+    return nb * 3 * 64 + 64;
+}
+
+static inline uint8_t *mv_base(void *vec) { return (uint8_t *)(((uintptr_t)vec + 63) & ~(uintptr_t)63); }
+
+VNNI void quant_matvec_prep_vnni(int wtype, void *vec, const void *act, int ncols) {
+    int nb = ncols / 32;
+    uint8_t *qs = mv_base(vec);
+    float *sc = (float *)(qs + (size_t)nb * 64);
+    int32_t *nc = (int32_t *)(qs + (size_t)nb * 128);
+    for (int b = 0; b < nb; b++) {
+        uint8_t *q = qs + (size_t)b * 64;
+        float *s = sc + (size_t)b * 16;
+        if (wtype == QT_Q4_1) {
+            /* the 32 quants (the kernel broadcasts each half to the four rows of a register);
+             * scales [d x8, s x8] against the packed [d0..d7, m0..m7] */
+            const BlockQ8_1 *y = (const BlockQ8_1 *)act + b;
+            memcpy(q, y->qs, 32);
+            memset(q + 32, 0, 32);
+            for (int k = 0; k < 8; k++) {
+                s[k] = h2f(y->d);
+                s[8 + k] = h2f(y->s);
+            }
+        } else {
+            /* Q8_0 rows come as [A, B] (32 bytes each), +128 as unsigned; the correction lanes
+             * -128 * (sum of each lane's 4 activation bytes) restore w * a exactly. */
+            const BlockQ8_0 *y = (const BlockQ8_0 *)act + b;
+            memcpy(q, y->qs, 32);
+            memcpy(q + 32, y->qs, 32);
+            for (int k = 0; k < 16; k++) s[k] = h2f(y->d);
+            __m512i c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), _mm512_loadu_si512(q));
+            _mm512_storeu_si512(nc + (size_t)b * 16, _mm512_sub_epi32(_mm512_setzero_si512(), c));
+        }
+    }
+}
+
+/* Prefetch distance in row groups: the next groups' bytes are hinted a few lines per block. */
+#ifndef MV_PF_GROUPS
+#define MV_PF_GROUPS 2
+#endif
+
+/* Hints one group's worth of lines of the stream at pf, spread over the nb blocks. */
+static ALWAYS_INLINE void mv_prefetch(const char *pf, const char *end, int b, int per_block) {
+    if (MV_PF_GROUPS < 0) return;
+    for (int j = 0; j < per_block; j++) {
+        const char *p = pf + ((size_t)b * per_block + j) * 64;
+        if (p < end) _mm_prefetch(p, _MM_HINT_T0);
+    }
+}
+
+/* Four rows' sums reduced as hsum8 does: lo holds each row's lanes 0..3 in its 128-bit quarter,
+ * hi its lanes 4..7; row k's sum ends in lane 4k. */
+VNNI static inline __m512 hsum8_quads(__m512 lo, __m512 hi) {
+    __m512 v = _mm512_add_ps(lo, hi);
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm512_add_ps(v, _mm512_movehdup_ps(v));
+}
+
+VNNI void quant_matvec_q4_1_vnni(float *out, const void *W, size_t rb, int ncols, int r0, int r1, const void *vec) {
+    int nb = ncols / 32;
+    const uint8_t *qs = mv_base((void *)vec);
+    const float *sc = (const float *)(qs + (size_t)nb * 64);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    /* rows 0..3 (4..7) of the group: each row's d product in its own 128-bit quarter */
+    const __m512i i03 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i i47 = _mm512_add_epi32(i03, _mm512_set1_epi32(4));
+    const char *end = (const char *)p41_group(W, rb, 0) + (size_t)((r1 + 7) / 8) * 8 * rb;
+    for (int r = r0 & ~7; r < r1; r += 8) {
+        const uint8_t *g = p41_group(W, rb, r);
+        const char *pf = (const char *)g + (size_t)MV_PF_GROUPS * 8 * rb;
+        __m512 l0 = _mm512_setzero_ps(), h0 = l0, l1 = l0, h1 = l0, summ = l0;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *xb = g + (size_t)b * P41_BLOCK;
+            mv_prefetch(pf, end, b, (int)(P41_BLOCK / 64) + 1);
+            /* [d_k * d_a for k < 8, m_k * s_a for k < 8]; the m products add up per row in block
+             * order, as the dot's summ */
+            __m512 p = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)xb)),
+                                     _mm512_load_ps(sc + (size_t)b * 16));
+            summ = _mm512_add_ps(summ, p);
+            __m512i alo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(qs + (size_t)b * 64)));
+            __m512i ahi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(qs + (size_t)b * 64 + 16)));
+            __m512i z0 = _mm512_loadu_si512(xb + 32), z1 = _mm512_loadu_si512(xb + 96);
+            __m512 d0 = _mm512_permutexvar_ps(i03, p), d1 = _mm512_permutexvar_ps(i47, p);
+            __m512i lo0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(z0, m4), alo);
+            __m512i hi0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4), ahi);
+            __m512i lo1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(z1, m4), alo);
+            __m512i hi1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(z1, 4), m4), ahi);
+            l0 = _mm512_fmadd_ps(d0, _mm512_cvtepi32_ps(lo0), l0);
+            h0 = _mm512_fmadd_ps(d0, _mm512_cvtepi32_ps(hi0), h0);
+            l1 = _mm512_fmadd_ps(d1, _mm512_cvtepi32_ps(lo1), l1);
+            h1 = _mm512_fmadd_ps(d1, _mm512_cvtepi32_ps(hi1), h1);
+        }
+        float s0[16], s1[16], sm[16];
+        _mm512_storeu_ps(s0, hsum8_quads(l0, h0));
+        _mm512_storeu_ps(s1, hsum8_quads(l1, h1));
+        _mm512_storeu_ps(sm, summ);
+        for (int k = 0; k < 8; k++)
+            if (r + k >= r0 && r + k < r1) out[r + k] = (k < 4 ? s0[4 * k] : s1[4 * (k - 4)]) + sm[8 + k];
+    }
+}
+
+/* Packed rows: the same bytes as the eight rows of a group, one stream for the kernels above.
+ * The last group is padded with zero rows. */
+size_t quant_pack_bytes(int wtype, int rows, int ncols) {
+    if ((wtype != QT_Q4_1 && wtype != QT_Q8_0) || !quant_matvec_fn(wtype, QUANT_ISA_BEST) || ncols % 32 || rows < 1)
+        return 0;
+    return (size_t)((rows + 7) / 8) * 8 * quant_row_bytes(wtype, ncols);
+}
+
+/* Per group of eight rows and block: the rows' fp16 scales (Q4_1: d x8 then m x8; Q8_0: d x8),
+ * then their quants row after row. */
+void quant_pack_rows(int wtype, void *dst, const void *src, int rows, int ncols) {
+    size_t rb = quant_row_bytes(wtype, ncols), bb = quant_block_bytes(wtype), nh = wtype == QT_Q4_1 ? 2 : 1;
+    size_t nq = bb - 2 * nh; /* quant bytes per block */
+    int nb = ncols / 32;
+    for (int g = 0; g < (rows + 7) / 8; g++)
+        for (int b = 0; b < nb; b++) {
+            uint8_t *o = (uint8_t *)dst + (size_t)g * 8 * rb + (size_t)b * 8 * bb;
+            memset(o, 0, 8 * bb);
+            for (int k = 0; k < 8 && g * 8 + k < rows; k++) {
+                const uint8_t *x = (const uint8_t *)src + (size_t)(g * 8 + k) * rb + (size_t)b * bb;
+                for (size_t h = 0; h < nh; h++) memcpy(o + 16 * h + 2 * k, x + 2 * h, 2);
+                memcpy(o + 16 * nh + nq * k, x + 2 * nh, nq);
+            }
+        }
+}
+
+VNNI void quant_matvec_q8_0_vnni(float *out, const void *W, size_t rb, int ncols, int r0, int r1, const void *vec) {
+    int nb = ncols / 32;
+    const uint8_t *qs = mv_base((void *)vec);
+    const float *sc = (const float *)(qs + (size_t)nb * 64);
+    const int32_t *nc = (const int32_t *)(qs + (size_t)nb * 128);
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    __m512i didx[4]; /* pair k: row 2k's d in lanes 0..7, row 2k+1's in 8..15 */
+    for (int k = 0; k < 4; k++)
+        didx[k] = _mm512_inserti64x4(_mm512_set1_epi32(2 * k), _mm256_set1_epi32(2 * k + 1), 1);
+    const char *end = (const char *)p41_group(W, rb, 0) + (size_t)((r1 + 7) / 8) * 8 * rb;
+    for (int r = r0 & ~7; r < r1; r += 8) {
+        const uint8_t *g = p41_group(W, rb, r);
+        const char *pf = (const char *)g + (size_t)MV_PF_GROUPS * 8 * rb;
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *xb = g + (size_t)b * P80_BLOCK;
+            mv_prefetch(pf, end, b, (int)(P80_BLOCK / 64) + 1);
+            __m512 d = _mm512_castps256_ps512(
+                _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)xb)), _mm256_load_ps(sc + (size_t)b * 16)));
+            __m512i a = _mm512_load_si512(qs + (size_t)b * 64), c = _mm512_load_si512(nc + (size_t)b * 16);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                __m512i w = _mm512_xor_si512(_mm512_loadu_si512(xb + 16 + 64 * k), bias);
+                __m512i i = _mm512_dpbusd_epi32(c, w, a);
+                acc[k] = _mm512_fmadd_ps(_mm512_permutexvar_ps(didx[k], d), _mm512_cvtepi32_ps(i), acc[k]);
+            }
+        }
+        for (int k = 0; k < 4; k++) {
+            float a, b;
+            hsum8_pair(acc[k], &a, &b);
+            if (r + 2 * k >= r0 && r + 2 * k < r1) out[r + 2 * k] = a;
+            if (r + 2 * k + 1 >= r0 && r + 2 * k + 1 < r1) out[r + 2 * k + 1] = b;
+        }
     }
 }

@@ -137,7 +137,8 @@ void quant_attn_pv(float *out, float *acc, const uint16_t *p16, const uint16_t *
 }
 
 /* The tile kernels need AVX-512 F/BW/VL + VNNI; WEAVER_QUANT_ISA=ref or =avx2 turns them off. */
-QuantMatmulFn quant_matmul_fn(int wtype, QuantIsa isa) {
+/* 1 when the AVX-512 VNNI kernels may run (not capped by WEAVER_QUANT_ISA=ref/avx2). */
+static int vnni_ok(void) {
     static int vnni = -1;
     if (vnni < 0) {
         const char *env = getenv("WEAVER_QUANT_ISA");
@@ -146,8 +147,26 @@ QuantMatmulFn quant_matmul_fn(int wtype, QuantIsa isa) {
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512vnni");
     }
-    if (isa == QUANT_ISA_BEST) isa = vnni ? QUANT_ISA_AVX512 : quant_best_isa();
-    if (isa != QUANT_ISA_AVX512 || !vnni) return NULL;
+    return vnni;
+}
+
+QuantMatvecFn quant_matvec_fn(int wtype, QuantIsa isa) {
+    if (isa == QUANT_ISA_BEST) isa = vnni_ok() ? QUANT_ISA_AVX512 : quant_best_isa();
+    if (isa != QUANT_ISA_AVX512 || !vnni_ok()) return NULL;
+    switch (wtype) {
+    case QT_Q4_1: return quant_matvec_q4_1_vnni;
+    case QT_Q8_0: return quant_matvec_q8_0_vnni;
+    default: return NULL;
+    }
+}
+
+void quant_matvec_prep(int wtype, void *vec, const void *act, int ncols) {
+    quant_matvec_prep_vnni(wtype, vec, act, ncols);
+}
+
+QuantMatmulFn quant_matmul_fn(int wtype, QuantIsa isa) {
+    if (isa == QUANT_ISA_BEST) isa = vnni_ok() ? QUANT_ISA_AVX512 : quant_best_isa();
+    if (isa != QUANT_ISA_AVX512 || !vnni_ok()) return NULL;
     switch (wtype) {
     case QT_Q4_1: return quant_matmul_q4_1_vnni;
     case QT_Q8_0: return quant_matmul_q8_0_vnni;

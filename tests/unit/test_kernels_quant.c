@@ -268,6 +268,15 @@ static void llama_order_kernels_compute_what_they_claim(void **state) {
     for (int gemv = 0; gemv < 2; gemv++) assert_true(fabs(quant_dot_f16_order_ref(a, b, 192, gemv) - want) < 1e-4);
 }
 
+/* The weights as the AVX-512 kernels read them: packed when the type is packed on this CPU. */
+static void *kernel_rows(int t, const uint8_t *W, int rows, int cols) {
+    size_t pb = quant_pack_bytes(t, rows, cols);
+    if (!pb) return NULL;
+    void *p = malloc(pb);
+    quant_pack_rows(t, p, W, rows, cols);
+    return p;
+}
+
 /* The multi-token tiles give exactly the per-(row, token) dots, for any token count. */
 static void matmul_tiles_equal_per_row_dots_bitwise(void **state) {
     (void)state;
@@ -282,6 +291,7 @@ static void matmul_tiles_equal_per_row_dots_bitwise(void **state) {
         void *tile = malloc(quant_matmul_tile_bytes(cols, 40));
         float *x = malloc(cols * sizeof *x), *out = malloc((size_t)rows * 40 * sizeof *out);
         for (int r = 0; r < rows; r++) random_row(t, W + r * rb, cols);
+        void *P = kernel_rows(t, W, rows, cols);
         for (int i = 0; i < 40; i++) {
             for (int c = 0; c < cols; c++) x[c] = rndf() * (i % 3 ? 1.0f : 50.0f);
             quant_quantize_act(quant_act_type(t), x, A + i * ab, cols);
@@ -291,7 +301,7 @@ static void matmul_tiles_equal_per_row_dots_bitwise(void **state) {
         for (int j = 0; j < 5; j++) {
             int nt = ntoks[j];
             quant_matmul_prep(t, tile, A, ab, nt, cols);
-            mm(out, rows, W, rb, cols, 3, rows, tile, nt);
+            mm(out, rows, P ? P : W, rb, cols, 3, rows, tile, nt);
             for (int i = 0; i < nt; i++)
                 for (int r = 3; r < rows; r++) {
                     float want = ref(W + r * rb, A + i * ab, cols);
@@ -300,7 +310,46 @@ static void matmul_tiles_equal_per_row_dots_bitwise(void **state) {
                                  out[i * rows + r], want);
                 }
         }
-        free(W); free(A); free(tile); free(x); free(out);
+        free(W); free(A); free(tile); free(x); free(out); free(P);
+    }
+}
+
+/* The single-token matvec gives exactly the reference dot of every row, for row ranges that
+ * start anywhere and end in a partial group of eight, and for activations with large spikes. */
+static void matvec_equals_per_row_dots_bitwise(void **state) {
+    (void)state;
+    const int types[2] = {QT_Q4_1, QT_Q8_0};
+    const int colss[3] = {576, 1536, 64};
+    for (int k = 0; k < 2; k++) {
+        int t = types[k];
+        QuantMatvecFn mv = quant_matvec_fn(t, QUANT_ISA_BEST);
+        if (!mv) skip();
+        for (int c = 0; c < 3; c++) {
+            const int rows = 61, cols = colss[c];
+            size_t rb = quant_row_bytes(t, cols), ab = quant_row_bytes(quant_act_type(t), cols);
+            uint8_t *W = malloc(rb * rows), *A = malloc(ab);
+            void *vec = malloc(quant_matvec_bytes(cols));
+            float *x = malloc(cols * sizeof *x), *out = malloc(rows * sizeof *out);
+            for (int r = 0; r < rows; r++) random_row(t, W + r * rb, cols);
+            void *P = kernel_rows(t, W, rows, cols);
+            for (int i = 0; i < cols; i++) x[i] = rndf() * (i % 37 ? 1.0f : 80.0f);
+            quant_quantize_act(quant_act_type(t), x, A, cols);
+            quant_matvec_prep(t, vec, A, cols);
+            QuantDotFn ref = quant_dot_fn(t, QUANT_ISA_REF);
+            const int ranges[4][2] = {{0, rows}, {3, rows}, {5, 6}, {8, 24}};
+            for (int j = 0; j < 4; j++) {
+                for (int r = 0; r < rows; r++) out[r] = -1.0f;
+                mv(out, P ? P : W, rb, cols, ranges[j][0], ranges[j][1], vec);
+                for (int r = 0; r < rows; r++) {
+                    int in = r >= ranges[j][0] && r < ranges[j][1];
+                    float want = in ? ref(W + r * rb, A, cols) : -1.0f;
+                    if (memcmp(&want, &out[r], sizeof want) != 0)
+                        fail_msg("%s matvec, %d cols, rows [%d, %d): row %d: %.9g vs dot %.9g", quant_type_name(t), cols,
+                                 ranges[j][0], ranges[j][1], r, out[r], want);
+                }
+            }
+            free(W); free(A); free(vec); free(x); free(out); free(P);
+        }
     }
 }
 
@@ -379,6 +428,7 @@ int main(void) {
         cmocka_unit_test(llama_order_kernels_simd_match_reference_bitwise),
         cmocka_unit_test(llama_order_kernels_compute_what_they_claim),
         cmocka_unit_test(matmul_tiles_equal_per_row_dots_bitwise),
+        cmocka_unit_test(matvec_equals_per_row_dots_bitwise),
         cmocka_unit_test(expf_row_is_libm_expf_bitwise),
         cmocka_unit_test(type_facts_reject_unknown_types),
     };
