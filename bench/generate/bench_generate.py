@@ -4,7 +4,7 @@ like: llama.cpp measured by its own C++ tools (llama-bench, llama-batched-bench)
 llama-cpp-python sdist by build_llamacpp.sh, ours by `weaver-engine generate-local` with the same
 prompt lengths, token counts and threads. Not a test.
 
-  python3 bench/generate/bench_generate.py [--model F] [--threads 2] [--rounds 3] [--cli PATH]
+  python3 bench/generate/bench_generate.py [--model F] [--threads 2] [--rounds 3] [--cli PATH] [--bandwidth PATH]
       [--llama-bench PATH --llama-batched-bench PATH] [--only pp128,tg64,...] [--json OUT]
 
 Without tool paths it runs build_llamacpp.sh (idempotent) and uses build-llamacpp/bin/.
@@ -29,6 +29,13 @@ argmax over the vocabulary per generated token):
                  batching (prefill chunks and decode tokens share passes); S = N*(128+64) / wall_ms.
 Both sides warm up untimed first (llama-bench: one run per test; batched-bench: 16 tokens;
 ours: --warmup, one untimed job of the same request in the same process).
+
+Decode against the memory limit: a single-stream decode step reads every weight once (the
+matrices of every layer and the LM head; the embedding only as one row, unless tied as the head),
+so tokens/s can be no more than read bandwidth / those bytes. Every round also runs
+weaver-read-bandwidth (bench/generate/read_bandwidth.c: the same threads reading a 1 GiB buffer,
+median of 5 passes), and the report gives tg64 and tg64@d512 on each side as a share of that
+round's limit (median over rounds of the per-round shares).
 
 Rounds: every round runs each setting once on each side, llama.cpp and ours back to back, the
 order alternating between rounds, so both see the same machine load. The table gives per-run
@@ -128,6 +135,22 @@ def ours(a, setting):
     raise ValueError(setting)
 
 
+# ---- the memory limit ----
+
+def weight_bytes_per_token(model):
+    """Bytes one decode step reads: every tensor but the token embedding (one row of it is read),
+    plus the embedding when it is also the LM head (no output.weight)."""
+    from gguf import GGUFReader
+    tensors = {t.name: int(t.n_bytes) for t in GGUFReader(model).tensors}
+    total = sum(n for name, n in tensors.items() if name != "token_embd.weight")
+    return total + (tensors.get("token_embd.weight", 0) if "output.weight" not in tensors else 0)
+
+
+def read_bandwidth(a):
+    o = json.loads(run([a.bandwidth, "read", "--threads", str(a.threads), "--mib", "1024", "--passes", "5"]).stdout)
+    return o["gbps_median"]
+
+
 # ---- llama.cpp's tools ----
 
 def llama_bench(a, depth):
@@ -206,6 +229,7 @@ def main():
                     help="pass -ub N to both llama.cpp tools (default: theirs, 512); 256 matches our largest pass")
     ap.add_argument("--llama-extra", default="", help="more arguments for both llama.cpp tools, e.g. '--poll 0'")
     ap.add_argument("--only", default=",".join(SETTINGS), help="comma list of " + ",".join(SETTINGS))
+    ap.add_argument("--bandwidth", default=None, help="weaver-read-bandwidth (default: next to the weaver-engine used)")
     ap.add_argument("--json", default=None, help="also write every figure to this file")
     a = ap.parse_args()
     a.only = [s for s in a.only.split(",") if s]
@@ -221,6 +245,11 @@ def main():
                 break
         else:
             sys.exit("no weaver-engine build found; pass --cli")
+    if not a.bandwidth:
+        a.bandwidth = os.path.join(os.path.dirname(a.cli[0]), "bench", "weaver-read-bandwidth")
+    if not os.path.exists(a.bandwidth):
+        sys.exit(f"{a.bandwidth} not found (cmake --build <dir> --target weaver-read-bandwidth); pass --bandwidth")
+    a.bytes_per_token = weight_bytes_per_token(a.model)
     version = "given by path"
     if not (a.llama_bench and a.llama_batched_bench):
         run(["bash", os.path.join(ROOT, "bench", "generate", "build_llamacpp.sh")])  # idempotent
@@ -234,10 +263,12 @@ def main():
         prompt_of(a.cli, a.model, n)
 
     runs = {s: {"llama": [], "ours": [], "ratio": [], "llama_extra": [], "ours_extra": []} for s in a.only}
+    bw = []  # GB/s, one per round
     ours_isa = json.loads(run(a.cli + ["--model", a.model, "--prompt", "The", "--max-tokens", "1",
                                        "--threads", str(a.threads), "--ctx", "32"]).stdout)["isa"]
     for rnd in range(a.rounds):
         llama_first = rnd % 2 == 0
+        bw.append(read_bandwidth(a))
         # (llama.cpp call, our settings) groups, run back to back in alternating order
         groups = [(lambda: llama_bench(a, 0), [s for s in ("pp128", "pp512", "tg64") if s in a.only]),
                   (lambda: llama_bench(a, 512), [s for s in ("tg64@d512",) if s in a.only]),
@@ -288,6 +319,19 @@ def main():
         print(f"| {s:9} | {what[s]:31} | {_median(r['llama']):16.1f} | {_median(r['ours']):11.1f} | "
               f"{_median(r['ratio']):10.2f} | {', '.join(f'{x:.1f}' for x in r['llama'])} | "
               f"{', '.join(f'{x:.1f}' for x in r['ours'])} | {', '.join(f'{x:.2f}' for x in r['ratio'])} |")
+    tg = [s for s in a.only if s.startswith("tg")]
+    if tg:
+        mb = a.bytes_per_token / 1e6
+        print(f"\ndecode against the memory limit: {mb:.1f} MB of weights per token; read bandwidth "
+              f"({a.threads} threads) per round " + ", ".join(f"{x:.1f}" for x in bw) + f" GB/s, so a limit of "
+              + ", ".join(f"{x * 1e3 / mb:.0f}" for x in bw) + " tok/s")
+        for s in tg:
+            share = {side: [t / (b * 1e9 / a.bytes_per_token) for t, b in zip(runs[s][side], bw)]
+                     for side in ("ours", "llama")}
+            runs[s]["share"] = share
+            print(f"  {s}: ours {_median(share['ours']):.1%} of the limit (runs "
+                  + ", ".join(f"{x:.1%}" for x in share["ours"]) + f"), llama.cpp {_median(share['llama']):.1%} (runs "
+                  + ", ".join(f"{x:.1%}" for x in share["llama"]) + ")")
     bs = [s for s in a.only if s.startswith("b")]
     if bs:
         print("\nconcurrent runs, per run: wall s (llama.cpp T_PP + T_TG | ours wall), generated tok/s over "
@@ -303,7 +347,8 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"model": os.path.basename(a.model), "threads": a.threads, "rounds": a.rounds,
-                       "llamacpp": version, "llama_info": a.llama_info, "load": load, "runs": runs}, f, indent=1)
+                       "llamacpp": version, "llama_info": a.llama_info, "load": load, "runs": runs,
+                       "read_gbps": bw, "weight_bytes_per_token": a.bytes_per_token}, f, indent=1)
 
 
 if __name__ == "__main__":
