@@ -6,6 +6,7 @@ Run once, outside CI (needs llama-cpp-python, which builds llama.cpp from source
     python3 tests/reference/decode_make_fixtures.py --smol-only   # SmolLM2 only (or --tiny-only)
     python3 tests/reference/decode_make_fixtures.py --spm-only    # SentencePiece + chat templates
     python3 tests/reference/decode_make_fixtures.py --arch-only [NAME...]  # phi3, gemma2, gemma3 (tiny_arch.json)
+    python3 tests/reference/decode_make_fixtures.py --rope-only   # LongRoPE and YaRN (tiny_rope.json)
 It writes tests/fixtures/decode/*.json. The tiny random-weight GGUF files are not stored:
 `tiny_model(name, path)` regenerates them bit-identically (seeded) at test time, and the
 fixture stores their sha256 so a drift in the generator is caught.
@@ -120,6 +121,26 @@ TINY_ARCH = {
 }
 GEMMA2_SWA, GEMMA2_ATTN_CAP, GEMMA2_FINAL_CAP = 5, 1.5, 3.0
 
+# RoPE scaling, recorded into tiny_rope.json (--rope-only), each at a pinned context (llama.cpp's
+# n_ctx, our --ctx). phi3 LongRoPE: long factors 1..8 and short ones near 1, attn_factor 1.19 (as
+# Phi-3-mini-128k's sqrt(1 + ln 32 / ln 4096)), original_context_length 300, so that context 256
+# takes the short factors, 512 the long ones, and 300 the long ones too: llama.cpp rounds n_ctx up
+# to 256 (512 > 300). YaRN: factor 4, original context 4096, which puts the correction dims at
+# pairs 10..23 of 32 (base 1e4, llama) and 6..16 (base 1e6, qwen2): both ends and the ramp bite.
+TINY_ROPE = {
+    "tiny_phi3_longrope_q8_0": ("phi3", "Q8_0"),
+    "tiny_llama_yarn_q8_0": ("llama", "Q8_0"),
+    "tiny_qwen2_yarn_q8_0": ("qwen2", "Q8_0"),
+}
+LONGROPE_ORIG_CTX, LONGROPE_ATTN, YARN_FACTOR, YARN_ORIG_CTX = 300, 1.19, 4.0, 4096
+ROPE_CASES = {  # case -> (model, context)
+    "phi3_longrope_ctx256_short": ("tiny_phi3_longrope_q8_0", 256),
+    "phi3_longrope_ctx300_long": ("tiny_phi3_longrope_q8_0", 300),
+    "phi3_longrope_ctx512_long": ("tiny_phi3_longrope_q8_0", 512),
+    "llama_yarn": ("tiny_llama_yarn_q8_0", 512),
+    "qwen2_yarn": ("tiny_qwen2_yarn_q8_0", 512),
+}
+
 
 def _random_kquant(rng, qtype, rows, cols):
     """Valid random K-quant blocks: random bits with small fp16 super-block scales."""
@@ -138,15 +159,15 @@ def _random_kquant(rng, qtype, rows, cols):
     return raw.reshape(rows, cols // bs * ts)
 
 
-def tiny_model(name, path, chat_template=None, arch_override=None, longrope=False, spec=None, extra_kv=None):
+def tiny_model(name, path, chat_template=None, arch_override=None, spec=None, extra_kv=None):
     """Writes the tiny model `name` to path, deterministically. Returns its sha256.
     chat_template replaces the default tokenizer.chat_template. spec = (arch, tensor type) for a
-    name outside TINY and TINY_ARCH; extra_kv(writer) adds metadata (the embedding fixtures'
-    pooling, EOS). For refusal tests only: arch_override writes another general.architecture,
-    longrope adds Phi-3 LongRoPE factors."""
+    name outside TINY, TINY_ARCH and TINY_ROPE; extra_kv(writer) adds metadata (the embedding
+    fixtures' pooling, EOS; refusal tests' scaling). For refusal tests only: arch_override writes
+    another general.architecture."""
     import gguf
     spm = name == SPM_NAME
-    arch, qt = ("llama", "Q8_0") if spm else (spec or (TINY[name] if name in TINY else TINY_ARCH[name]))
+    arch, qt = ("llama", "Q8_0") if spm else (spec or {**TINY, **TINY_ARCH, **TINY_ROPE}[name])
     rng = np.random.default_rng(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
     if spm:
         toks, types, scores = _spm_vocab()
@@ -200,6 +221,13 @@ def tiny_model(name, path, chat_template=None, arch_override=None, longrope=Fals
         w.add_add_bos_token(False)
         w.add_chat_template(chat_template or
                             "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+    if name in TINY_ROPE and arch == "phi3":
+        w.add_rope_scaling_orig_ctx_len(LONGROPE_ORIG_CTX)
+        w.add_rope_scaling_attn_factors(LONGROPE_ATTN)
+    elif name in TINY_ROPE:
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(YARN_FACTOR)
+        w.add_rope_scaling_orig_ctx_len(YARN_ORIG_CTX)
     if extra_kv:
         extra_kv(w)
     qtype = getattr(gguf.GGMLQuantizationType, qt)
@@ -257,9 +285,9 @@ def tiny_model(name, path, chat_template=None, arch_override=None, longrope=Fals
         if arch == "qwen3":
             vec(p + "attn_q_norm.weight", HD, 1.0, 0.1)
             vec(p + "attn_k_norm.weight", HD, 1.0, 0.1)
-    if longrope:
-        w.add_tensor("rope_factors_long.weight", np.full(HD // 2, 4.0, dtype=np.float32))
-        w.add_tensor("rope_factors_short.weight", np.ones(HD // 2, dtype=np.float32))
+    if name in TINY_ROPE and arch == "phi3":  # Phi-3-like: long factors grow with the dimension
+        w.add_tensor("rope_factors_long.weight", np.sort(rng.uniform(1.0, 8.0, HD // 2)).astype(np.float32))
+        w.add_tensor("rope_factors_short.weight", (1.0 + rng.uniform(0.0, 0.2, HD // 2)).astype(np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -425,10 +453,10 @@ def _top(row):
     return [int(x) for x in top], [round(float(row[x]), 5) for x in top]
 
 
-def record(model_path, tokenize_prompts, gen_prompts, n_pos, n_greedy, steps=False):
+def record(model_path, tokenize_prompts, gen_prompts, n_pos, n_greedy, steps=False, n_ctx=512):
     import llama_cpp
-    ref = llama_cpp.Llama(model_path, n_ctx=512, n_threads=2, logits_all=True, verbose=False, flash_attn=False)
-    fa = llama_cpp.Llama(model_path, n_ctx=512, n_threads=2, logits_all=True, verbose=False, flash_attn=True)
+    ref = llama_cpp.Llama(model_path, n_ctx=n_ctx, n_threads=2, logits_all=True, verbose=False, flash_attn=False)
+    fa = llama_cpp.Llama(model_path, n_ctx=n_ctx, n_threads=2, logits_all=True, verbose=False, flash_attn=True)
     out = {"tokenize": [], "generate": []}
     for p in tokenize_prompts:
         out["tokenize"].append({"text": p, "tokens": ref.tokenize(p.encode(), add_bos=True, special=True)})
@@ -526,8 +554,27 @@ def record_arch():
         json.dump({k: fxs[k] for k in TINY_ARCH if k in fxs}, f, indent=0, ensure_ascii=False)
 
 
+def record_rope():
+    """tiny_rope.json: each of ROPE_CASES recorded as the tiny models, at its context."""
+    import tempfile
+    fxs = {}
+    with tempfile.TemporaryDirectory() as d:
+        for case, (name, n_ctx) in ROPE_CASES.items():
+            path = os.path.join(d, name + ".gguf")
+            sha = tiny_model(name, path)
+            fx = record(path, [], TINY_PROMPTS, 6, 16, n_ctx=n_ctx)
+            fx.update(sha256=sha, model=name, n_ctx=n_ctx)
+            fxs[case] = fx
+            print("recorded", case)
+    with open(os.path.join(FIX, "tiny_rope.json"), "w") as f:
+        json.dump(fxs, f, indent=0, ensure_ascii=False)
+
+
 def main():
     os.makedirs(FIX, exist_ok=True)
+    if "--rope-only" in sys.argv:
+        record_rope()
+        return
     if "--spm-only" in sys.argv:
         record_spm()
         return
