@@ -554,8 +554,80 @@ def record_arch():
         json.dump({k: fxs[k] for k in TINY_ARCH if k in fxs}, f, indent=0, ensure_ascii=False)
 
 
+ROPE_TABLE_POS = [1, 13, 100, 1000, 4095, 30000]
+
+
+def _ggml_rope_table(path, n_ctx, positions):
+    """cos/sin (float32 bits, big-endian hex) of the rotation llama.cpp would apply to this model at context
+    n_ctx: ggml's own rope op (libggml of the installed llama-cpp-python, through ctypes) on
+    (1, 0) pairs, with the parameters llama.cpp derives from the file (llama_context's YaRN
+    attn_factor in float32 with the C library's logf; LongRoPE's long factors when n_ctx rounded up
+    to 256 exceeds original_context_length)."""
+    import ctypes
+    import gguf
+    import llama_cpp
+    lib = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
+    base, cpu = ctypes.CDLL(os.path.join(lib, "libggml-base.so")), ctypes.CDLL(os.path.join(lib, "libggml-cpu.so"))
+    libm = ctypes.CDLL("libm.so.6")
+    libm.logf.restype, libm.logf.argtypes = ctypes.c_float, [ctypes.c_float]
+
+    class Params(ctypes.Structure):
+        _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p), ("no_alloc", ctypes.c_bool)]
+    vp, f, i64 = ctypes.c_void_p, ctypes.c_float, ctypes.c_int64
+    base.ggml_init.restype, base.ggml_init.argtypes = vp, [Params]
+    base.ggml_new_tensor_1d.restype, base.ggml_new_tensor_1d.argtypes = vp, [vp, ctypes.c_int, i64]
+    base.ggml_new_tensor_3d.restype, base.ggml_new_tensor_3d.argtypes = vp, [vp, ctypes.c_int, i64, i64, i64]
+    base.ggml_rope_ext.restype = vp
+    base.ggml_rope_ext.argtypes = [vp, vp, vp, vp, ctypes.c_int, ctypes.c_int, ctypes.c_int, f, f, f, f, f, f]
+    base.ggml_new_graph.restype, base.ggml_new_graph.argtypes = vp, [vp]
+    base.ggml_build_forward_expand.argtypes = [vp, vp]
+    base.ggml_get_data.restype, base.ggml_get_data.argtypes = vp, [vp]
+    base.ggml_free.argtypes = [vp]
+    cpu.ggml_graph_compute_with_ctx.argtypes = [vp, vp, ctypes.c_int]
+
+    def data(t, ctype, shape):
+        return np.ctypeslib.as_array(ctypes.cast(base.ggml_get_data(t), ctypes.POINTER(ctype)), shape)
+
+    r = gguf.GGUFReader(path)
+    kv = {k: fl.contents() for k, fl in r.fields.items()}
+    arch = kv["general.architecture"]
+    n_dims = kv.get(f"{arch}.rope.dimension_count", kv[f"{arch}.embedding_length"] // kv[f"{arch}.attention.head_count"])
+    n_orig = kv.get(f"{arch}.rope.scaling.original_context_length", 0) or kv[f"{arch}.context_length"]
+    fac = np.float32(kv.get(f"{arch}.rope.scaling.factor", 0.0))
+    freq_scale = np.float32(1) / fac if fac else np.float32(1)
+    attn, ext = np.float32(1), 0.0
+    if kv.get(f"{arch}.rope.scaling.type") == "yarn":  # llama_context: get_mscale / (1 + 0.1 ln factor)
+        ext, fct = 1.0, np.float32(1) / freq_scale
+        ms = np.float32(1) if fct <= 1 else np.float32(libm.logf(fct)) * np.float32(0.1) + np.float32(1)
+        attn = ms * (np.float32(1) / (np.float32(1) + np.float32(0.1) * np.float32(libm.logf(fct))))
+    attn = attn * np.float32(kv.get(f"{arch}.rope.scaling.attn_factor", 1.0))
+    tensors = {t.name: np.array(t.data, dtype=np.float32) for t in r.tensors if t.name.startswith("rope_factors")}
+    factors = tensors.get("rope_factors_long.weight" if (n_ctx + 255) // 256 * 256 > n_orig else "rope_factors_short.weight")
+    ctx = base.ggml_init(Params(16 << 20, None, False))
+    n = len(positions)
+    x = base.ggml_new_tensor_3d(ctx, 0, n_dims, 1, n)  # GGML_TYPE_F32, one head per position
+    xa = data(x, ctypes.c_float, (n, n_dims))
+    xa[:] = 0
+    xa[:, 0::2] = 1  # (1, 0) pairs: the rotated pair is (cos, sin)
+    p = base.ggml_new_tensor_1d(ctx, 26, n)  # GGML_TYPE_I32
+    data(p, ctypes.c_int32, (n,))[:] = positions
+    c = None
+    if factors is not None:
+        c = base.ggml_new_tensor_1d(ctx, 0, n_dims // 2)
+        data(c, ctypes.c_float, (n_dims // 2,))[:] = factors
+    y = base.ggml_rope_ext(ctx, x, p, c, n_dims, 0, n_orig, float(kv.get(f"{arch}.rope.freq_base", 10000.0)),
+                           float(freq_scale), ext, float(attn), 32.0, 1.0)
+    g = base.ggml_new_graph(ctx)
+    base.ggml_build_forward_expand(g, y)
+    cpu.ggml_graph_compute_with_ctx(ctx, g, 1)
+    bits = data(y, ctypes.c_float, (n, n_dims)).copy().view(np.uint32)
+    base.ggml_free(ctx)
+    return [row.astype(">u4").tobytes().hex() for row in bits]  # one hex string per position
+
+
 def record_rope():
-    """tiny_rope.json: each of ROPE_CASES recorded as the tiny models, at its context."""
+    """tiny_rope.json: each of ROPE_CASES recorded as the tiny models, at its context, plus the
+    bits of ggml's rotation at ROPE_TABLE_POS."""
     import tempfile
     fxs = {}
     with tempfile.TemporaryDirectory() as d:
@@ -563,7 +635,8 @@ def record_rope():
             path = os.path.join(d, name + ".gguf")
             sha = tiny_model(name, path)
             fx = record(path, [], TINY_PROMPTS, 6, 16, n_ctx=n_ctx)
-            fx.update(sha256=sha, model=name, n_ctx=n_ctx)
+            fx.update(sha256=sha, model=name, n_ctx=n_ctx,
+                      rope_table={"positions": ROPE_TABLE_POS, "bits": _ggml_rope_table(path, n_ctx, ROPE_TABLE_POS)})
             fxs[case] = fx
             print("recorded", case)
     with open(os.path.join(FIX, "tiny_rope.json"), "w") as f:

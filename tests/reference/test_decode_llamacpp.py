@@ -270,6 +270,25 @@ def test_tiny_rope_scaling_matches_llama_cpp_at_the_recorded_context(case, tmp_p
     compare_tiny(fx["model"], fx, mk.TINY_ROPE[fx["model"]][1], tmp_path, n_ctx=fx["n_ctx"])
 
 
+@pytest.mark.parametrize("case", sorted(ROPE_FX))
+def test_rope_cos_sin_are_ggmls_bit_for_bit(case, tmp_path):
+    """The rotation table itself (model_rope_row, through tests/tools/rope_probe) against ggml's
+    rope op at positions up to 30000: every float32 bit, so also what the logits cannot see
+    through the fp16 K/Q rounding (YaRN's fused angle mix, the magnitude factors)."""
+    fx = ROPE_FX[case]
+    path = str(tmp_path / "m.gguf")
+    assert mk.tiny_model(fx["model"], path) == fx["sha256"]
+    probe = os.path.join(BUILD, "tests", "rope_probe")
+    pos = fx["rope_table"]["positions"]
+    r = subprocess.run([probe, path, str(fx["n_ctx"])] + [str(p) for p in pos], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = np.array([line.split() for line in r.stdout.splitlines()], dtype=np.int64)
+    want = np.array([np.frombuffer(bytes.fromhex(h), dtype=">u4") for h in fx["rope_table"]["bits"]], dtype=np.int64)
+    bad = np.argwhere(got != want)
+    assert len(bad) == 0, (f"{len(bad)} of {want.size} cos/sin values differ from ggml's, up to "
+                           f"{np.abs(got - want).max()} ulp (first at position {pos[bad[0][0]]}, value {bad[0][1]})")
+
+
 def _engine_text(ids):
     """The text the generator returns for the tiny byte-level vocabulary's ids, by docs/decoder.md's
     rule: each invalid UTF-8 byte becomes U+FFFD, an incomplete sequence at the end is dropped."""
