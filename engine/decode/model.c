@@ -135,8 +135,8 @@ static int arch_hparams(Model *m, char *err, size_t errlen) {
     ModelHparams *hp = &m->hp;
     if (m->arch == ARCH_PHI3) {
         /* LongRoPE (Phi-3 128k, 3.5, 4-mini): long or short factors by the context
-         * (model_set_ctx); rope.scaling.attn_factor is in rope_mscale. llama.cpp's phi3 ignores
-         * a rope_freqs tensor; ours takes precedence, as in llama.cpp's other models. */
+         * (model_set_ctx); rope.scaling.attn_factor is in rope_mscale. A rope_freqs tensor (not
+         * in any phi3 file llama.cpp loads) would take precedence, as in its other models. */
         if (!m->rope_freqs &&
             (get_vec(m, "rope_factors_long.weight", hp->rope_dim / 2, &m->rope_long, 1, err, errlen) < 0 ||
              get_vec(m, "rope_factors_short.weight", hp->rope_dim / 2, &m->rope_short, 1, err, errlen) < 0))
@@ -212,7 +212,8 @@ static int rope_scaling(Model *m, char *err, size_t errlen) {
         if (hp->n_ctx_orig < 1) return errf(err, errlen, "model: yarn needs rope.scaling.original_context_length");
         hp->rope_ext_factor = 1.0f;
         float fac = 1.0f / hp->rope_freq_scale;
-        /* llama_context: its mscale, then cancelled by the one ggml's rope applies (not exactly 1) */
+        /* llama_context: its mscale, then the cancelling of the one ggml's rope applies (their
+         * product rounds to 1 for every common factor; kept for the others) */
         float ms = fac <= 1.0f ? 1.0f : logf(fac) * 0.1f + 1.0f;
         ms *= 1.0f / (1.0f + 0.1f * logf(fac));
         /* ggml's rope: the magnitude correction, which its build fuses into one fma */
