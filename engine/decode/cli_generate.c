@@ -283,10 +283,14 @@ int cli_generate_main(int argc, char **argv) {
                       .max_tokens = max_tokens, .n_stop = n_stop, .truncate_prompt = truncate,
                       .parse_special = parse_special};
     for (int i = 0; i < n_stop; i++) req.stop[i] = stops[i];
+    int ctx_len = ctx > 0 ? ctx : 2048; /* one sequence's context, as the generator's ctx_len */
 
     if (tokenize_only || dump || greedy) {
         Decoder *d = decoder_load(model, err, sizeof err);
         if (!d) goto fail;
+        /* what depends on the context (Phi-3 LongRoPE's factors) as the generator would choose it,
+         * not from the few positions these paths allocate */
+        model_set_ctx(d->model, ctx_len);
         TokVec tv = {0};
         int got = ids ? parse_ids(ids, &tv, d->model->hp.n_vocab, err, sizeof err)
                       : decoder_prompt_tokens(d, &req, &tv, err, sizeof err);
@@ -318,7 +322,7 @@ int cli_generate_main(int argc, char **argv) {
     }
 
     DecoderConfig cfg = {.enabled = true, .backend = "native", .model = (char *)model, .device = "cpu",
-                         .threads = threads, .ctx_len = ctx > 0 ? ctx : 2048, .max_slots = slots > 0 ? slots : jobs,
+                         .threads = threads, .ctx_len = ctx_len, .max_slots = slots > 0 ? slots : jobs,
                          .kv_budget_tokens = kv_budget};
     if (cfg.kv_budget_tokens <= 0) cfg.kv_budget_tokens = cfg.ctx_len * cfg.max_slots;
     Generator g = {.ops = &generator_native_ops};

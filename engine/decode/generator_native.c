@@ -144,6 +144,7 @@ static int native_open(Generator *g, const DecoderConfig *cfg) {
         return -1;
     }
     n->pages_per_seq = (n->ctx_len + KV_PAGE - 1) / KV_PAGE;
+    model_set_ctx(n->dec->model, n->ctx_len); /* a sequence's context picks Phi-3 LongRoPE's factors */
     n->max_batch = NATIVE_MAX_BATCH > n->max_slots ? NATIVE_MAX_BATCH : n->max_slots;
     n->step_tokens = n->max_batch;
     int threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);

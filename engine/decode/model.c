@@ -152,9 +152,14 @@ static void gelu_table(uint16_t *t);
 static int arch_hparams(Model *m, char *err, size_t errlen) {
     ModelHparams *hp = &m->hp;
     if (m->arch == ARCH_PHI3) {
-        /* LongRoPE (Phi-3 128k): per-dimension factors and an attention factor, not done here */
-        if (gguf_find_tensor(m->gguf, "rope_factors_long.weight") || gguf_find_tensor(m->gguf, "rope_factors_short.weight"))
-            return errf(err, errlen, "model: phi3 LongRoPE scaling (rope_factors_long/short) is not supported");
+        /* LongRoPE (Phi-3 128k, 3.5, 4-mini): long or short factors by the context
+         * (model_set_ctx); rope.scaling.attn_factor is in rope_mscale. A rope_freqs tensor (not
+         * in any phi3 file llama.cpp loads) would take precedence, as in its other models. */
+        if (!m->rope_freqs &&
+            (get_vec(m, "rope_factors_long.weight", hp->rope_dim / 2, &m->rope_long, 1, err, errlen) < 0 ||
+             get_vec(m, "rope_factors_short.weight", hp->rope_dim / 2, &m->rope_short, 1, err, errlen) < 0))
+            return -1;
+        model_set_ctx(m, hp->n_ctx_train); /* llama.cpp's n_ctx = 0; the caller sets the real one */
         hp->q_scale = 1.0f / sqrtf((float)hp->head_dim);
     }
     if (m->arch == ARCH_GEMMA2 || m->arch == ARCH_GEMMA3) {
@@ -184,6 +189,65 @@ static int arch_hparams(Model *m, char *err, size_t errlen) {
         gelu_table(m->gelu16);
     }
     return 0;
+}
+
+/* YaRN's correction dimension for a wavelength of n_rot turns over the original context
+ * (ggml_rope_yarn_corr_dim, evaluated in the same float operations). */
+static float yarn_corr_dim(int n_dims, int n_ctx_orig, float n_rot, float base) {
+    const float pi = 3.14159265358979323846f;
+    return (float)n_dims * logf((float)n_ctx_orig / (n_rot * 2.0f * pi)) / (2.0f * logf(base));
+}
+
+/* <arch>.rope.scaling.*: the scale, YaRN's ramp and the cos/sin multiplier, computed in
+ * llama.cpp 0.3.36's float operations (llama_context's yarn_attn_factor, then ggml's rope). Types:
+ * none, linear, longrope (as linear: the factors are tensors), yarn (llama, qwen2, qwen3).
+ * As llama.cpp does for these architectures, the yarn_ext/attn/beta keys are not read: ext 1,
+ * beta_fast 32, beta_slow 1. */
+static int rope_scaling(Model *m, char *err, size_t errlen) {
+    ModelHparams *hp = &m->hp;
+    char key[128];
+    GgufStr st = {"linear", 6};
+    snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch_name);
+    gguf_get_str(m->gguf, key, &st);
+#define ST_IS(s) (st.len == strlen(s) && memcmp(st.ptr, s, st.len) == 0)
+    int yarn = ST_IS("yarn");
+    if (!ST_IS("none") && !ST_IS("linear") && !ST_IS("longrope") && !yarn)
+        return errf(err, errlen, "model: rope scaling '%.*s' is not supported (none, linear, longrope, yarn are)",
+                    (int)st.len, st.ptr);
+    if (yarn && m->arch != ARCH_LLAMA && m->arch != ARCH_QWEN2 && m->arch != ARCH_QWEN3)
+        return errf(err, errlen, "model: rope scaling 'yarn' is not supported for %s (llama, qwen2, qwen3 only)",
+                    m->arch_name);
+    float factor = hp_f32(m, "rope.scaling.factor", 0.0f);
+    hp->rope_freq_scale = ST_IS("none") || factor == 0.0f ? 1.0f : 1.0f / factor;
+#undef ST_IS
+    float attn = hp_f32(m, "rope.scaling.attn_factor", 1.0f);
+    if (!(factor >= 0 && factor < 1e6f) || !(attn > 0 && attn < 1e6f))
+        return errf(err, errlen, "model: rope.scaling factor %g / attn_factor %g are unusable", factor, attn);
+    if (hp_u32(m, "rope.scaling.original_context_length", &hp->n_ctx_orig, 0, 0, err, errlen)) return -1;
+    if (hp->n_ctx_orig == 0) hp->n_ctx_orig = hp->n_ctx_train;
+    hp->rope_mscale = attn;
+    if (yarn) {
+        if (hp->n_ctx_orig < 1) return errf(err, errlen, "model: yarn needs rope.scaling.original_context_length");
+        hp->rope_ext_factor = 1.0f;
+        float fac = 1.0f / hp->rope_freq_scale;
+        /* llama_context: its mscale, then the cancelling of the one ggml's rope applies (their
+         * product rounds to 1 for every common factor; kept for the others) */
+        float ms = fac <= 1.0f ? 1.0f : logf(fac) * 0.1f + 1.0f;
+        ms *= 1.0f / (1.0f + 0.1f * logf(fac));
+        /* ggml's rope: the magnitude correction, which its build fuses into one fma */
+        hp->rope_mscale = ms * attn * fmaf(0.1f, logf(1.0f / hp->rope_freq_scale), 1.0f);
+        float lo = floorf(yarn_corr_dim(hp->rope_dim, hp->n_ctx_orig, 32.0f, hp->rope_base));
+        float hi = ceilf(yarn_corr_dim(hp->rope_dim, hp->n_ctx_orig, 1.0f, hp->rope_base));
+        hp->rope_corr[0] = lo > 0 ? lo : 0;
+        hp->rope_corr[1] = hi < (float)(hp->rope_dim - 1) ? hi : (float)(hp->rope_dim - 1);
+    }
+    return 0;
+}
+
+void model_set_ctx(Model *m, int n_ctx) {
+    if (!m->rope_long && !m->rope_short) return;
+    long padded = ((long)n_ctx + 255) / 256 * 256; /* llama.cpp's n_ctx_seq with one sequence */
+    m->rope_freqs = padded > m->hp.n_ctx_orig ? m->rope_long : m->rope_short;
 }
 
 Model *model_load(GgufFile *f, char *err, size_t errlen) {
@@ -248,23 +312,7 @@ Model *model_load(GgufFile *f, char *err, size_t errlen) {
     hp->rope_neox = m->arch != ARCH_LLAMA;
     hp->rope_base = hp_f32(m, "rope.freq_base", 10000.0f);
     hp->eps = hp_f32(m, "attention.layer_norm_rms_epsilon", 1e-5f);
-    hp->rope_freq_scale = 1.0f;
-    {
-        char key[128];
-        GgufStr st;
-        snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch_name);
-        float factor = hp_f32(m, "rope.scaling.factor", 0.0f);
-        if (gguf_get_str(f, key, &st) == 0 && !(st.len == 4 && memcmp(st.ptr, "none", 4) == 0)) {
-            if (st.len == 6 && memcmp(st.ptr, "linear", 6) == 0) {
-                if (factor > 0) hp->rope_freq_scale = 1.0f / factor;
-            } else {
-                errf(err, errlen, "model: rope scaling '%.*s' is not supported (none, linear are)", (int)st.len, st.ptr);
-                goto fail;
-            }
-        } else if (factor > 0 && factor != 1.0f) {
-            hp->rope_freq_scale = 1.0f / factor;
-        }
-    }
+    if (rope_scaling(m, err, errlen)) goto fail;
     const GgufTensor *te = gguf_find_tensor(f, "token_embd.weight");
     if (!te) {
         errf(err, errlen, "model: tensor token_embd.weight is missing");
@@ -604,9 +652,14 @@ static void rope_row(const Model *m, int pos, float base, float freq_scale, floa
     float theta = (float)pos;
     for (int i = 0; i < hp->rope_dim / 2; i++) {
         float ff = m->rope_freqs ? m->rope_freqs[i] : 1.0f;
-        float th = freq_scale * (theta / ff);
-        cs[2 * i] = cosf(th);
-        cs[2 * i + 1] = sinf(th);
+        float ext = theta / ff, th = freq_scale * ext;
+        if (hp->rope_ext_factor != 0.0f) { /* YaRN: extrapolated below corr[0], interpolated above corr[1] */
+            float y = ((float)i - hp->rope_corr[0]) / fmaxf(0.001f, hp->rope_corr[1] - hp->rope_corr[0]);
+            float mix = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * hp->rope_ext_factor;
+            th = fmaf(th, 1.0f - mix, ext * mix); /* fused as llama.cpp's build does */
+        }
+        cs[2 * i] = cosf(th) * hp->rope_mscale;
+        cs[2 * i + 1] = sinf(th) * hp->rope_mscale;
         theta *= theta_scale;
     }
 }

@@ -51,6 +51,13 @@ typedef struct ModelHparams {
     int rope_swa;                      /* gemma3 (gemma2 with freq_base_swa): its sliding-window
                                         * layers rotate with their own base and scale */
     float rope_base_swa, rope_freq_scale_swa;
+    /* cos and sin are multiplied by rope_mscale (1: not): `rope.scaling.attn_factor` (Phi-3
+     * LongRoPE), times YaRN's magnitude correction, as llama.cpp computes them */
+    float rope_mscale;
+    /* YaRN (`rope.scaling.type` yarn): ext_factor 1 mixes interpolated and extrapolated angles over
+     * the pairs between the correction dims (from original_context_length); 0: not YaRN */
+    float rope_ext_factor, rope_corr[2];
+    int n_ctx_orig;                    /* rope.scaling.original_context_length (default n_ctx_train) */
 } ModelHparams;
 
 typedef struct Model {
@@ -60,7 +67,8 @@ typedef struct Model {
     ModelHparams hp;
     WMat tok_embd, output;          /* output == tok_embd when tied */
     const float *out_norm;
-    const float *rope_freqs;        /* optional per-dimension frequency factors */
+    const float *rope_freqs;        /* per-dimension frequency factors in use, or NULL */
+    const float *rope_long, *rope_short; /* phi3 LongRoPE: rope_freqs is one of them (model_set_ctx) */
     ModelLayer *layers;
     uint16_t *gelu16;               /* gemma2/3: gelu of every fp16 value, as fp16 (llama.cpp's table) */
     void **owned;                   /* dequantised small tensors (norms, biases), packed matrices */
@@ -70,6 +78,11 @@ typedef struct Model {
 /* Loads the model from an opened GGUF file (takes ownership of it). NULL with err set. */
 Model *model_load(GgufFile *f, char *err, size_t errlen);
 void model_free(Model *m); /* NULL-safe; closes the GGUF file */
+/* What depends on the context a sequence gets (llama.cpp's n_ctx_seq): Phi-3 LongRoPE uses its
+ * long factors when n_ctx, rounded up to 256 as llama.cpp pads it, exceeds
+ * original_context_length, else the short ones. model_load assumes n_ctx_train. Call before any
+ * forward pass (and before the device copies the rotation). */
+void model_set_ctx(Model *m, int n_ctx);
 /* RoPE's cos and sin for position pos: cs[2i], cs[2i + 1] for each of the rope_dim / 2 pairs. */
 void model_rope_row(const Model *m, int pos, float *cs);
 

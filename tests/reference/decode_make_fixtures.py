@@ -6,6 +6,7 @@ Run once, outside CI (needs llama-cpp-python, which builds llama.cpp from source
     python3 tests/reference/decode_make_fixtures.py --smol-only   # SmolLM2 only (or --tiny-only)
     python3 tests/reference/decode_make_fixtures.py --spm-only    # SentencePiece + chat templates
     python3 tests/reference/decode_make_fixtures.py --arch-only [NAME...]  # phi3, gemma2, gemma3 (tiny_arch.json)
+    python3 tests/reference/decode_make_fixtures.py --rope-only   # LongRoPE and YaRN (tiny_rope.json)
 It writes tests/fixtures/decode/*.json. The tiny random-weight GGUF files are not stored:
 `tiny_model(name, path)` regenerates them bit-identically (seeded) at test time, and the
 fixture stores their sha256 so a drift in the generator is caught.
@@ -120,6 +121,26 @@ TINY_ARCH = {
 }
 GEMMA2_SWA, GEMMA2_ATTN_CAP, GEMMA2_FINAL_CAP = 5, 1.5, 3.0
 
+# RoPE scaling, recorded into tiny_rope.json (--rope-only), each at a pinned context (llama.cpp's
+# n_ctx, our --ctx). phi3 LongRoPE: long factors 1..8 and short ones near 1, attn_factor 1.19 (as
+# Phi-3-mini-128k's sqrt(1 + ln 32 / ln 4096)), original_context_length 300, so that context 256
+# takes the short factors, 512 the long ones, and 300 the long ones too: llama.cpp rounds n_ctx up
+# to 256 (512 > 300). YaRN: factor 4, original context 4096, which puts the correction dims at
+# pairs 10..23 of 32 (base 1e4, llama) and 6..16 (base 1e6, qwen2): both ends and the ramp bite.
+TINY_ROPE = {
+    "tiny_phi3_longrope_q8_0": ("phi3", "Q8_0"),
+    "tiny_llama_yarn_q8_0": ("llama", "Q8_0"),
+    "tiny_qwen2_yarn_q8_0": ("qwen2", "Q8_0"),
+}
+LONGROPE_ORIG_CTX, LONGROPE_ATTN, YARN_FACTOR, YARN_ORIG_CTX = 300, 1.19, 4.0, 4096
+ROPE_CASES = {  # case -> (model, context)
+    "phi3_longrope_ctx256_short": ("tiny_phi3_longrope_q8_0", 256),
+    "phi3_longrope_ctx300_long": ("tiny_phi3_longrope_q8_0", 300),
+    "phi3_longrope_ctx512_long": ("tiny_phi3_longrope_q8_0", 512),
+    "llama_yarn": ("tiny_llama_yarn_q8_0", 512),
+    "qwen2_yarn": ("tiny_qwen2_yarn_q8_0", 512),
+}
+
 
 def _random_kquant(rng, qtype, rows, cols):
     """Valid random K-quant blocks: random bits with small fp16 super-block scales."""
@@ -138,15 +159,15 @@ def _random_kquant(rng, qtype, rows, cols):
     return raw.reshape(rows, cols // bs * ts)
 
 
-def tiny_model(name, path, chat_template=None, arch_override=None, longrope=False, spec=None, extra_kv=None):
+def tiny_model(name, path, chat_template=None, arch_override=None, spec=None, extra_kv=None):
     """Writes the tiny model `name` to path, deterministically. Returns its sha256.
     chat_template replaces the default tokenizer.chat_template. spec = (arch, tensor type) for a
-    name outside TINY and TINY_ARCH; extra_kv(writer) adds metadata (the embedding fixtures'
-    pooling, EOS). For refusal tests only: arch_override writes another general.architecture,
-    longrope adds Phi-3 LongRoPE factors."""
+    name outside TINY, TINY_ARCH and TINY_ROPE; extra_kv(writer) adds metadata (the embedding
+    fixtures' pooling, EOS; refusal tests' scaling). For refusal tests only: arch_override writes
+    another general.architecture."""
     import gguf
     spm = name == SPM_NAME
-    arch, qt = ("llama", "Q8_0") if spm else (spec or (TINY[name] if name in TINY else TINY_ARCH[name]))
+    arch, qt = ("llama", "Q8_0") if spm else (spec or {**TINY, **TINY_ARCH, **TINY_ROPE}[name])
     rng = np.random.default_rng(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
     if spm:
         toks, types, scores = _spm_vocab()
@@ -200,6 +221,13 @@ def tiny_model(name, path, chat_template=None, arch_override=None, longrope=Fals
         w.add_add_bos_token(False)
         w.add_chat_template(chat_template or
                             "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+    if name in TINY_ROPE and arch == "phi3":
+        w.add_rope_scaling_orig_ctx_len(LONGROPE_ORIG_CTX)
+        w.add_rope_scaling_attn_factors(LONGROPE_ATTN)
+    elif name in TINY_ROPE:
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(YARN_FACTOR)
+        w.add_rope_scaling_orig_ctx_len(YARN_ORIG_CTX)
     if extra_kv:
         extra_kv(w)
     qtype = getattr(gguf.GGMLQuantizationType, qt)
@@ -257,9 +285,9 @@ def tiny_model(name, path, chat_template=None, arch_override=None, longrope=Fals
         if arch == "qwen3":
             vec(p + "attn_q_norm.weight", HD, 1.0, 0.1)
             vec(p + "attn_k_norm.weight", HD, 1.0, 0.1)
-    if longrope:
-        w.add_tensor("rope_factors_long.weight", np.full(HD // 2, 4.0, dtype=np.float32))
-        w.add_tensor("rope_factors_short.weight", np.ones(HD // 2, dtype=np.float32))
+    if name in TINY_ROPE and arch == "phi3":  # Phi-3-like: long factors grow with the dimension
+        w.add_tensor("rope_factors_long.weight", np.sort(rng.uniform(1.0, 8.0, HD // 2)).astype(np.float32))
+        w.add_tensor("rope_factors_short.weight", (1.0 + rng.uniform(0.0, 0.2, HD // 2)).astype(np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -425,10 +453,10 @@ def _top(row):
     return [int(x) for x in top], [round(float(row[x]), 5) for x in top]
 
 
-def record(model_path, tokenize_prompts, gen_prompts, n_pos, n_greedy, steps=False):
+def record(model_path, tokenize_prompts, gen_prompts, n_pos, n_greedy, steps=False, n_ctx=512):
     import llama_cpp
-    ref = llama_cpp.Llama(model_path, n_ctx=512, n_threads=2, logits_all=True, verbose=False, flash_attn=False)
-    fa = llama_cpp.Llama(model_path, n_ctx=512, n_threads=2, logits_all=True, verbose=False, flash_attn=True)
+    ref = llama_cpp.Llama(model_path, n_ctx=n_ctx, n_threads=2, logits_all=True, verbose=False, flash_attn=False)
+    fa = llama_cpp.Llama(model_path, n_ctx=n_ctx, n_threads=2, logits_all=True, verbose=False, flash_attn=True)
     out = {"tokenize": [], "generate": []}
     for p in tokenize_prompts:
         out["tokenize"].append({"text": p, "tokens": ref.tokenize(p.encode(), add_bos=True, special=True)})
@@ -526,8 +554,100 @@ def record_arch():
         json.dump({k: fxs[k] for k in TINY_ARCH if k in fxs}, f, indent=0, ensure_ascii=False)
 
 
+ROPE_TABLE_POS = [1, 13, 100, 1000, 4095, 30000]
+
+
+def _ggml_rope_table(path, n_ctx, positions):
+    """cos/sin (float32 bits, big-endian hex) of the rotation llama.cpp would apply to this model at context
+    n_ctx: ggml's own rope op (libggml of the installed llama-cpp-python, through ctypes) on
+    (1, 0) pairs, with the parameters llama.cpp derives from the file (llama_context's YaRN
+    attn_factor in float32 with the C library's logf; LongRoPE's long factors when n_ctx rounded up
+    to 256 exceeds original_context_length)."""
+    import ctypes
+    import gguf
+    import llama_cpp
+    lib = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
+    base, cpu = ctypes.CDLL(os.path.join(lib, "libggml-base.so")), ctypes.CDLL(os.path.join(lib, "libggml-cpu.so"))
+    libm = ctypes.CDLL("libm.so.6")
+    libm.logf.restype, libm.logf.argtypes = ctypes.c_float, [ctypes.c_float]
+
+    class Params(ctypes.Structure):
+        _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p), ("no_alloc", ctypes.c_bool)]
+    vp, f, i64 = ctypes.c_void_p, ctypes.c_float, ctypes.c_int64
+    base.ggml_init.restype, base.ggml_init.argtypes = vp, [Params]
+    base.ggml_new_tensor_1d.restype, base.ggml_new_tensor_1d.argtypes = vp, [vp, ctypes.c_int, i64]
+    base.ggml_new_tensor_3d.restype, base.ggml_new_tensor_3d.argtypes = vp, [vp, ctypes.c_int, i64, i64, i64]
+    base.ggml_rope_ext.restype = vp
+    base.ggml_rope_ext.argtypes = [vp, vp, vp, vp, ctypes.c_int, ctypes.c_int, ctypes.c_int, f, f, f, f, f, f]
+    base.ggml_new_graph.restype, base.ggml_new_graph.argtypes = vp, [vp]
+    base.ggml_build_forward_expand.argtypes = [vp, vp]
+    base.ggml_get_data.restype, base.ggml_get_data.argtypes = vp, [vp]
+    base.ggml_free.argtypes = [vp]
+    cpu.ggml_graph_compute_with_ctx.argtypes = [vp, vp, ctypes.c_int]
+
+    def data(t, ctype, shape):
+        return np.ctypeslib.as_array(ctypes.cast(base.ggml_get_data(t), ctypes.POINTER(ctype)), shape)
+
+    r = gguf.GGUFReader(path)
+    kv = {k: fl.contents() for k, fl in r.fields.items()}
+    arch = kv["general.architecture"]
+    n_dims = kv.get(f"{arch}.rope.dimension_count", kv[f"{arch}.embedding_length"] // kv[f"{arch}.attention.head_count"])
+    n_orig = kv.get(f"{arch}.rope.scaling.original_context_length", 0) or kv[f"{arch}.context_length"]
+    fac = np.float32(kv.get(f"{arch}.rope.scaling.factor", 0.0))
+    freq_scale = np.float32(1) / fac if fac else np.float32(1)
+    attn, ext = np.float32(1), 0.0
+    if kv.get(f"{arch}.rope.scaling.type") == "yarn":  # llama_context: get_mscale / (1 + 0.1 ln factor)
+        ext, fct = 1.0, np.float32(1) / freq_scale
+        ms = np.float32(1) if fct <= 1 else np.float32(libm.logf(fct)) * np.float32(0.1) + np.float32(1)
+        attn = ms * (np.float32(1) / (np.float32(1) + np.float32(0.1) * np.float32(libm.logf(fct))))
+    attn = attn * np.float32(kv.get(f"{arch}.rope.scaling.attn_factor", 1.0))
+    tensors = {t.name: np.array(t.data, dtype=np.float32) for t in r.tensors if t.name.startswith("rope_factors")}
+    factors = tensors.get("rope_factors_long.weight" if (n_ctx + 255) // 256 * 256 > n_orig else "rope_factors_short.weight")
+    ctx = base.ggml_init(Params(16 << 20, None, False))
+    n = len(positions)
+    x = base.ggml_new_tensor_3d(ctx, 0, n_dims, 1, n)  # GGML_TYPE_F32, one head per position
+    xa = data(x, ctypes.c_float, (n, n_dims))
+    xa[:] = 0
+    xa[:, 0::2] = 1  # (1, 0) pairs: the rotated pair is (cos, sin)
+    p = base.ggml_new_tensor_1d(ctx, 26, n)  # GGML_TYPE_I32
+    data(p, ctypes.c_int32, (n,))[:] = positions
+    c = None
+    if factors is not None:
+        c = base.ggml_new_tensor_1d(ctx, 0, n_dims // 2)
+        data(c, ctypes.c_float, (n_dims // 2,))[:] = factors
+    y = base.ggml_rope_ext(ctx, x, p, c, n_dims, 0, n_orig, float(kv.get(f"{arch}.rope.freq_base", 10000.0)),
+                           float(freq_scale), ext, float(attn), 32.0, 1.0)
+    g = base.ggml_new_graph(ctx)
+    base.ggml_build_forward_expand(g, y)
+    cpu.ggml_graph_compute_with_ctx(ctx, g, 1)
+    bits = data(y, ctypes.c_float, (n, n_dims)).copy().view(np.uint32)
+    base.ggml_free(ctx)
+    return [row.astype(">u4").tobytes().hex() for row in bits]  # one hex string per position
+
+
+def record_rope():
+    """tiny_rope.json: each of ROPE_CASES recorded as the tiny models, at its context, plus the
+    bits of ggml's rotation at ROPE_TABLE_POS."""
+    import tempfile
+    fxs = {}
+    with tempfile.TemporaryDirectory() as d:
+        for case, (name, n_ctx) in ROPE_CASES.items():
+            path = os.path.join(d, name + ".gguf")
+            sha = tiny_model(name, path)
+            fx = record(path, [], TINY_PROMPTS, 6, 16, n_ctx=n_ctx)
+            fx.update(sha256=sha, model=name, n_ctx=n_ctx,
+                      rope_table={"positions": ROPE_TABLE_POS, "bits": _ggml_rope_table(path, n_ctx, ROPE_TABLE_POS)})
+            fxs[case] = fx
+            print("recorded", case)
+    with open(os.path.join(FIX, "tiny_rope.json"), "w") as f:
+        json.dump(fxs, f, indent=0, ensure_ascii=False)
+
+
 def main():
     os.makedirs(FIX, exist_ok=True)
+    if "--rope-only" in sys.argv:
+        record_rope()
+        return
     if "--spm-only" in sys.argv:
         record_spm()
         return

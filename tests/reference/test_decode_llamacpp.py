@@ -88,6 +88,11 @@ def run(*args):
     return json.loads(r.stdout)
 
 
+def margs(model):
+    """--model PATH, or for (path, n_ctx) also --ctx n_ctx: the context llama.cpp was recorded at."""
+    return ["--model", model] if isinstance(model, str) else ["--model", model[0], "--ctx", str(model[1])]
+
+
 def load(name):
     with open(os.path.join(FIX, name)) as f:
         return json.load(f)
@@ -105,7 +110,7 @@ def forced_logits(model, toks, ref, tmp_path):
     len(toks) - 1 + k is what step k of its greedy loop chose from."""
     path = str(tmp_path / "forced.f32")
     seq = toks + ref[:-1]
-    out = run("--model", model, "--ids", ",".join(map(str, seq)), "--dump-logits", "1", "--logits-out", path,
+    out = run(*margs(model), "--ids", ",".join(map(str, seq)), "--dump-logits", "1", "--logits-out", path,
               "--prefill", str(len(toks)))
     assert out["tokens"] == seq
     return np.fromfile(path, dtype=np.float32).reshape(len(seq), -1)
@@ -122,7 +127,7 @@ def compare_greedy(model, case, lg, comp):
             assert margins[k] <= near, f"greedy step {k}: ours {got}, llama.cpp {ref[k]} (its margin {margins[k]} > {near:.3g})"
             excused.append(k)
     assert len(excused) <= 1, f"near-ties excused at steps {excused}: fewer than {len(ref) - 1} tokens compared"
-    g = run("--model", model, "--ids", ",".join(map(str, toks)), "--greedy-ids", "--max-tokens", str(len(ref)))["completion_ids"]
+    g = run(*margs(model), "--ids", ",".join(map(str, toks)), "--greedy-ids", "--max-tokens", str(len(ref)))["completion_ids"]
     assert 1 <= len(g) <= len(ref)
     for i, t in enumerate(g):
         if t != ref[i]:  # only after a real near-tie; from there the two continuations differ
@@ -138,7 +143,7 @@ def compare_case(model, case, tmp_path, qtype, margin_gap=None):
     """Tokens, logits at the recorded prompt positions, greedy tokens, decode-step margins."""
     comp = COMPUTE_TOL[qtype]
     toks = case["tokens"]
-    assert run("--model", model, "--prompt", case["text"], "--tokenize-only")["tokens"] == toks
+    assert run(*margs(model), "--prompt", case["text"], "--tokenize-only")["tokens"] == toks
     lg = forced_logits(model, toks, case["greedy"], tmp_path)
     for i, p in enumerate(case["positions"]):
         diff = np.abs(lg[i][p["top_ids"]].astype(np.float64) - np.array(p["top_logits"])).max()
@@ -158,7 +163,7 @@ def compare_case(model, case, tmp_path, qtype, margin_gap=None):
 
 def _eog_ids(model):
     import gguf
-    r = gguf.GGUFReader(model)
+    r = gguf.GGUFReader(margs(model)[1])
     f = r.fields["tokenizer.ggml.tokens"]
     return {i for i, idx in enumerate(f.data) if bytes(f.parts[idx]).decode("utf-8", "replace") in EOG_PIECES}
 
@@ -209,14 +214,15 @@ class TestSmolLM2:
 TINY_FX = load("tiny_models.json") if os.path.exists(os.path.join(FIX, "tiny_models.json")) else {}
 
 
-def compare_tiny(name, fx, qtype, tmp_path):
+def compare_tiny(name, fx, qtype, tmp_path, n_ctx=None):
     path = str(tmp_path / (name + ".gguf"))
     assert mk.tiny_model(name, path) == fx["sha256"], "tiny model generator drifted from the recorded fixture"
     for case in fx["tokenize"]:
         assert run("--model", path, "--prompt", case["text"], "--tokenize-only")["tokens"] == case["tokens"]
+    model = path if n_ctx is None else (path, n_ctx)
     for i, case in enumerate(fx["generate"]):
         assert len(case["greedy"]) == 16
-        compare_case(path, case, tmp_path, qtype, KNOWN_MARGIN_GAPS.get((name, i)))
+        compare_case(model, case, tmp_path, qtype, KNOWN_MARGIN_GAPS.get((name, i)))
 
 
 @pytest.mark.parametrize("name", sorted(TINY_FX))
@@ -250,15 +256,94 @@ def test_f16_bound_is_the_size_of_llama_cpps_fp16_rounding(tmp_path):
     assert effect <= F16_TOL <= 1.5 * effect, f"fp16 rounding moves these logits by {effect:.4f}; F16_TOL {F16_TOL}"
 
 
-@pytest.mark.parametrize("arch,longrope,want", [
-    ("gemma", False, "architecture 'gemma' is not supported"),      # gemma 1: no post norms, no caps
-    ("falcon", False, "architecture 'falcon' is not supported"),
-    ("phi3", True, "LongRoPE"),                                     # Phi-3 128k's rope_factors_long/short
+ROPE_FX = load("tiny_rope.json") if os.path.exists(os.path.join(FIX, "tiny_rope.json")) else {}
+
+
+@pytest.mark.parametrize("case", sorted(ROPE_FX))
+def test_tiny_rope_scaling_matches_llama_cpp_at_the_recorded_context(case, tmp_path):
+    """Phi-3 LongRoPE (short factors at context 256, long at 300 and 512: llama.cpp rounds the
+    context up to 256 before comparing it with original_context_length 300; the attn factor on
+    cos and sin) and YaRN on llama and qwen2, each at the context llama.cpp was recorded with
+    (--ctx): same checks and bounds as the other tiny models."""
+    fx = ROPE_FX[case]
+    assert mk.ROPE_CASES[case] == (fx["model"], fx["n_ctx"])
+    compare_tiny(fx["model"], fx, mk.TINY_ROPE[fx["model"]][1], tmp_path, n_ctx=fx["n_ctx"])
+
+
+@pytest.mark.parametrize("case", sorted(ROPE_FX))
+def test_rope_cos_sin_are_ggmls_bit_for_bit(case, tmp_path):
+    """The rotation table itself (model_rope_row, through tests/tools/rope_probe) against ggml's
+    rope op at positions up to 30000: every float32 bit, so also what the logits cannot see
+    through the fp16 K/Q rounding (YaRN's fused angle mix, the magnitude factors)."""
+    fx = ROPE_FX[case]
+    path = str(tmp_path / "m.gguf")
+    assert mk.tiny_model(fx["model"], path) == fx["sha256"]
+    probe = os.path.join(BUILD, "tests", "rope_probe")
+    pos = fx["rope_table"]["positions"]
+    r = subprocess.run([probe, path, str(fx["n_ctx"])] + [str(p) for p in pos], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = np.array([line.split() for line in r.stdout.splitlines()], dtype=np.int64)
+    want = np.array([np.frombuffer(bytes.fromhex(h), dtype=">u4") for h in fx["rope_table"]["bits"]], dtype=np.int64)
+    bad = np.argwhere(got != want)
+    assert len(bad) == 0, (f"{len(bad)} of {want.size} cos/sin values differ from ggml's, up to "
+                           f"{np.abs(got - want).max()} ulp (first at position {pos[bad[0][0]]}, value {bad[0][1]})")
+
+
+def _engine_text(ids):
+    """The text the generator returns for the tiny byte-level vocabulary's ids, by docs/decoder.md's
+    rule: each invalid UTF-8 byte becomes U+FFFD, an incomplete sequence at the end is dropped."""
+    toks, types, _ = mk._byte_vocab()
+    keep = list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    dec = {chr(b): b for b in keep}
+    dec.update({chr(256 + n): b for n, b in enumerate(b for b in range(256) if b not in keep)})
+    assert all(types[t] == 1 for t in ids), "a control token in the continuation: pick another case"
+    b = b"".join(bytes(dec[ch] for ch in toks[t]) for t in ids)
+    out, i = "", 0
+    while i < len(b):
+        n = 1 if b[i] < 0x80 else 2 if b[i] >> 5 == 6 else 3 if b[i] >> 4 == 14 else 4 if b[i] >> 3 == 30 else 0
+        if n and i + n > len(b) and all(c >> 6 == 2 for c in b[i + 1:]):
+            break  # incomplete at the end
+        try:
+            out += b[i:i + n].decode("utf-8") if n else "\ufffd"
+            i += max(n, 1)
+        except UnicodeDecodeError:
+            out += "\ufffd"
+            i += 1
+    return out
+
+
+@pytest.mark.parametrize("case", ["phi3_longrope_ctx256_short", "phi3_longrope_ctx300_long"])
+def test_longrope_generator_chooses_the_factors_from_its_configured_context(case, tmp_path):
+    """The generator (continuous batching) gives llama.cpp's greedy continuation at the recorded
+    context too: its forward buffers are sized from ctx_len, the dump path's from the prompt, and
+    both must take the factors from the configured context alone."""
+    fx = ROPE_FX[case]
+    path = str(tmp_path / "m.gguf")
+    assert mk.tiny_model(fx["model"], path) == fx["sha256"]
+    for c in fx["generate"]:
+        out = run("--model", path, "--ctx", str(fx["n_ctx"]), "--prompt", c["text"], "--max-tokens",
+                  str(len(c["greedy"])), "--temperature", "0")["results"][0]
+        assert out["completion_tokens"] == len(c["greedy"]) and out["text"] == _engine_text(c["greedy"])
+
+
+def _kv(**kv):
+    def add(w):
+        for k, v in kv.items():
+            (w.add_string if isinstance(v, str) else w.add_float32)(k, v)
+    return add
+
+
+@pytest.mark.parametrize("base,arch,extra,want", [
+    ("tiny_llama_q8_0", "gemma", None, "architecture 'gemma' is not supported"),  # gemma 1: no post norms, no caps
+    ("tiny_llama_q8_0", "falcon", None, "architecture 'falcon' is not supported"),
+    ("tiny_phi3_q8_0", None, {"phi3.rope.scaling.type": "yarn", "phi3.rope.scaling.factor": 4.0},
+     "rope scaling 'yarn' is not supported for phi3"),
+    ("tiny_llama_q8_0", None, {"llama.rope.scaling.type": "llama3"}, "rope scaling 'llama3' is not supported"),
+    ("tiny_llama_q8_0", None, {"llama.rope.scaling.attn_factor": -1.0}, "attn_factor -1 are unusable"),
 ])
-def test_unsupported_architecture_or_scaling_is_refused_by_name(arch, longrope, want, tmp_path):
+def test_unsupported_architecture_or_scaling_is_refused_by_name(base, arch, extra, want, tmp_path):
     path = str(tmp_path / "refused.gguf")
-    base = "tiny_phi3_q8_0" if arch == "phi3" else "tiny_llama_q8_0"
-    mk.tiny_model(base, path, arch_override=arch if arch != "phi3" else None, longrope=longrope)
+    mk.tiny_model(base, path, arch_override=arch, extra_kv=_kv(**extra) if extra else None)
     r = subprocess.run(_cli() + ["--model", path, "--prompt", "hi", "--max-tokens", "2"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode != 0 and want in r.stderr, r.stderr
