@@ -264,8 +264,9 @@ def main():
 
     runs = {s: {"llama": [], "ours": [], "ratio": [], "llama_extra": [], "ours_extra": []} for s in a.only}
     bw = []  # GB/s, one per round
-    ours_isa = json.loads(run(a.cli + ["--model", a.model, "--prompt", "The", "--max-tokens", "1",
-                                       "--threads", str(a.threads), "--ctx", "32"]).stdout)["isa"]
+    o = json.loads(run(a.cli + ["--model", a.model, "--prompt", "The", "--max-tokens", "1",
+                                "--threads", str(a.threads), "--ctx", "32"]).stdout)
+    ours_isa = f"{o['isa']} (matmul kernels {o.get('matmul_isa', o['isa'])})"
     for rnd in range(a.rounds):
         llama_first = rnd % 2 == 0
         bw.append(read_bandwidth(a))

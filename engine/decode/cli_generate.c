@@ -396,6 +396,8 @@ int cli_generate_main(int argc, char **argv) {
     cJSON_AddNumberToObject(o, "sum_prefill_ms", sum_prefill);
     cJSON_AddNumberToObject(o, "aggregate_tok_s", wall > 0 ? total_completion * 1000.0 / wall : 0);
     cJSON_AddStringToObject(o, "isa", quant_isa_name(quant_best_isa()));
+    /* the matmul kernels the model's weight types get beyond the per-row dot (kernels/quant.h) */
+    cJSON_AddStringToObject(o, "matmul_isa", quant_matvec_fn(QT_Q4_1, QUANT_ISA_BEST) ? "avx512-vnni" : quant_isa_name(quant_best_isa()));
     print_json(o);
     generator_native_ops.close(&g);
     cJSON_Delete(mj);

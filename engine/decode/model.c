@@ -562,15 +562,18 @@ static void rmsnorm(float *y, const float *x, const float *w, int n, float eps) 
 /* Rows per chunk of a matmul region: small enough for two threads to balance on a loaded
  * machine, large enough that claiming a chunk costs nothing next to it. */
 enum { MM_CHUNK_ROWS = 32 };
-/* A single-token step (one activation row) does 1/16 of a tile's work per row: its chunks are
- * MM_ROWS_1TOK rows, or claiming them (two contended atomics each, ~6400 a token at 32 rows on
- * SmolLM2) costs more than the threads gain. */
-#ifndef MM_ROWS_1TOK
-#define MM_ROWS_1TOK 256
-#endif
-
-static int mm_rows(const Forward *f) { return f->ntok == 1 ? MM_ROWS_1TOK : MM_CHUNK_ROWS; }
-static int mm_chunks(const Forward *f, const MMPart *p) { return (p->w->rows + mm_rows(f) - 1) / mm_rows(f); }
+/* A single-token step (one activation row) does 1/16 of a tile's work per row, and claiming a
+ * chunk costs two contended atomics (at 32 rows SmolLM2's ~6400 claims a token made two threads
+ * slower than one), so there each matrix is cut into about four chunks per thread (multiples of
+ * eight rows, the matvec's group): few claims, and a thread finishing early waits for at most a
+ * quarter of its share. */
+static int mm_rows(const Forward *f, const MMPart *p) {
+    if (f->ntok > 1) return MM_CHUNK_ROWS;
+    int per = 4 * pool_size(f->pool), r = (p->w->rows + per - 1) / per;
+    r = (r + 7) & ~7;
+    return r < 64 ? 64 : r;
+}
+static int mm_chunks(const Forward *f, const MMPart *p) { return (p->w->rows + mm_rows(f, p) - 1) / mm_rows(f, p); }
 
 static void mm_region(void *ctx, int chunk, int nchunks, int thread) {
     Forward *f = ctx;
@@ -578,7 +581,7 @@ static void mm_region(void *ctx, int chunk, int nchunks, int thread) {
     int i = 0;
     while (chunk >= mm_chunks(f, &f->mm[i])) chunk -= mm_chunks(f, &f->mm[i++]);
     const MMPart *p = &f->mm[i];
-    int rows = p->w->rows, cr = mm_rows(f), r0 = chunk * cr, r1 = r0 + cr < rows ? r0 + cr : rows;
+    int rows = p->w->rows, cr = mm_rows(f, p), r0 = chunk * cr, r1 = r0 + cr < rows ? r0 + cr : rows;
     (void)thread;
     if (p->vec)
         p->w->mv(p->out, p->w->cpu, p->w->row_bytes, p->w->cols, r0, r1, p->vec);

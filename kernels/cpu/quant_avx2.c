@@ -343,21 +343,39 @@ float quant_dot_f16_order_avx2(const uint16_t *x, const uint16_t *y, int n, int 
     return (float)s;
 }
 
+/* Accumulator row r of the reference (positions r, r + stride, r + 2 stride, ...: the same
+ * additions in the same order) kept in registers over 32 output elements at a time, so no
+ * accumulator is cleared, loaded or stored per position. */
+static void pv_row(float *a, const uint16_t *p16, const uint16_t *const *blk, size_t ld, int n, int hd, int r,
+                   int stride) {
+    for (int d0 = 0; d0 < hd; d0 += 32) {
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (int p = r; p < n; p += stride) {
+            __m256 w = _mm256_set1_ps(h2f(p16[p]));
+            const uint16_t *v = blk[p / 16] + (size_t)(p % 16) * ld + d0;
+            s0 = _mm256_fmadd_ps(ld_h8(v), w, s0);
+            s1 = _mm256_fmadd_ps(ld_h8(v + 8), w, s1);
+            s2 = _mm256_fmadd_ps(ld_h8(v + 16), w, s2);
+            s3 = _mm256_fmadd_ps(ld_h8(v + 24), w, s3);
+        }
+        _mm256_storeu_ps(a + d0, s0);
+        _mm256_storeu_ps(a + d0 + 8, s1);
+        _mm256_storeu_ps(a + d0 + 16, s2);
+        _mm256_storeu_ps(a + d0 + 24, s3);
+    }
+}
+
 void quant_attn_pv_avx2(float *out, float *acc, const uint16_t *p16, const uint16_t *const *blk, size_t ld, int n, int hd,
                         int gemv) {
-    if (hd % 8) {
+    if (hd % 32) {
         quant_attn_pv_ref(out, acc, p16, blk, ld, n, hd, gemv);
         return;
     }
-    int nacc = gemv ? 4 : 1;
+    /* the reference's accumulator rows: position p goes to row (p / 16) % nacc * 16 + p % 16 */
+    int nacc = gemv ? 4 : 1, rows = 16 * nacc;
     size_t bs = (size_t)16 * hd;
-    memset(acc, 0, (size_t)nacc * bs * sizeof *acc);
-    for (int p = 0; p < n; p++) {
-        __m256 w = _mm256_set1_ps(h2f(p16[p]));
-        const uint16_t *v = blk[p / 16] + (size_t)(p % 16) * ld;
-        float *a = acc + (size_t)((p / 16) % nacc) * bs + (size_t)(p % 16) * hd;
-        for (int d = 0; d < hd; d += 8) _mm256_storeu_ps(a + d, _mm256_fmadd_ps(ld_h8(v + d), w, _mm256_loadu_ps(a + d)));
-    }
+    for (int j = 0; j < nacc; j++)
+        for (int l = 0; l < 16; l++) pv_row(acc + (size_t)j * bs + (size_t)l * hd, p16, blk, ld, n, hd, 16 * j + l, rows);
     for (int d = 0; d < hd; d += 8) {
         __m256 L[16];
         for (int l = 0; l < 16; l++) {
