@@ -309,6 +309,14 @@ GgufFile *gguf_open(const char *path, char *err, size_t errlen) {
     return f;
 }
 
+void gguf_release(const GgufFile *f, const void *ptr, size_t len) {
+    if (!f || !f->mapped) return;
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)ptr + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t e = ((uintptr_t)ptr + len) & ~(uintptr_t)(page - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED); /* a private read-only file map: refaults from the file */
+}
+
 void gguf_close(GgufFile *f) {
     if (!f) return;
     if (f->kv)

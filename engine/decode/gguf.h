@@ -62,6 +62,10 @@ typedef struct GgufFile {
 
 /* Opens and validates a file; NULL with err set on any problem. */
 GgufFile *gguf_open(const char *path, char *err, size_t errlen);
+/* Drops the mapped pages wholly inside [ptr, ptr + len) from this process (they come back from
+ * the file on the next read): for data a caller has copied and will rarely read again. Nothing
+ * for a memory buffer. */
+void gguf_release(const GgufFile *f, const void *ptr, size_t len);
 /* Same over a caller-owned buffer that must outlive the GgufFile (tests, fuzzing). */
 GgufFile *gguf_open_memory(const void *data, size_t size, char *err, size_t errlen);
 void gguf_close(GgufFile *f); /* NULL-safe */

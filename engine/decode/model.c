@@ -85,6 +85,7 @@ static int pack_for_cpu(Model *m, WMat *w, char *err, size_t errlen) {
     if (!p) return errf(err, errlen, "model: out of memory packing a %d x %d matrix", w->rows, w->cols);
     quant_pack_rows(w->type, p, w->data, w->rows, w->cols);
     w->cpu = p;
+    gguf_release(m->gguf, w->data, (size_t)w->rows * w->row_bytes); /* the copy is what runs: don't hold both */
     return 0;
 }
 
