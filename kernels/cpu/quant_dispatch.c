@@ -150,14 +150,15 @@ static int vnni_ok(void) {
     return vnni;
 }
 
-QuantMatvecFn quant_matvec_fn(int wtype, QuantIsa isa) {
+/* 1 when isa (or the best one) runs the VNNI matvec and tile kernels, which exist for Q4_1 and Q8_0. */
+static int vnni_kernels(int wtype, QuantIsa isa) {
     if (isa == QUANT_ISA_BEST) isa = vnni_ok() ? QUANT_ISA_AVX512 : quant_best_isa();
-    if (isa != QUANT_ISA_AVX512 || !vnni_ok()) return NULL;
-    switch (wtype) {
-    case QT_Q4_1: return quant_matvec_q4_1_vnni;
-    case QT_Q8_0: return quant_matvec_q8_0_vnni;
-    default: return NULL;
-    }
+    return isa == QUANT_ISA_AVX512 && vnni_ok() && (wtype == QT_Q4_1 || wtype == QT_Q8_0);
+}
+
+QuantMatvecFn quant_matvec_fn(int wtype, QuantIsa isa) {
+    if (!vnni_kernels(wtype, isa)) return NULL;
+    return wtype == QT_Q4_1 ? quant_matvec_q4_1_vnni : quant_matvec_q8_0_vnni;
 }
 
 void quant_matvec_prep(int wtype, void *vec, const void *act, int ncols) {
@@ -165,13 +166,8 @@ void quant_matvec_prep(int wtype, void *vec, const void *act, int ncols) {
 }
 
 QuantMatmulFn quant_matmul_fn(int wtype, QuantIsa isa) {
-    if (isa == QUANT_ISA_BEST) isa = vnni_ok() ? QUANT_ISA_AVX512 : quant_best_isa();
-    if (isa != QUANT_ISA_AVX512 || !vnni_ok()) return NULL;
-    switch (wtype) {
-    case QT_Q4_1: return quant_matmul_q4_1_vnni;
-    case QT_Q8_0: return quant_matmul_q8_0_vnni;
-    default: return NULL;
-    }
+    if (!vnni_kernels(wtype, isa)) return NULL;
+    return wtype == QT_Q4_1 ? quant_matmul_q4_1_vnni : quant_matmul_q8_0_vnni;
 }
 
 void quant_quantize_act(QuantType act, const float *x, void *dst, int n) {
