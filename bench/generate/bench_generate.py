@@ -32,10 +32,11 @@ ours: --warmup, one untimed job of the same request in the same process).
 
 Decode against the memory limit: a single-stream decode step reads every weight once (the
 matrices of every layer and the LM head; the embedding only as one row, unless tied as the head),
-so tokens/s can be no more than read bandwidth / those bytes. Every round also runs
-weaver-read-bandwidth (bench/generate/read_bandwidth.c: the same threads reading a 1 GiB buffer,
-median of 5 passes), and the report gives tg64 and tg64@d512 on each side as a share of that
-round's limit (median over rounds of the per-round shares).
+so tokens/s can be no more than read bandwidth / those bytes. Right before and right after each
+round's tg64 and tg64@d512 group, weaver-read-bandwidth (bench/generate/read_bandwidth.c: the same
+threads reading a 512 MiB buffer, 16x the L3, median of 5 passes) measures it; the report gives
+each side's decode as a share of the limit from the mean of the two (median over rounds of the
+per-round shares).
 
 Rounds: every round runs each setting once on each side, llama.cpp and ours back to back, the
 order alternating between rounds, so both see the same machine load. The table gives per-run
@@ -147,7 +148,7 @@ def weight_bytes_per_token(model):
 
 
 def read_bandwidth(a):
-    o = json.loads(run([a.bandwidth, "read", "--threads", str(a.threads), "--mib", "1024", "--passes", "5"]).stdout)
+    o = json.loads(run([a.bandwidth, "read", "--threads", str(a.threads), "--mib", "512", "--passes", "5"]).stdout)
     return o["gbps_median"]
 
 
@@ -263,13 +264,11 @@ def main():
         prompt_of(a.cli, a.model, n)
 
     runs = {s: {"llama": [], "ours": [], "ratio": [], "llama_extra": [], "ours_extra": []} for s in a.only}
-    bw = []  # GB/s, one per round
     o = json.loads(run(a.cli + ["--model", a.model, "--prompt", "The", "--max-tokens", "1",
                                 "--threads", str(a.threads), "--ctx", "32"]).stdout)
     ours_isa = f"{o['isa']} (matmul kernels {o.get('matmul_isa', o['isa'])})"
     for rnd in range(a.rounds):
         llama_first = rnd % 2 == 0
-        bw.append(read_bandwidth(a))
         # (llama.cpp call, our settings) groups, run back to back in alternating order
         groups = [(lambda: llama_bench(a, 0), [s for s in ("pp128", "pp512", "tg64") if s in a.only]),
                   (lambda: llama_bench(a, 512), [s for s in ("tg64@d512",) if s in a.only]),
@@ -277,6 +276,8 @@ def main():
         for lf, ss in groups:
             if not ss:
                 continue
+            tg = [s for s in ss if s.startswith("tg")]
+            bw0 = read_bandwidth(a) if tg else None
             if llama_first:
                 lr = lf()
                 orr = {s: ours(a, s) for s in ss}
@@ -291,6 +292,10 @@ def main():
                 runs[s]["ours_extra"].append(orr[s])
             for s in ss:
                 runs[s]["load_1min"] = runs[s].get("load_1min", []) + [os.getloadavg()[0]]
+            if tg:  # the bandwidth right before and right after this group, averaged
+                bw1 = read_bandwidth(a)
+                for s in tg:
+                    runs[s].setdefault("read_gbps", []).append((bw0 + bw1) / 2)
             if a.json:  # after every group, so an interrupted run keeps what it measured
                 with open(a.json, "w") as f:
                     json.dump({"model": os.path.basename(a.model), "threads": a.threads, "rounds_done": rnd,
@@ -324,12 +329,13 @@ def main():
     if tg:
         mb = a.bytes_per_token / 1e6
         print(f"\ndecode against the memory limit: {mb:.1f} MB of weights per token; read bandwidth "
-              f"({a.threads} threads) per round " + ", ".join(f"{x:.1f}" for x in bw) + f" GB/s, so a limit of "
-              + ", ".join(f"{x * 1e3 / mb:.0f}" for x in bw) + " tok/s")
+              f"({a.threads} threads, before and after each round's group, averaged) and the limit it gives:")
         for s in tg:
+            bw = runs[s]["read_gbps"]
             share = {side: [t / (b * 1e9 / a.bytes_per_token) for t, b in zip(runs[s][side], bw)]
                      for side in ("ours", "llama")}
             runs[s]["share"] = share
+            print(f"  {s}: " + ", ".join(f"{b:.1f} GB/s = {b * 1e3 / mb:.0f} tok/s" for b in bw))
             print(f"  {s}: ours {_median(share['ours']):.1%} of the limit (runs "
                   + ", ".join(f"{x:.1%}" for x in share["ours"]) + f"), llama.cpp {_median(share['llama']):.1%} (runs "
                   + ", ".join(f"{x:.1%}" for x in share["llama"]) + ")")
@@ -349,7 +355,7 @@ def main():
         with open(a.json, "w") as f:
             json.dump({"model": os.path.basename(a.model), "threads": a.threads, "rounds": a.rounds,
                        "llamacpp": version, "llama_info": a.llama_info, "load": load, "runs": runs,
-                       "read_gbps": bw, "weight_bytes_per_token": a.bytes_per_token}, f, indent=1)
+                       "weight_bytes_per_token": a.bytes_per_token}, f, indent=1)
 
 
 if __name__ == "__main__":
