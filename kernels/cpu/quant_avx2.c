@@ -348,7 +348,18 @@ float quant_dot_f16_order_avx2(const uint16_t *x, const uint16_t *y, int n, int 
  * accumulator is cleared, loaded or stored per position. */
 static void pv_row(float *a, const uint16_t *p16, const uint16_t *const *blk, size_t ld, int n, int hd, int r,
                    int stride) {
-    for (int d0 = 0; d0 < hd; d0 += 32) {
+    int d0 = 0;
+    for (; d0 + 64 <= hd; d0 += 64) { /* 64 outputs: each V row is read once per chunk */
+        __m256 s[8];
+        for (int k = 0; k < 8; k++) s[k] = _mm256_setzero_ps();
+        for (int p = r; p < n; p += stride) {
+            __m256 w = _mm256_set1_ps(h2f(p16[p]));
+            const uint16_t *v = blk[p / 16] + (size_t)(p % 16) * ld + d0;
+            for (int k = 0; k < 8; k++) s[k] = _mm256_fmadd_ps(ld_h8(v + 8 * k), w, s[k]);
+        }
+        for (int k = 0; k < 8; k++) _mm256_storeu_ps(a + d0 + 8 * k, s[k]);
+    }
+    for (; d0 < hd; d0 += 32) {
         __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
         for (int p = r; p < n; p += stride) {
             __m256 w = _mm256_set1_ps(h2f(p16[p]));

@@ -245,6 +245,18 @@ static void llama_order_kernels_simd_match_reference_bitwise(void **state) {
             quant_attn_scores_avx2(sc2, q, blk, HD, n, HD, gemv, 0.125f);
             same_bits(sc1, sc2, n, "attn_scores");
         }
+        /* head sizes other models use (the kernel takes 64 outputs at a time, then 32): rows of
+         * 128 values, each head a slice of them */
+        static float acc2[64 * 128];
+        float w1[128], w2[128];
+        for (int hd = 32; hd <= 128; hd += 32)
+            for (int n = 1; n <= 320; n += 53) {
+                const uint16_t *blk2[10];
+                for (int b = 0; b < 10; b++) blk2[b] = kv + (size_t)(9 - b) * 16 * 128 + (128 - hd);
+                quant_attn_pv_ref(w1, acc2, p16, blk2, 128, n < 160 ? n : 160, hd, gemv);
+                quant_attn_pv_avx2(w2, acc2, p16, blk2, 128, n < 160 ? n : 160, hd, gemv);
+                same_bits(w1, w2, hd, "attn_pv (head size)");
+            }
     }
 }
 
