@@ -3,10 +3,10 @@ a BERT forward pass written in numpy (float64) from the `safetensors` weights, m
 pooling per 1_Pooling/config.json, L2 normalisation when modules.json lists Normalize.
 Uses only numpy, safetensors and tokenizers; shares no code with the C engine.
 
-embed_many() keeps the vectors of a whole corpus in $WEAVER_REF_CACHE (ops/test.sh points it
-into build-test/, so the normal and the sanitizer pass of one run share it; never committed),
-under a hash of everything they depend on: the model files this class reads, the texts, this
-file and the numpy/safetensors/tokenizers versions. A fresh checkout computes them again."""
+embed_many() keeps the vectors of a whole corpus in $WEAVER_REF_CACHE under a hash of everything
+they depend on: the model files this class reads, the texts, this file and the numpy/safetensors/
+tokenizers versions. ops/test.sh empties build-test/reference-cache and points it there, so each
+run computes them once and its sanitizer pass reuses them; never committed."""
 import fcntl
 import hashlib
 import json
@@ -33,8 +33,8 @@ def cosine(a, b):
 def erf(z):
     """erf in float64: Maclaurin series for |z| <= 3 (about 1e-13 absolute), math.erf elsewhere.
     Each magnitude band sums its series only until the band's largest term is below 1e-17 (terms
-    shrink once n > z^2), so small z take fewer terms: the reference corpus's vectors came out the
-    same bits as with 80 terms for every z."""
+    shrink once n > z^2), so small z take fewer terms. Same bits as 80 terms for every z: checked
+    on 500k values and on the reference corpus's vectors."""
     z = np.asarray(z, dtype=np.float64)
     out = np.empty_like(z)
     a = np.abs(z)
