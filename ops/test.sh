@@ -17,7 +17,7 @@ build_and_test() { # build_and_test DIR EXTRA_CMAKE_ARGS...
   cmake -S . -B "$dir" -DWEAVER_TEST_BACKENDS=ON "$@" >/dev/null
   cmake --build "$dir" -j"$jobs" > "$dir/build.log" 2>&1 || { cat "$dir/build.log"; return 1; }
   grep -E "warning:" "$dir/build.log" || true
-  (cd "$dir" && ctest --output-on-failure -j1 --timeout 1500)
+  (cd "$dir" && ctest --output-on-failure -j"$jobs" --timeout 1500)
 }
 
 # Builds the fuzz targets only (not the engine; each compiles the sources it exercises under
@@ -44,6 +44,11 @@ fuzz_stage() {
   echo "fuzz stage: $((SECONDS - t0)) s"
 }
 
+# The numpy reference's embeddings of the embedder corpus are computed once per run (in the first
+# pass) and reused by the sanitizer pass (tests/reference/reference_bert.py: embed_many); emptied
+# first, so that every run computes them afresh.
+export WEAVER_REF_CACHE="$root/build-test/reference-cache"
+rm -rf "$WEAVER_REF_CACHE"
 build_and_test build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
 if [ "${1:-}" != "--quick" ]; then
   # Sanitizers: leaks and UB abort the test that hit them. CUDA is off here (ASan and the CUDA

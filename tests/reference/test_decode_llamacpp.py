@@ -33,6 +33,7 @@ Tolerances, and why (measured 2026-12-02 on this fixture):
   14 is 5.008e-6 off, so the decode steps are within an ulp of llama.cpp's, not proven
   bit-identical), except KNOWN_MARGIN_GAPS (see there).
 """
+import functools
 import json
 import os
 import subprocess
@@ -70,6 +71,7 @@ KNOWN_MARGIN_GAPS = {
 EOG_PIECES = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>")
 
 
+@functools.cache  # one probe per test process: each start of the binary costs ~0.2 s of library loading
 def _cli():
     b = os.environ.get("WEAVER_BIN")
     if b and os.path.exists(b):
