@@ -113,6 +113,14 @@ static inline uint16_t ld16(const uint8_t *p) {
     return v;
 }
 
+/* Row r's eighth of the next group (its bytes: one row's worth, rb), one hint per block while
+ * the row runs, so the group after this one arrives spread over this group's eight rows. Past
+ * the chunk's last row too: the next chunk (whichever thread takes it) or the next matrix is
+ * what streams next, and a prefetch never faults. */
+static inline const char *tile_prefetch(const void *W, size_t rb, int r) {
+    return (const char *)p41_group(W, rb, r + 8) + (size_t)(r % 8) * rb;
+}
+
 VNNI static ALWAYS_INLINE void q41_rows(float *out, size_t ldo, const void *W, size_t rb, int nb, int r0, int r1,
                                         const uint8_t *qs, const float *dp, const float *sy, int t0, int nt, const int NP) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
@@ -123,12 +131,10 @@ VNNI static ALWAYS_INLINE void q41_rows(float *out, size_t ldo, const void *W, s
 #pragma GCC unroll 8
         for (int p = 0; p < NP; p++) acc[p] = _mm512_setzero_ps();
         __m512 summ = _mm512_setzero_ps();
-        /* the next rows' group, PF_ROWS rows on (the whole group once, from its first row) */
-        const char *pf = r + PF_ROWS < r1 && k == 0 ? (const char *)p41_group(W, rb, r + 8) : NULL;
+        const char *pf = tile_prefetch(W, rb, r);
         for (int b = 0; b < nb; b++) {
             const uint8_t *xb = g + (size_t)b * P41_BLOCK;
-            if (pf && r + 8 < r1)
-                for (int j = 0; j < (int)(P41_BLOCK / 64) + 1; j++) _mm_prefetch(pf + (size_t)b * P41_BLOCK + 64 * j, _MM_HINT_T0);
+            if ((size_t)b * 64 < rb) _mm_prefetch(pf + (size_t)b * 64, _MM_HINT_T0);
             __m128i t = _mm_loadu_si128((const __m128i *)(xb + 32 + 16 * k));
             __m512i w = _mm512_and_si512(_mm512_broadcast_i64x4(_mm256_set_m128i(_mm_srli_epi16(t, 4), t)), m4);
             __m512 dw = _mm512_set1_ps(h2f(ld16(xb + 2 * k)));
@@ -167,11 +173,10 @@ VNNI static ALWAYS_INLINE void q80_rows(float *out, size_t ldo, const void *W, s
         __m512 acc[PAIRS];
 #pragma GCC unroll 8
         for (int p = 0; p < NP; p++) acc[p] = _mm512_setzero_ps();
-        const char *pf = r + 8 < r1 && k == 0 ? (const char *)p41_group(W, rb, r + 8) : NULL;
+        const char *pf = tile_prefetch(W, rb, r);
         for (int b = 0; b < nb; b++) {
             const uint8_t *xb = g + (size_t)b * P80_BLOCK;
-            if (pf)
-                for (int j = 0; j < (int)(P80_BLOCK / 64) + 1; j++) _mm_prefetch(pf + (size_t)b * P80_BLOCK + 64 * j, _MM_HINT_T0);
+            if ((size_t)b * 64 < rb) _mm_prefetch(pf + (size_t)b * 64, _MM_HINT_T0);
             /* w + 128 as unsigned; the per-lane correction -128 * sum(a) restores w * a exactly */
             __m512i w = _mm512_xor_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(xb + 16 + 32 * k))), bias);
             __m512 dw = _mm512_set1_ps(h2f(ld16(xb + 2 * k)));
@@ -288,11 +293,10 @@ VNNI void quant_matvec_prep_vnni(int wtype, void *vec, const void *act, int ncol
 #endif
 
 /* Hints one group's worth of lines of the stream at pf, spread over the nb blocks. */
-static ALWAYS_INLINE void mv_prefetch(const char *pf, const char *end, int b, int per_block) {
-    if (MV_PF_GROUPS < 0) return;
+static ALWAYS_INLINE void mv_prefetch(const char *pf, int b, int per_block) {
     for (int j = 0; j < per_block; j++) {
         const char *p = pf + ((size_t)b * per_block + j) * 64;
-        if (p < end) _mm_prefetch(p, _MM_HINT_T0);
+        _mm_prefetch(p, _MM_HINT_T0);
     }
 }
 
@@ -312,14 +316,13 @@ VNNI void quant_matvec_q4_1_vnni(float *out, const void *W, size_t rb, int ncols
     /* rows 0..3 (4..7) of the group: each row's d product in its own 128-bit quarter */
     const __m512i i03 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     const __m512i i47 = _mm512_add_epi32(i03, _mm512_set1_epi32(4));
-    const char *end = (const char *)p41_group(W, rb, 0) + (size_t)((r1 + 7) / 8) * 8 * rb;
     for (int r = r0 & ~7; r < r1; r += 8) {
         const uint8_t *g = p41_group(W, rb, r);
         const char *pf = (const char *)g + (size_t)MV_PF_GROUPS * 8 * rb;
         __m512 l0 = _mm512_setzero_ps(), h0 = l0, l1 = l0, h1 = l0, summ = l0;
         for (int b = 0; b < nb; b++) {
             const uint8_t *xb = g + (size_t)b * P41_BLOCK;
-            mv_prefetch(pf, end, b, (int)(P41_BLOCK / 64) + 1);
+            mv_prefetch(pf, b, (int)(P41_BLOCK / 64) + 1);
             /* [d_k * d_a for k < 8, m_k * s_a for k < 8]; the m products add up per row in block
              * order, as the dot's summ */
             __m512 p = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)xb)),
@@ -382,14 +385,13 @@ VNNI void quant_matvec_q8_0_vnni(float *out, const void *W, size_t rb, int ncols
     __m512i didx[4]; /* pair k: row 2k's d in lanes 0..7, row 2k+1's in 8..15 */
     for (int k = 0; k < 4; k++)
         didx[k] = _mm512_inserti64x4(_mm512_set1_epi32(2 * k), _mm256_set1_epi32(2 * k + 1), 1);
-    const char *end = (const char *)p41_group(W, rb, 0) + (size_t)((r1 + 7) / 8) * 8 * rb;
     for (int r = r0 & ~7; r < r1; r += 8) {
         const uint8_t *g = p41_group(W, rb, r);
         const char *pf = (const char *)g + (size_t)MV_PF_GROUPS * 8 * rb;
         __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
         for (int b = 0; b < nb; b++) {
             const uint8_t *xb = g + (size_t)b * P80_BLOCK;
-            mv_prefetch(pf, end, b, (int)(P80_BLOCK / 64) + 1);
+            mv_prefetch(pf, b, (int)(P80_BLOCK / 64) + 1);
             __m512 d = _mm512_castps256_ps512(
                 _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)xb)), _mm256_load_ps(sc + (size_t)b * 16)));
             __m512i a = _mm512_load_si512(qs + (size_t)b * 64), c = _mm512_load_si512(nc + (size_t)b * 16);
