@@ -69,22 +69,26 @@ static void futex_wake(atomic_uint *addr, int n) {
 #endif
 }
 
-/* Claims and runs chunks of generation g until none are left (or the region is over). */
+/* Claims and runs chunks of generation g until none are left (or the region is over). The claim
+ * word is read first and the region's fn/ctx/nchunks after it: pool_run closes the claim word
+ * (next generation, no chunk left) before it writes a new region's fields, so a claim that
+ * succeeds proves the fields read between that read and the claim are region g's. Reading them
+ * first let a worker waking late take a chunk of the next region against the old counter, run it
+ * twice (a residual added twice) and count it into the wrong region's done. */
 static void run_chunks(Pool *p, unsigned g, int thread) {
-    PoolFn fn = atomic_load_explicit(&p->fn, memory_order_acquire);
-    void *ctx = atomic_load_explicit(&p->ctx, memory_order_acquire);
-    int nchunks = atomic_load_explicit(&p->nchunks, memory_order_acquire);
-    uint64_t w = atomic_load_explicit(&p->claim, memory_order_acquire);
     for (;;) {
-        if ((unsigned)(w >> 32) != g || (int)(uint32_t)w >= nchunks) return;
-        if (!atomic_compare_exchange_weak_explicit(&p->claim, &w, w + 1, memory_order_acq_rel, memory_order_acquire))
+        uint64_t w = atomic_load_explicit(&p->claim, memory_order_acquire);
+        if ((unsigned)(w >> 32) != g) return;
+        PoolFn fn = atomic_load_explicit(&p->fn, memory_order_acquire);
+        void *ctx = atomic_load_explicit(&p->ctx, memory_order_acquire);
+        int nchunks = atomic_load_explicit(&p->nchunks, memory_order_acquire);
+        if ((uint32_t)w >= (uint32_t)nchunks) return;
+        if (!atomic_compare_exchange_strong_explicit(&p->claim, &w, w + 1, memory_order_acq_rel, memory_order_acquire))
             continue;
-        /* A successful claim proves region g is still open, so fn/ctx/nchunks read above are its. */
         int chunk = (int)(uint32_t)w;
         fn(ctx, chunk, nchunks, thread);
         unsigned d = atomic_fetch_add(&p->done, 1) + 1; /* seq_cst: pairs with caller_sleeping */
         if ((int)d == nchunks && atomic_load(&p->caller_sleeping)) futex_wake(&p->done, 1);
-        w = atomic_load_explicit(&p->claim, memory_order_acquire);
     }
 }
 
@@ -152,6 +156,8 @@ void pool_run(Pool *p, PoolFn fn, void *ctx, int nchunks) {
         return;
     }
     unsigned g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+    /* closed: the new generation with no chunk to claim, until the fields below are written */
+    atomic_store(&p->claim, (uint64_t)g << 32 | UINT32_MAX);
     atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
     atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
     atomic_store_explicit(&p->nchunks, nchunks, memory_order_relaxed);

@@ -53,9 +53,35 @@ static void every_chunk_runs_exactly_once(void **state) {
     pool_free(NULL);
 }
 
+/* More threads than cores, so workers are preempted mid-claim, and regions alternating between
+ * one chunk and many, each with its own counters: a worker waking late must never run a chunk of
+ * the next region against the last one's claim (it would run twice: a residual added twice), and
+ * no chunk may still be running, or run again, once pool_run has returned. */
+static void late_workers_never_run_a_chunk_twice(void **state) {
+    (void)state;
+    enum { REGIONS = 20000, NTH = 8 };
+    Pool *p = pool_create(NTH);
+    assert_non_null(p);
+    Ctx *c = calloc(2, sizeof *c);
+    c[0].nthreads = c[1].nthreads = NTH;
+    for (int rep = 0; rep < REGIONS; rep++) {
+        Ctx *cur = &c[rep % 2], *prev = &c[(rep + 1) % 2];
+        int n = rep % 2 ? 1 : 64, np = rep % 2 ? 64 : 1;
+        for (int i = 0; i < n; i++) atomic_store(&cur->hits[i], 0);
+        pool_run(p, count, cur, n);
+        for (int i = 0; i < n; i++) assert_int_equal(atomic_load(&cur->hits[i]), 1);
+        if (rep > 0)
+            for (int i = 0; i < np; i++) assert_int_equal(atomic_load(&prev->hits[i]), 1);
+    }
+    assert_int_equal(atomic_load(&c[0].bad_thread) | atomic_load(&c[1].bad_thread), 0);
+    free(c);
+    pool_free(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_chunk_runs_exactly_once),
+        cmocka_unit_test(late_workers_never_run_a_chunk_twice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
