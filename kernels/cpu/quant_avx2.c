@@ -344,36 +344,26 @@ float quant_dot_f16_order_avx2(const uint16_t *x, const uint16_t *y, int n, int 
 }
 
 /* Accumulator row r of the reference (positions r, r + stride, r + 2 stride, ...: the same
- * additions in the same order) kept in registers over 32 output elements at a time, so no
+ * additions in the same order) over outputs [d0, d0 + 8 NV), kept in registers, so no
  * accumulator is cleared, loaded or stored per position. */
+static inline __attribute__((always_inline)) void pv_cols(float *a, const uint16_t *p16, const uint16_t *const *blk,
+                                                          size_t ld, int n, int d0, int r, int stride, const int NV) {
+    __m256 s[8];
+    for (int k = 0; k < NV; k++) s[k] = _mm256_setzero_ps();
+    for (int p = r; p < n; p += stride) {
+        __m256 w = _mm256_set1_ps(h2f(p16[p]));
+        const uint16_t *v = blk[p / 16] + (size_t)(p % 16) * ld + d0;
+        for (int k = 0; k < NV; k++) s[k] = _mm256_fmadd_ps(ld_h8(v + 8 * k), w, s[k]);
+    }
+    for (int k = 0; k < NV; k++) _mm256_storeu_ps(a + d0 + 8 * k, s[k]);
+}
+
+/* 64 outputs per pass over the V rows while they last (each row read once per pass), then 32. */
 static void pv_row(float *a, const uint16_t *p16, const uint16_t *const *blk, size_t ld, int n, int hd, int r,
                    int stride) {
     int d0 = 0;
-    for (; d0 + 64 <= hd; d0 += 64) { /* 64 outputs: each V row is read once per chunk */
-        __m256 s[8];
-        for (int k = 0; k < 8; k++) s[k] = _mm256_setzero_ps();
-        for (int p = r; p < n; p += stride) {
-            __m256 w = _mm256_set1_ps(h2f(p16[p]));
-            const uint16_t *v = blk[p / 16] + (size_t)(p % 16) * ld + d0;
-            for (int k = 0; k < 8; k++) s[k] = _mm256_fmadd_ps(ld_h8(v + 8 * k), w, s[k]);
-        }
-        for (int k = 0; k < 8; k++) _mm256_storeu_ps(a + d0 + 8 * k, s[k]);
-    }
-    for (; d0 < hd; d0 += 32) {
-        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-        for (int p = r; p < n; p += stride) {
-            __m256 w = _mm256_set1_ps(h2f(p16[p]));
-            const uint16_t *v = blk[p / 16] + (size_t)(p % 16) * ld + d0;
-            s0 = _mm256_fmadd_ps(ld_h8(v), w, s0);
-            s1 = _mm256_fmadd_ps(ld_h8(v + 8), w, s1);
-            s2 = _mm256_fmadd_ps(ld_h8(v + 16), w, s2);
-            s3 = _mm256_fmadd_ps(ld_h8(v + 24), w, s3);
-        }
-        _mm256_storeu_ps(a + d0, s0);
-        _mm256_storeu_ps(a + d0 + 8, s1);
-        _mm256_storeu_ps(a + d0 + 16, s2);
-        _mm256_storeu_ps(a + d0 + 24, s3);
-    }
+    for (; d0 + 64 <= hd; d0 += 64) pv_cols(a, p16, blk, ld, n, d0, r, stride, 8);
+    for (; d0 < hd; d0 += 32) pv_cols(a, p16, blk, ld, n, d0, r, stride, 4);
 }
 
 void quant_attn_pv_avx2(float *out, float *acc, const uint16_t *p16, const uint16_t *const *blk, size_t ld, int n, int hd,

@@ -92,18 +92,12 @@ VNNI void quant_matmul_prep_vnni(int wtype, void *tile, const void *act, size_t 
  * accumulators stay in registers. */
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
-/* The weight rows stream from memory once per step: each row loop prefetches the row PF_ROWS
- * ahead (one hint per block, so every cache line of it), which the hardware prefetcher alone
- * does not keep up with. Prefetching changes no arithmetic. */
-#ifndef PF_ROWS
-#define PF_ROWS 4
-#endif
-
 /* Q4_1 weights come packed (quant_pack_rows): row r's block b is in group r / 8 at
  * g + b * 160, its d at 2k, m at 16 + 2k and quants at 32 + 16k for k = r % 8. */
 enum { P41_BLOCK = 8 * sizeof(BlockQ4_1) };
 
-static inline const uint8_t *p41_group(const void *W, size_t rb, int r) {
+/* The packed group holding row r (any packed type: a group is the bytes of its eight rows). */
+static inline const uint8_t *pack_group(const void *W, size_t rb, int r) {
     return (const uint8_t *)W + (size_t)(r / 8) * 8 * rb;
 }
 
@@ -113,19 +107,21 @@ static inline uint16_t ld16(const uint8_t *p) {
     return v;
 }
 
-/* Row r's eighth of the next group (its bytes: one row's worth, rb), one hint per block while
- * the row runs, so the group after this one arrives spread over this group's eight rows. Past
+/* The weights stream from memory once per step, and the hardware prefetcher alone left the tile
+ * kernels waiting on them; prefetching changes no arithmetic. Row r's eighth of the next group
+ * (its bytes: one row's worth, rb), one hint per block while the row runs, so the group after
+ * this one arrives spread over this group's eight rows. Past
  * the chunk's last row too: the next chunk (whichever thread takes it) or the next matrix is
  * what streams next, and a prefetch never faults. */
 static inline const char *tile_prefetch(const void *W, size_t rb, int r) {
-    return (const char *)p41_group(W, rb, r + 8) + (size_t)(r % 8) * rb;
+    return (const char *)pack_group(W, rb, r + 8) + (size_t)(r % 8) * rb;
 }
 
 VNNI static ALWAYS_INLINE void q41_rows(float *out, size_t ldo, const void *W, size_t rb, int nb, int r0, int r1,
                                         const uint8_t *qs, const float *dp, const float *sy, int t0, int nt, const int NP) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int r = r0; r < r1; r++) {
-        const uint8_t *g = p41_group(W, rb, r);
+        const uint8_t *g = pack_group(W, rb, r);
         int k = r % 8;
         __m512 acc[PAIRS];
 #pragma GCC unroll 8
@@ -168,7 +164,7 @@ VNNI static ALWAYS_INLINE void q80_rows(float *out, size_t ldo, const void *W, s
                                         const int NP) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     for (int r = r0; r < r1; r++) {
-        const uint8_t *g = p41_group(W, rb, r);
+        const uint8_t *g = pack_group(W, rb, r);
         int k = r % 8;
         __m512 acc[PAIRS];
 #pragma GCC unroll 8
@@ -317,7 +313,7 @@ VNNI void quant_matvec_q4_1_vnni(float *out, const void *W, size_t rb, int ncols
     const __m512i i03 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     const __m512i i47 = _mm512_add_epi32(i03, _mm512_set1_epi32(4));
     for (int r = r0 & ~7; r < r1; r += 8) {
-        const uint8_t *g = p41_group(W, rb, r);
+        const uint8_t *g = pack_group(W, rb, r);
         const char *pf = (const char *)g + (size_t)MV_PF_GROUPS * 8 * rb;
         __m512 l0 = _mm512_setzero_ps(), h0 = l0, l1 = l0, h1 = l0, summ = l0;
         for (int b = 0; b < nb; b++) {
@@ -386,7 +382,7 @@ VNNI void quant_matvec_q8_0_vnni(float *out, const void *W, size_t rb, int ncols
     for (int k = 0; k < 4; k++)
         didx[k] = _mm512_inserti64x4(_mm512_set1_epi32(2 * k), _mm256_set1_epi32(2 * k + 1), 1);
     for (int r = r0 & ~7; r < r1; r += 8) {
-        const uint8_t *g = p41_group(W, rb, r);
+        const uint8_t *g = pack_group(W, rb, r);
         const char *pf = (const char *)g + (size_t)MV_PF_GROUPS * 8 * rb;
         __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
         for (int b = 0; b < nb; b++) {
