@@ -445,6 +445,12 @@ typedef struct MMPart {
     const void *vec;  /* prepared activation for w->mv (one token), or NULL */
 } MMPart;
 
+/* Rows [r0, r1) of part `part`. */
+typedef struct MMChunk {
+    int part, r0, r1;
+} MMChunk;
+enum { MM_PLAN_MAX = 1024 }; /* grows as threads x log(rows): 656 for 64 threads on a 152k vocabulary */
+
 struct Forward {
     const Model *m;
     Pool *pool;
@@ -461,6 +467,8 @@ struct Forward {
     /* current region */
     MMPart mm[MM_MAX];
     int n_mm, ntok;
+    MMChunk plan[MM_PLAN_MAX]; /* a single-token region's chunks (mm_plan) */
+    int n_plan;
     const BatchTok *toks;
     const KvCache *kv;
     int layer;
@@ -560,30 +568,54 @@ static void rmsnorm(float *y, const float *x, const float *w, int n, float eps) 
     for (int i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
 }
 
-/* Rows per chunk of a matmul region: small enough for two threads to balance on a loaded
- * machine, large enough that claiming a chunk costs nothing next to it. */
+/* Rows per chunk of a multi-token matmul region: small enough for two threads to balance on a
+ * loaded machine, large enough that claiming a chunk costs nothing next to it. */
 enum { MM_CHUNK_ROWS = 32 };
+static int mm_chunks(const MMPart *p) { return (p->w->rows + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS; }
+
 /* A single-token step (one activation row) does 1/16 of a tile's work per row, and claiming a
- * chunk costs two contended atomics (at 32 rows SmolLM2's ~6400 claims a token made two threads
- * slower than one), so there each matrix is cut into about four chunks per thread (multiples of
- * eight rows, the matvec's group): few claims, and a thread finishing early waits for at most a
- * quarter of its share. */
-static int mm_rows(const Forward *f, const MMPart *p) {
-    if (f->ntok > 1) return MM_CHUNK_ROWS;
-    int per = 4 * pool_size(f->pool), r = (p->w->rows + per - 1) / per;
-    r = (r + 7) & ~7;
-    return r < 64 ? 64 : r;
+ * chunk costs two contended atomics (32-row chunks made two threads slower than one), so its
+ * chunks shrink as the region runs out (guided scheduling): each takes a quarter of what is
+ * left per thread pair, in whole groups of eight rows (the matvec's), never under MM_MIN_ROWS.
+ * Few claims, and the threads end a region at most one small chunk apart (even chunks of an
+ * eighth of the LM head left one thread waiting for up to 3 MB of another's weights). */
+enum { MM_MIN_ROWS = 16 };
+static void mm_plan(Forward *f) {
+    int left = 0, nt = pool_size(f->pool);
+    for (int i = 0; i < f->n_mm; i++) left += f->mm[i].w->rows;
+    f->n_plan = 0;
+    for (int i = 0; i < f->n_mm; i++)
+        for (int r0 = 0, rows = f->mm[i].w->rows; r0 < rows;) {
+            int take = (left / (2 * nt) + 7) & ~7;
+            if (take < MM_MIN_ROWS) take = MM_MIN_ROWS;
+            /* the plan's last slots take whatever is left of the region */
+            if (f->n_plan == MM_PLAN_MAX - (f->n_mm - i)) take = rows - r0;
+            if (take > rows - r0) take = rows - r0;
+            f->plan[f->n_plan++] = (MMChunk){.part = i, .r0 = r0, .r1 = r0 + take};
+            r0 += take;
+            left -= take;
+        }
 }
-static int mm_chunks(const Forward *f, const MMPart *p) { return (p->w->rows + mm_rows(f, p) - 1) / mm_rows(f, p); }
 
 static void mm_region(void *ctx, int chunk, int nchunks, int thread) {
     Forward *f = ctx;
     (void)nchunks;
-    int i = 0;
-    while (chunk >= mm_chunks(f, &f->mm[i])) chunk -= mm_chunks(f, &f->mm[i++]);
-    const MMPart *p = &f->mm[i];
-    int rows = p->w->rows, cr = mm_rows(f, p), r0 = chunk * cr, r1 = r0 + cr < rows ? r0 + cr : rows;
     (void)thread;
+    const MMPart *p;
+    int r0, r1;
+    if (f->ntok == 1) {
+        const MMChunk *c = &f->plan[chunk];
+        p = &f->mm[c->part];
+        r0 = c->r0;
+        r1 = c->r1;
+    } else {
+        int i = 0;
+        while (chunk >= mm_chunks(&f->mm[i])) chunk -= mm_chunks(&f->mm[i++]);
+        p = &f->mm[i];
+        r0 = chunk * MM_CHUNK_ROWS;
+        r1 = r0 + MM_CHUNK_ROWS < p->w->rows ? r0 + MM_CHUNK_ROWS : p->w->rows;
+    }
+    int rows = p->w->rows;
     if (p->vec)
         p->w->mv(p->out, p->w->cpu, p->w->row_bytes, p->w->cols, r0, r1, p->vec);
     else if (p->tile)
@@ -646,7 +678,11 @@ static void matmul_group(Forward *f, const float *src, int ntok, const WMat **ws
     f->n_mm = n;
     f->ntok = ntok;
     int chunks = 0;
-    for (int i = 0; i < n; i++) chunks += mm_chunks(f, &f->mm[i]);
+    if (ntok == 1) {
+        mm_plan(f);
+        chunks = f->n_plan;
+    } else
+        for (int i = 0; i < n; i++) chunks += mm_chunks(&f->mm[i]);
     pool_run(f->pool, mm_region, f, chunks);
 }
 
@@ -677,7 +713,10 @@ static void rope_cache(const Forward *f, const BatchTok *toks, int n, float base
     for (int t = 0; t < n; t++) rope_row(f->m, toks[t].pos, base, freq_scale, out + (size_t)t * f->m->hp.rope_dim);
 }
 
-static void rope_apply(const ModelHparams *hp, float *x, const float *cs) {
+/* fmaf is a library call where the build's baseline lacks FMA (12 heads x 64 of them a layer):
+ * a clone for FMA CPUs inlines it. Fused either way, so the same bits. */
+__attribute__((target_clones("fma", "default"))) static void rope_apply(const ModelHparams *hp, float *x,
+                                                                          const float *cs) {
     int half = hp->rope_dim / 2;
     for (int i = 0; i < half; i++) {
         float c = cs[2 * i], s = cs[2 * i + 1];
@@ -736,42 +775,57 @@ static void attn_region(void *ctx, int chunk, int nchunks, int ith) {
     }
 }
 
-/* Per token after the Q/K/V matmuls: biases, Q/K norms, RoPE, fp16 Q, K and V into the cache. */
-static void qkv_region(void *ctx, int chunk, int nchunks, int thread) {
-    Forward *f = ctx;
-    (void)thread;
+/* Per token after the Q/K/V matmuls: biases, Q/K norms, RoPE, fp16 Q (part q), K and V into
+ * the cache (part kv). */
+static void qkv_token(Forward *f, int t, int part_q, int part_kv) {
     const ModelHparams *hp = &f->m->hp;
     const ModelLayer *L = &f->m->layers[f->layer];
     KvCache *kv = f->kv_w;
-    const BatchTok *toks = f->toks;
     int l = f->layer, hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
-    int t0, t1;
-    tok_range(f, chunk, nchunks, &t0, &t1);
-    for (int t = t0; t < t1; t++) {
-        float *q = f->q + (size_t)t * qd, *k = f->k + (size_t)t * kvd, *v = f->v + (size_t)t * kvd;
-        if (L->bq) {
+    float *q = f->q + (size_t)t * qd, *k = f->k + (size_t)t * kvd, *v = f->v + (size_t)t * kvd;
+    const float *cs = f->rope_cs + (size_t)t * hp->rope_dim;
+    if (L->swa && hp->rope_swa) cs += (size_t)f->max_tokens * hp->rope_dim;
+    if (part_q) {
+        if (L->bq)
             for (int i = 0; i < qd; i++) q[i] += L->bq[i];
-            for (int i = 0; i < kvd; i++) k[i] += L->bk[i];
-            for (int i = 0; i < kvd; i++) v[i] += L->bv[i];
-        }
-        const float *cs = f->rope_cs + (size_t)t * hp->rope_dim;
-        if (L->swa && hp->rope_swa) cs += (size_t)f->max_tokens * hp->rope_dim;
         for (int h = 0; h < hp->n_head; h++) {
             if (L->q_norm) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, hp->eps);
             rope_apply(hp, q + h * hd, cs);
         }
         if (hp->q_scale)
             for (int i = 0; i < qd; i++) q[i] *= hp->q_scale;
+        quant_f32_to_fp16_row(f->q16 + (size_t)t * qd, q, qd);
+    }
+    if (part_kv) {
+        if (L->bk) /* each bias is optional on its own (outside qwen2) */
+            for (int i = 0; i < kvd; i++) k[i] += L->bk[i];
+        if (L->bv)
+            for (int i = 0; i < kvd; i++) v[i] += L->bv[i];
         for (int h = 0; h < hp->n_head_kv; h++) {
             if (L->k_norm) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, hp->eps);
             rope_apply(hp, k + h * hd, cs);
         }
-        quant_f32_to_fp16_row(f->q16 + (size_t)t * qd, q, qd);
-        int pos = toks[t].pos;
-        size_t row = ((size_t)toks[t].pages[pos / KV_PAGE] * KV_PAGE + (size_t)(pos % KV_PAGE)) * kvd;
+        int pos = f->toks[t].pos;
+        size_t row = ((size_t)f->toks[t].pages[pos / KV_PAGE] * KV_PAGE + (size_t)(pos % KV_PAGE)) * kvd;
         quant_f32_to_fp16_row(kv->k + (size_t)l * kv->layer_stride + row, k, kvd);
         quant_f32_to_fp16_row(kv->v + (size_t)l * kv->layer_stride + row, v, kvd);
     }
+}
+
+/* Token chunks; a lone token (a decode step) is two chunks, its Q and its K/V, so the second
+ * thread is not idle through it. */
+static int qkv_chunks(const Forward *f) { return f->ntok == 1 && pool_size(f->pool) > 1 ? 2 : tok_chunks(f); }
+
+static void qkv_region(void *ctx, int chunk, int nchunks, int thread) {
+    Forward *f = ctx;
+    (void)thread;
+    if (f->ntok == 1 && nchunks == 2) {
+        qkv_token(f, 0, chunk == 0, chunk == 1);
+        return;
+    }
+    int t0, t1;
+    tok_range(f, chunk, nchunks, &t0, &t1);
+    for (int t = t0; t < t1; t++) qkv_token(f, t, 1, 1);
 }
 
 /* Per token: the residual add (x += xn) and/or the next RMSNorm (xn = norm(x)). */
@@ -867,7 +921,7 @@ static int forward_layers(Forward *f, KvCache *kv, const BatchTok *toks, int n) 
         matmul_group(f, f->xn, n, w3, o3, 3);
         f->layer = l;
         f->kv_w = kv;
-        pool_run(f->pool, qkv_region, f, tok_chunks(f));
+        pool_run(f->pool, qkv_region, f, qkv_chunks(f));
         pool_run(f->pool, attn_region, f, n * hp->n_head < 64 ? n * hp->n_head : 64);
         const WMat *wo[1] = {&L->wo};
         float *oo[1] = {f->xn};

@@ -104,8 +104,12 @@ int sampler_candidates(const GenSampling *p, SamplerScratch *s, float *logits, c
     }
     if (!(p->temperature > 0.0f)) {
         int best = 0;
+        float bv = logits[0]; /* in a register: reloading logits[best] cost ~3x over a 49k vocabulary */
         for (int i = 1; i < V; i++)
-            if (logits[i] > logits[best]) best = i;
+            if (logits[i] > bv) {
+                bv = logits[i];
+                best = i;
+            }
         s->idx[0] = best;
         s->prob[0] = 1.0f;
         *z_out = 1.0;

@@ -84,7 +84,12 @@ def _cli():
     pytest.fail("no generate-local entry: neither $WEAVER_BIN generate-local nor tests/test_decode_cli exist")
 
 
+THREADS = "2"  # the pool's threaded path (guided row chunks, split Q/KV work), as the daemon runs
+
+
 def run(*args):
+    if "--threads" not in args:
+        args = args + ("--threads", THREADS)
     r = subprocess.run(_cli() + list(args), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -200,6 +205,21 @@ class TestSmolLM2:
     @pytest.mark.parametrize("case", fx["generate"], ids=lambda c: repr(c["text"][:20]))
     def test_logits_at_every_position_and_step_and_all_32_greedy_tokens_match_llama_cpp(self, case, tmp_path):
         compare_smol(case, tmp_path)
+
+    def test_logits_are_the_same_bits_with_1_2_and_3_threads(self, tmp_path):
+        """How rows and heads are split over threads never changes a number: the prompt in one
+        pass, then 24 decode steps, dumped whole (every vocabulary entry) at each thread count."""
+        case = self.fx["generate"][0]
+        seq = case["tokens"] + case["greedy"][:24]
+        dumps = {}
+        for t in ("1", "2", "3"):
+            path = str(tmp_path / f"t{t}.f32")
+            run("--model", SMOL, "--ids", ",".join(map(str, seq)), "--dump-logits", "1", "--logits-out", path,
+                "--prefill", str(len(case["tokens"])), "--threads", t)
+            dumps[t] = np.fromfile(path, dtype=np.float32)
+        assert dumps["1"].size == len(seq) * 49152
+        for t in ("2", "3"):
+            assert dumps[t].tobytes() == dumps["1"].tobytes(), f"{t} threads: logits differ from 1 thread's"
 
     def test_fixture_covers_every_prompt_position_and_decode_step(self):
         for c in self.fx["generate"]:
