@@ -575,8 +575,9 @@ static int mm_chunks(const MMPart *p) { return (p->w->rows + MM_CHUNK_ROWS - 1) 
 
 /* A single-token step (one activation row) does 1/16 of a tile's work per row, and claiming a
  * chunk costs two contended atomics (32-row chunks made two threads slower than one), so its
- * chunks shrink as the region runs out (guided scheduling): each takes a quarter of what is
- * left per thread pair, in whole groups of eight rows (the matvec's), never under MM_MIN_ROWS.
+ * chunks shrink as the region runs out (guided scheduling): each takes 1 / (2 x threads) of
+ * what is left (a quarter for two), in whole groups of eight rows (the matvec's), never under
+ * MM_MIN_ROWS.
  * Few claims, and the threads end a region at most one small chunk apart (even chunks of an
  * eighth of the LM head left one thread waiting for up to 3 MB of another's weights). */
 enum { MM_MIN_ROWS = 16 };
