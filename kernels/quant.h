@@ -135,6 +135,10 @@ float quant_dot_f16_order(const uint16_t *x, const uint16_t *y, int n, int gemv)
  * acc is scratch of 64 * hd floats. */
 void quant_attn_pv(float *out, float *acc, const uint16_t *p16, const uint16_t *const *blk, size_t ld, int n, int hd,
                    int gemv);
+/* Row p of such a block list. */
+static inline const uint16_t *quant_kv_row(const uint16_t *const *blk, int p, size_t ld) {
+    return blk[p / 16] + (size_t)(p % 16) * ld;
+}
 
 /* s[p] = quant_dot_f16_order(q, K row p, hd, gemv) * scale for p < n; K rows in blocks of 16
  * positions as for quant_attn_pv. */

@@ -198,7 +198,7 @@ static int cmd_forward(int argc, char **argv)
     DevForwardOpts o = {.max_tokens = 64, .max_ctx = 128, .max_seqs = 4, .max_logits = 4, .kv_tokens = 256, .graph_max = 4};
     DevForward *f = dev_forward_create(d, m, &o, NULL, err, sizeof err);
     KvCache kv;
-    Forward *cf = forward_create(m, 64, 128, (int)sysconf(_SC_NPROCESSORS_ONLN), err, sizeof err);
+    Forward *cf = forward_create(m, 64, 128, 0, err, sizeof err);
     if (!f || !cf || kv_init(&kv, m, 256, err, sizeof err)) { fprintf(stderr, "forward: %s\n", err); return 66; }
     int pages[8];
     for (int i = 0; i < 8; i++) pages[i] = i;

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "engine/decode/decoder.h"
 #include "engine/decode/sampler.h"
@@ -309,15 +308,10 @@ int cli_generate_main(int argc, char **argv) {
                 rc = 0;
             } else if (tv.n == 0) {
                 snprintf(err, sizeof err, "the prompt is empty");
+            } else if (dump) {
+                rc = dump_logits(d, &tv, dump, logits_out, threads, ubatch, prefill, err, sizeof err) ? 1 : 0;
             } else {
-                /* --threads 0: every online CPU, as the generator's decoder.threads = 0 (these two
-                 * paths used to run one thread, so their checks missed the threaded split) */
-                int nt = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-                if (nt < 1) nt = 1;
-                if (dump)
-                    rc = dump_logits(d, &tv, dump, logits_out, nt, ubatch, prefill, err, sizeof err) ? 1 : 0;
-                else
-                    rc = greedy_ids(d, &tv, max_tokens, nt, err, sizeof err) ? 1 : 0;
+                rc = greedy_ids(d, &tv, max_tokens, threads, err, sizeof err) ? 1 : 0;
             }
         }
         tokvec_free(&tv);

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "engine/decode/decoder.h"
 #include "engine/decode/forward_dev.h"
@@ -147,13 +146,11 @@ static int native_open(Generator *g, const DecoderConfig *cfg) {
     model_set_ctx(n->dec->model, n->ctx_len); /* a sequence's context picks Phi-3 LongRoPE's factors */
     n->max_batch = NATIVE_MAX_BATCH > n->max_slots ? NATIVE_MAX_BATCH : n->max_slots;
     n->step_tokens = n->max_batch;
-    int threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (threads < 1) threads = 1;
     if (dev_index >= 0) {
         if (open_device(g, n, dev_index, cfg)) return -1;
     } else {
         if (kv_init(&n->kv, n->dec->model, budget, g->errstr, sizeof g->errstr)) return -1;
-        n->fwd = forward_create(n->dec->model, n->max_batch, n->ctx_len, threads, g->errstr, sizeof g->errstr);
+        n->fwd = forward_create(n->dec->model, n->max_batch, n->ctx_len, cfg->threads, g->errstr, sizeof g->errstr);
         if (!n->fwd) return -1;
     }
     n->slots = calloc((size_t)n->max_slots, sizeof *n->slots);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int errf(char *err, size_t errlen, const char *fmt, ...) {
     va_list ap;
@@ -503,7 +504,8 @@ Forward *forward_create(const Model *m, int max_tokens, int max_ctx, int n_threa
     f->m = m;
     f->max_tokens = max_tokens;
     f->max_ctx = max_ctx;
-    f->pool = pool_create(n_threads);
+    if (n_threads < 1) n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    f->pool = pool_create(n_threads); /* pool_create takes a failed sysconf (-1) as 1 */
     size_t B = (size_t)max_tokens;
     int qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
     int widest = hp->n_embd > qd ? hp->n_embd : qd;

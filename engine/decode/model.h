@@ -114,6 +114,7 @@ typedef struct BatchTok {
 /* Scratch for a forward pass of at most max_tokens tokens, max_logits logit rows and
  * attention spans up to max_ctx; allocated once. */
 typedef struct Forward Forward;
+/* n_threads < 1: every online CPU (decoder.threads = 0, generate-local --threads 0). */
 Forward *forward_create(const Model *m, int max_tokens, int max_ctx, int n_threads, char *err, size_t errlen);
 void forward_free(Forward *f);
 /* The forward pass's thread pool, for other per-step work (sampling) between passes. */

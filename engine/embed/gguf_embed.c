@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "engine/decode/gguf.h"
 #include "engine/decode/model.h"
@@ -353,8 +352,7 @@ int gguf_embed_open_file(Embedder *e, const char *path, const EmbedderConfig *cf
      * below 8 tokens a text. */
     g->kv_pages = g->pack_tokens / KV_PAGE + g->pack_tokens / 8 + 1;
     g->max_texts = batch && batch->max_texts > 0 ? batch->max_texts : GE_DEFAULT_MAX_TEXTS;
-    g->threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (g->threads < 1) g->threads = 1;
+    g->threads = cfg->threads; /* 0: every online CPU (forward_create) */
 
     EmbedderInfo *info = &e->info;
     if (cfg->model_id && cfg->model_id[0])

@@ -366,10 +366,10 @@ static inline __attribute__((always_inline)) void pv_cols(float *a, const uint16
     for (int k = 0; k < NV; k++) s[k] = _mm256_setzero_ps();
     for (int p = r; p < n; p += stride) {
         __m256 w = _mm256_set1_ps(h2f(p16[p]));
-        const uint16_t *v = blk[p / 16] + (size_t)(p % 16) * ld + d0;
+        const uint16_t *v = quant_kv_row(blk, p, ld) + d0;
         if (p + PV_AHEAD < n) /* the row a later accumulator row reads here: see PV_AHEAD */
             for (int k = 0; k < NV; k += 4)
-                _mm_prefetch((const char *)(blk[(p + PV_AHEAD) / 16] + (size_t)((p + PV_AHEAD) % 16) * ld + d0 + 8 * k), _MM_HINT_T0);
+                _mm_prefetch((const char *)(quant_kv_row(blk, p + PV_AHEAD, ld) + d0 + 8 * k), _MM_HINT_T0);
         for (int k = 0; k < NV; k++) s[k] = _mm256_fmadd_ps(ld_h8(v + 8 * k), w, s[k]);
     }
     for (int k = 0; k < NV; k++) _mm256_storeu_ps(a + d0 + 8 * k, s[k]);
@@ -456,15 +456,15 @@ void quant_quantize_act_avx2(QuantType act, const float *x, void *dst, int n) {
 void quant_attn_scores_avx2(float *s, const uint16_t *q, const uint16_t *const *blk, size_t ld, int n, int hd, int gemv,
                             float scale) {
     if (hd != 64) {
-        for (int p = 0; p < n; p++) s[p] = quant_dot_f16_order_avx2(q, blk[p / 16] + (size_t)(p % 16) * ld, hd, gemv) * scale;
+        for (int p = 0; p < n; p++) s[p] = quant_dot_f16_order_avx2(q, quant_kv_row(blk, p, ld), hd, gemv) * scale;
         return;
     }
     __m256 qv[8];
     for (int k = 0; k < 8; k++) qv[k] = ld_h8(q + 8 * k);
     for (int p = 0; p < n; p++) {
-        const uint16_t *kr = blk[p / 16] + (size_t)(p % 16) * ld;
+        const uint16_t *kr = quant_kv_row(blk, p, ld);
         if (p + K_AHEAD < n) {
-            const char *kn = (const char *)(blk[(p + K_AHEAD) / 16] + (size_t)((p + K_AHEAD) % 16) * ld);
+            const char *kn = (const char *)quant_kv_row(blk, p + K_AHEAD, ld);
             _mm_prefetch(kn, _MM_HINT_T0);
             _mm_prefetch(kn + 64, _MM_HINT_T0);
         }

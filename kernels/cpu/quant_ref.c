@@ -522,7 +522,7 @@ void quant_attn_pv_ref(float *out, float *acc, const uint16_t *p16, const uint16
     memset(acc, 0, (size_t)nacc * 16 * (size_t)hd * sizeof *acc);
     for (int p = 0; p < n; p++) {
         float w = H2F(p16[p]);
-        const uint16_t *v = blk[p / 16] + (size_t)(p % 16) * ld;
+        const uint16_t *v = quant_kv_row(blk, p, ld);
         float *a = acc + ((size_t)((p / 16) % nacc) * 16 + (size_t)(p % 16)) * (size_t)hd;
         for (int d = 0; d < hd; d++) a[d] = fmaf(H2F(v[d]), w, a[d]);
     }
@@ -539,5 +539,5 @@ void quant_attn_pv_ref(float *out, float *acc, const uint16_t *p16, const uint16
 
 void quant_attn_scores_ref(float *s, const uint16_t *q, const uint16_t *const *blk, size_t ld, int n, int hd, int gemv,
                            float scale) {
-    for (int p = 0; p < n; p++) s[p] = quant_dot_f16_order_ref(q, blk[p / 16] + (size_t)(p % 16) * ld, hd, gemv) * scale;
+    for (int p = 0; p < n; p++) s[p] = quant_dot_f16_order_ref(q, quant_kv_row(blk, p, ld), hd, gemv) * scale;
 }
